@@ -1,0 +1,344 @@
+//! The chat request body, parsed once and touched little.
+//!
+//! The body is read as an ordered list of top-level keys whose values stay raw JSON text
+//! borrowed from the request bytes (`RawValue`): `messages`, usually most of the body, is never
+//! turned into a tree. The few fields the gateway decides on are read from their raw text on
+//! demand, and edits replace one value in place, so the key order survives (OpenRouter's
+//! response cache hashes the body with key order significant). A body nobody edited is
+//! forwarded as the very bytes the client sent.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use bytes::Bytes;
+use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, Visitor};
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::error::GatewayError;
+
+/// A parsed chat request: top-level keys in order, values raw.
+pub struct ChatRequest<'a> {
+    entries: Vec<Entry<'a>>,
+    edited: bool,
+}
+
+struct Entry<'a> {
+    key: Cow<'a, str>,
+    value: Slot<'a>,
+}
+
+enum Slot<'a> {
+    Original(&'a RawValue),
+    Edited(Box<RawValue>),
+    Removed,
+}
+
+impl Slot<'_> {
+    fn raw(&self) -> Option<&RawValue> {
+        match self {
+            Slot::Original(raw) => Some(raw),
+            Slot::Edited(raw) => Some(raw),
+            Slot::Removed => None,
+        }
+    }
+}
+
+impl fmt::Debug for ChatRequest<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Keys only: values may hold anything the user wrote.
+        f.debug_struct("ChatRequest")
+            .field("keys", &self.keys().collect::<Vec<_>>())
+            .field("edited", &self.edited)
+            .finish()
+    }
+}
+
+impl<'a> ChatRequest<'a> {
+    /// Parses `body` and checks the shape every chat request must have: a JSON object with no
+    /// duplicate keys (the gateway and the upstream could read different ones) and a `messages`
+    /// array.
+    pub fn parse(body: &'a [u8]) -> Result<Self, GatewayError> {
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let entries = de.deserialize_map(EntriesVisitor).map_err(json_error)?;
+        de.end().map_err(json_error)?;
+        let request = Self {
+            entries,
+            edited: false,
+        };
+        match request.get("messages") {
+            None => Err(GatewayError::BadRequest(
+                "`messages` is required: an array of {\"role\", \"content\"} objects".to_owned(),
+            )),
+            Some(raw) if json_type(raw) != "array" => Err(GatewayError::BadRequest(format!(
+                "`messages` must be an array, found {}",
+                json_type(raw)
+            ))),
+            Some(_) => Ok(request),
+        }
+    }
+
+    /// The current raw value of a top-level key.
+    pub fn get(&self, key: &str) -> Option<&RawValue> {
+        self.entries
+            .iter()
+            .find(|e| e.key == key)
+            .and_then(|e| e.value.raw())
+    }
+
+    /// A top-level field read into `T`; a value of the wrong type is a 400 naming the field and
+    /// what was expected.
+    pub fn field<T: DeserializeOwned>(
+        &self,
+        key: &str,
+        expected: &str,
+    ) -> Result<Option<T>, GatewayError> {
+        let Some(raw) = self.get(key) else {
+            return Ok(None);
+        };
+        serde_json::from_str(raw.get()).map(Some).map_err(|_| {
+            GatewayError::BadRequest(format!(
+                "`{key}` must be {expected}, found {}",
+                json_type(raw)
+            ))
+        })
+    }
+
+    /// `model`, when it is a string (anything else is a 400).
+    pub fn model(&self) -> Result<Option<String>, GatewayError> {
+        self.field("model", "a string")
+    }
+
+    /// Whether the client asked for a stream. Only `true` counts, as upstream reads it.
+    pub fn stream(&self) -> bool {
+        self.get("stream").is_some_and(|raw| raw.get() == "true")
+    }
+
+    /// Replaces the value of `key` in place, or appends it when absent.
+    pub fn set<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) -> Result<(), GatewayError> {
+        let raw = serde_json::value::to_raw_value(value)
+            .map_err(|e| GatewayError::Internal(format!("cannot encode `{key}`: {e}")))?;
+        self.edited = true;
+        match self.entries.iter_mut().find(|e| e.key == key) {
+            Some(entry) => entry.value = Slot::Edited(raw),
+            None => self.entries.push(Entry {
+                key: Cow::Owned(key.to_owned()),
+                value: Slot::Edited(raw),
+            }),
+        }
+        Ok(())
+    }
+
+    /// Removes `key` if present.
+    pub fn remove(&mut self, key: &str) {
+        if let Some(entry) = self.entries.iter_mut().find(|e| e.key == key) {
+            if !matches!(entry.value, Slot::Removed) {
+                entry.value = Slot::Removed;
+                self.edited = true;
+            }
+        }
+    }
+
+    /// Top-level keys, in order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.entries
+            .iter()
+            .filter(|e| e.value.raw().is_some())
+            .map(|e| e.key.as_ref())
+    }
+
+    pub fn is_edited(&self) -> bool {
+        self.edited
+    }
+
+    /// The body to forward: `original` itself when nothing was edited, else the entries written
+    /// back in order, untouched values byte for byte.
+    pub fn to_body(&self, original: &Bytes) -> Bytes {
+        if !self.edited {
+            return original.clone();
+        }
+        let mut out = Vec::with_capacity(original.len() + 256);
+        out.push(b'{');
+        let mut first = true;
+        for entry in &self.entries {
+            let Some(raw) = entry.value.raw() else {
+                continue;
+            };
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            // Writing a `str` as JSON cannot fail.
+            let _ = serde_json::to_writer(&mut out, entry.key.as_ref());
+            out.push(b':');
+            out.extend_from_slice(raw.get().as_bytes());
+        }
+        out.push(b'}');
+        Bytes::from(out)
+    }
+}
+
+/// The JSON type of a raw value, for error messages.
+pub fn json_type(raw: &RawValue) -> &'static str {
+    match raw.get().as_bytes().first() {
+        Some(b'"') => "a string",
+        Some(b'{') => "an object",
+        Some(b'[') => "array",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        _ => "a number",
+    }
+}
+
+fn json_error(e: serde_json::Error) -> GatewayError {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Syntax | Category::Eof | Category::Io => GatewayError::BadJson {
+            line: e.line(),
+            column: e.column(),
+            reason: reason_of(&e),
+        },
+        Category::Data => GatewayError::BadRequest(format!(
+            "request body must be a JSON object ({})",
+            reason_of(&e)
+        )),
+    }
+}
+
+/// serde_json's message without its trailing " at line X column Y" (we say where ourselves).
+fn reason_of(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" at line ") {
+        Some(i) => text[..i].to_owned(),
+        None => text,
+    }
+}
+
+struct EntriesVisitor;
+
+impl<'de> Visitor<'de> for EntriesVisitor {
+    type Value = Vec<Entry<'de>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut entries: Vec<Entry<'de>> = Vec::with_capacity(16);
+        while let Some(Key(key)) = map.next_key()? {
+            if entries.iter().any(|e| e.key == key) {
+                return Err(de::Error::custom(format_args!("duplicate key `{key}`")));
+            }
+            let raw: &'de RawValue = map.next_value()?;
+            entries.push(Entry {
+                key,
+                value: Slot::Original(raw),
+            });
+        }
+        Ok(entries)
+    }
+}
+
+/// A key borrowed from the body when it has no escapes, owned otherwise.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ChatRequest<'_>, GatewayError> {
+        ChatRequest::parse(text.as_bytes())
+    }
+
+    #[test]
+    fn an_untouched_body_is_forwarded_as_sent() {
+        let text =
+            r#"{ "z": 1, "messages": [ {"role":"user","content":"hi"} ], "a": {"x": [1,2]} }"#;
+        let original = Bytes::from_static(text.as_bytes());
+        let req = ChatRequest::parse(&original).unwrap();
+        assert!(!req.is_edited());
+        assert_eq!(req.to_body(&original), original);
+        assert_eq!(req.keys().collect::<Vec<_>>(), ["z", "messages", "a"]);
+    }
+
+    #[test]
+    fn edits_keep_key_order_and_untouched_values() {
+        let text = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"h\u00e9"}],"provider":{"b":1,"a":2},"top_p":1.0}"#;
+        let original = Bytes::from_static(text.as_bytes());
+        let mut req = ChatRequest::parse(&original).unwrap();
+        req.set("model", "openai/gpt-4o").unwrap();
+        req.set("max_tokens", &100).unwrap();
+        req.remove("top_p");
+        assert_eq!(
+            req.to_body(&original),
+            r#"{"model":"openai/gpt-4o","messages":[{"role":"user","content":"h\u00e9"}],"provider":{"b":1,"a":2},"max_tokens":100}"#
+        );
+    }
+
+    #[test]
+    fn bad_json_says_where() {
+        let e = parse("{\n  \"messages\": [\n  }").unwrap_err();
+        match e {
+            GatewayError::BadJson { line, column, .. } => assert_eq!((line, column), (3, 3)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn shape_errors_name_the_field() {
+        assert!(parse(r#"{"model":"x"}"#)
+            .unwrap_err()
+            .to_string()
+            .contains("`messages` is required"));
+        assert!(parse(r#"{"messages":"hi"}"#)
+            .unwrap_err()
+            .to_string()
+            .contains("found a string"));
+        assert!(parse("[1,2]")
+            .unwrap_err()
+            .to_string()
+            .contains("must be a JSON object"));
+        assert!(parse(r#"{"messages":[],"model":"a","model":"b"}"#)
+            .unwrap_err()
+            .to_string()
+            .contains("duplicate key `model`"));
+        let req = parse(r#"{"messages":[],"model":42}"#).unwrap();
+        assert!(req
+            .model()
+            .unwrap_err()
+            .to_string()
+            .contains("`model` must be a string, found a number"));
+    }
+
+    #[test]
+    fn escaped_keys_are_understood_and_rewritten_safely() {
+        let text = r#"{"mess\u0061ges":[],"m\"odel":1}"#;
+        let original = Bytes::from_static(text.as_bytes());
+        let mut req = ChatRequest::parse(&original).unwrap();
+        req.set("stream", &true).unwrap();
+        let out = req.to_body(&original);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["m\"odel"], 1);
+        assert!(v["messages"].is_array());
+        assert!(req.stream());
+    }
+}

@@ -1,0 +1,123 @@
+//! The command line: `serve` (also bare `orgate`), `check`, `hash-key`, `keygen`, `explain`.
+
+use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::auth::{generate_key, key_hash_field};
+use crate::config::{self, ConfigSource, Env};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "orgate",
+    version,
+    about = "An OpenAI-compatible gateway in front of OpenRouter"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway (the default).
+    Serve {
+        /// Config file (else $ORGATE_CONFIG, else config/orgate.toml if present, else defaults).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Listen address, overriding the config and $ORGATE_LISTEN.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Validate the config and print it with secrets redacted; exit 1 listing every problem.
+    Check {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Print the `hash` value for a client key (the key as argument or on stdin).
+    HashKey { key: Option<String> },
+    /// Print a new random client key and its hash.
+    Keygen {
+        #[arg(long, default_value = "sk-orgate-")]
+        prefix: String,
+    },
+}
+
+/// Runs a command that does not serve; `serve` is run by `main` (it needs the runtime).
+pub fn check(path: Option<PathBuf>, env: &Env) -> ExitCode {
+    let source = ConfigSource { path, listen: None };
+    match config::load(&source, env) {
+        Ok((config, path)) => {
+            let from = path.map_or_else(
+                || "built-in defaults".to_owned(),
+                |p| p.display().to_string(),
+            );
+            println!("# orgate config from {from}: OK");
+            let mut vars = vec![config.upstream.api_key_env.clone()];
+            vars.extend(
+                config
+                    .auth
+                    .keys
+                    .iter()
+                    .filter_map(|k| k.upstream_key_env.clone()),
+            );
+            vars.dedup();
+            for var in vars {
+                let state = if config.secrets.get(&var).is_some() {
+                    "set, [redacted]"
+                } else {
+                    "NOT SET: serve will refuse to start"
+                };
+                println!("# upstream key ${var}: {state}");
+            }
+            print!("{}", config.to_toml());
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            eprintln!("orgate: the config has {} problem(s):", problems.0.len());
+            for problem in &problems.0 {
+                eprintln!("  {problem}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub fn hash_key(key: Option<String>) -> ExitCode {
+    let key = match key {
+        Some(key) => key,
+        None => {
+            if std::io::stdin().is_terminal() {
+                eprintln!("orgate hash-key: give the key as an argument or on stdin");
+            }
+            let mut text = String::new();
+            if let Err(e) = std::io::stdin().read_to_string(&mut text) {
+                eprintln!("orgate hash-key: cannot read stdin: {e}");
+                return ExitCode::FAILURE;
+            }
+            text.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    if key.is_empty() {
+        eprintln!("orgate hash-key: the key is empty");
+        return ExitCode::FAILURE;
+    }
+    println!("{}", key_hash_field(&key));
+    ExitCode::SUCCESS
+}
+
+pub fn keygen(prefix: &str) -> ExitCode {
+    match generate_key(prefix) {
+        Ok(key) => {
+            println!("key:  {key}");
+            println!("hash: {}", key_hash_field(&key));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("orgate keygen: no randomness available: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! `GatewayError`: every error orgate itself answers with, and the one place that turns it into
+//! an HTTP response in OpenRouter's shape: `{"error":{"code","message","metadata"}}`.
+//!
+//! `Display` is the message the client reads: it says what and where, and never holds a secret.
+//! Upstream errors are not gateway errors: they pass through with their own status and body.
+
+use std::time::Duration;
+
+use axum::response::{IntoResponse, Response};
+use http::{header, HeaderValue, StatusCode};
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The body is not JSON; `line`/`column` point at the first bad byte.
+    #[error("request body is not valid JSON at line {line}, column {column}: {reason}")]
+    BadJson {
+        line: usize,
+        column: usize,
+        reason: String,
+    },
+
+    /// JSON, but not a request this route accepts (missing `messages`, wrong type, ...).
+    #[error("{0}")]
+    BadRequest(String),
+
+    #[error("missing API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`")]
+    MissingKey,
+
+    #[error("invalid API key")]
+    UnknownKey,
+
+    /// Refused by policy; the message names the rule.
+    #[error("{0}")]
+    PolicyDenied(String),
+
+    #[error("no route for {method} {path}")]
+    NotFound { method: String, path: String },
+
+    #[error("method {method} is not allowed on {path}")]
+    MethodNotAllowed { method: String, path: String },
+
+    #[error("request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: u64 },
+
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after: Duration,
+    },
+
+    #[error("upstream unreachable: {0}")]
+    UpstreamUnreachable(String),
+
+    #[error("upstream sent no response headers within {0:?}")]
+    UpstreamTimeout(Duration),
+
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+
+    #[error("internal error in the gateway")]
+    Internal(String),
+}
+
+impl GatewayError {
+    /// The only place a gateway error's status is decided.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadJson { .. } | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::MissingKey | Self::UnknownKey => StatusCode::UNAUTHORIZED,
+            Self::PolicyDenied(_) => StatusCode::FORBIDDEN,
+            Self::NotFound { .. } => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A low-cardinality name for logs and metrics; also `metadata.error_type` (OpenRouter's
+    /// vocabulary where one fits).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::BadJson { .. } | Self::BadRequest(_) => "invalid_request",
+            Self::MissingKey | Self::UnknownKey => "authentication",
+            Self::PolicyDenied(_) => "permission_denied",
+            Self::NotFound { .. } => "not_found",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::RateLimited { .. } => "rate_limit_exceeded",
+            Self::UpstreamUnreachable(_) => "provider_unavailable",
+            Self::UpstreamTimeout(_) => "timeout",
+            Self::ShuttingDown => "shutting_down",
+            Self::Internal(_) => "server",
+        }
+    }
+
+    /// The response body, as bytes.
+    pub fn body(&self) -> Vec<u8> {
+        let mut metadata = json!({ "error_type": self.kind(), "source": "orgate" });
+        if let Self::BadJson { line, column, .. } = self {
+            metadata["line"] = json!(line);
+            metadata["column"] = json!(column);
+        }
+        let body = json!({
+            "error": {
+                "code": self.status().as_u16(),
+                "message": self.to_string(),
+                "metadata": metadata,
+            }
+        });
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status(), self.body()).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Self::RateLimited { retry_after, .. } = &self {
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after_secs(*retry_after)),
+            );
+        }
+        // The access log reads the kind from here; building the response logs nothing itself.
+        response.extensions_mut().insert(ErrorKind(self.kind()));
+        if let Self::Internal(detail) | Self::UpstreamUnreachable(detail) = &self {
+            response
+                .extensions_mut()
+                .insert(ErrorDetail(detail.clone()));
+        }
+        response
+    }
+}
+
+/// `Retry-After` in whole seconds, rounded up and never 0 (a client retrying at once would be
+/// refused again).
+pub fn retry_after_secs(wait: Duration) -> u64 {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    secs.max(1)
+}
+
+/// Response extension: the kind of the gateway error this response carries.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorKind(pub &'static str);
+
+/// Response extension: detail for the log that the client is not shown.
+#[derive(Debug, Clone)]
+pub struct ErrorDetail(pub String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_has_the_openrouter_shape() {
+        let e = GatewayError::BadJson {
+            line: 2,
+            column: 7,
+            reason: "expected `:`".into(),
+        };
+        let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
+        assert_eq!(v["error"]["code"], 400);
+        assert_eq!(v["error"]["metadata"]["line"], 2);
+        assert!(v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("line 2, column 7"));
+    }
+
+    #[test]
+    fn retry_after_is_whole_seconds_and_never_zero() {
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(10)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1001)), 2);
+        assert_eq!(retry_after_secs(Duration::from_secs(3)), 3);
+    }
+
+    #[test]
+    fn stays_small() {
+        assert!(std::mem::size_of::<GatewayError>() <= 64);
+    }
+}

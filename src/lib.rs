@@ -1,0 +1,45 @@
+//! orgate: a local, OpenAI-compatible gateway in front of OpenRouter.
+//!
+//! Clients call it with their own key; it checks the key, applies the org's limits and
+//! provider policy, injects the upstream OpenRouter key and forwards, passing streams through
+//! byte for byte.
+//!
+//! # Layout
+//! - [`server`]: `serve(config, listener, shutdown)`, the router and its layer stack.
+//! - [`config`]: the TOML schema, loading (file, `ORGATE_*`, `NAME_FILE` secrets), validation.
+//! - [`state`]: the [`Snapshot`](state::Snapshot) every request reads, built once from config.
+//! - [`auth`]: client keys (hashed, constant-time) and the auth middleware.
+//! - [`chat_request`]: the chat body, parsed once, `messages` left raw.
+//! - [`proxy`]: the chat handler, the pass-through, upstream client, header and path rules.
+//! - [`stream`]: the response body wrapper: unbuffered, watches SSE, ends broken streams cleanly.
+//! - [`sse`]: the incremental SSE scanner (pure).
+//! - [`error`]: `GatewayError`, the one way gateway errors become responses.
+//! - [`telemetry`]: log setup and the access log; [`shutdown`]: signals.
+//! - [`secret`]: `Secret<T>`, never printed; [`cli`]: the commands.
+#![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    warn(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)
+)]
+
+pub mod auth;
+pub mod chat_request;
+#[allow(clippy::print_stdout)]
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod proxy;
+pub mod secret;
+pub mod server;
+pub mod shutdown;
+pub mod sse;
+pub mod state;
+pub mod stream;
+pub mod telemetry;
+
+pub use config::Config;
+pub use server::{router, serve};
+pub use state::StartupError;
+
+/// The name the style guide uses for the entry point.
+pub use server::serve as run;

@@ -1,0 +1,75 @@
+//! The `orgate` binary: parse the command line, set up logging, call into the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use orgate::cli::{self, Cli, Command};
+use orgate::config::{ConfigSource, Env};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let env = Env::from_process();
+    match cli.command.unwrap_or(Command::Serve {
+        config: None,
+        listen: None,
+    }) {
+        Command::Serve { config, listen } => serve(
+            ConfigSource {
+                path: config,
+                listen,
+            },
+            &env,
+        ),
+        Command::Check { config } => cli::check(config, &env),
+        Command::HashKey { key } => cli::hash_key(key),
+        Command::Keygen { prefix } => cli::keygen(&prefix),
+    }
+}
+
+fn serve(source: ConfigSource, env: &Env) -> ExitCode {
+    if let Err(e) = orgate::telemetry::init(env.get("ORGATE_LOG"), env.get("ORGATE_LOG_FORMAT")) {
+        eprintln!("orgate: {e}");
+        return ExitCode::FAILURE;
+    }
+    let config = match orgate::config::load(&source, env) {
+        Ok((config, _)) => config,
+        Err(problems) => {
+            eprintln!(
+                "orgate: cannot start, the config has {} problem(s):",
+                problems.0.len()
+            );
+            for problem in &problems.0 {
+                eprintln!("  {problem}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("orgate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(config.server.listen)
+            .await
+            .map_err(|e| {
+                orgate::StartupError::Config(format!(
+                    "cannot listen on {}: {e}",
+                    config.server.listen
+                ))
+            })?;
+        orgate::serve(config, listener, orgate::shutdown::signal()).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("orgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! The server: the accept loop, the router and its layer stack.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::Router;
+use http::{header, HeaderName, HeaderValue, Method, Uri};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+
+use crate::config::Config;
+use crate::error::GatewayError;
+use crate::state::{AppState, Snapshot, StartupError};
+use crate::{auth, proxy, telemetry};
+
+/// Read buffer per connection; a request head larger than this gets 431.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// Runs the gateway on `listener` until `shutdown` completes, then drains: `/readyz` turns 503,
+/// the listener closes, idle connections close, and in-flight requests (streams included) get
+/// up to `server.shutdown_grace` to finish before the rest are cut.
+///
+/// The listener is bound by the caller, so tests bind port 0 and know the address before the
+/// gateway starts.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartupError> {
+    let snapshot = Snapshot::build(config)?;
+    let grace = snapshot.config.server.shutdown_grace.get();
+    let header_read_timeout = snapshot.config.server.header_read_timeout.get();
+    let state = AppState::new(snapshot);
+    let app = router(state.clone());
+
+    let mut http = auto::Builder::new(TokioExecutor::new());
+    http.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .max_buf_size(MAX_HEAD_BYTES);
+    http.http2().timer(TokioTimer::new());
+    let connections = GracefulShutdown::new();
+
+    tracing::info!(addr = %listener.local_addr()?, "orgate listening");
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Small SSE writes must leave at once, not wait for an ACK (Nagle).
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let connection = http
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = connections.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+
+    state.set_draining();
+    drop(listener);
+    tracing::info!(grace = %humantime::format_duration(grace), "draining in-flight requests");
+    tokio::select! {
+        () = connections.shutdown() => tracing::info!("all connections closed"),
+        () = tokio::time::sleep(grace) => tracing::warn!("shutdown grace elapsed; closing the remaining connections"),
+    }
+    Ok(())
+}
+
+/// The routes and the layer stack, outermost first:
+/// 1. catch panics: a panic becomes an OpenRouter-shaped 500, never a dropped connection;
+/// 2. mark `authorization` / `x-api-key` sensitive, before anything could log them;
+/// 3. set `x-request-id` (the client's, else a new one), so it reaches logs and upstream;
+/// 4. copy `x-request-id` onto every response, errors included;
+/// 5. access log: one line per request when its body ends;
+/// 6. on API routes only: auth (401) — loads the config snapshot and the caller once;
+/// 7. handlers: chat (parse once, forward, stream) and the generic pass-through.
+///
+/// Unmatched paths and methods get 404/405 in the same error shape.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/api/v1/chat/completions", post(proxy::chat))
+        .route("/v1/chat/completions", post(proxy::chat))
+        .route("/api/v1/{*rest}", any(proxy::passthrough))
+        .route("/v1/{*rest}", any(proxy::passthrough))
+        .route_layer(from_fn_with_state(state.clone(), auth::require_client));
+    let x_request_id = HeaderName::from_static("x-request-id");
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+        .merge(api)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(
+            ServiceBuilder::new()
+                .layer(CatchPanicLayer::custom(panic_response))
+                .layer(SetSensitiveRequestHeadersLayer::new([
+                    header::AUTHORIZATION,
+                    HeaderName::from_static("x-api-key"),
+                ]))
+                .layer(SetRequestIdLayer::new(
+                    x_request_id.clone(),
+                    NewRequestId::default(),
+                ))
+                .layer(PropagateRequestIdLayer::new(x_request_id))
+                .layer(from_fn(telemetry::access_log)),
+        )
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    if state.is_ready() {
+        "ready".into_response()
+    } else {
+        GatewayError::ShuttingDown.into_response()
+    }
+}
+
+async fn not_found(method: Method, uri: Uri) -> GatewayError {
+    GatewayError::NotFound {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+    }
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> GatewayError {
+    GatewayError::MethodNotAllowed {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+    }
+}
+
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)");
+    tracing::error!(panic = detail, "a request handler panicked");
+    GatewayError::Internal(format!("panic: {detail}")).into_response()
+}
+
+/// Request ids: a random per-process prefix and a counter. Unique and cheap: no syscall, no
+/// lock per request.
+#[derive(Clone, Debug)]
+struct NewRequestId {
+    prefix: u32,
+    counter: std::sync::Arc<AtomicU64>,
+}
+
+impl Default for NewRequestId {
+    fn default() -> Self {
+        let mut seed = [0u8; 4];
+        // A fixed prefix only makes ids of different runs alike; it is not a failure.
+        let _ = getrandom::fill(&mut seed);
+        Self {
+            prefix: u32::from_le_bytes(seed),
+            counter: std::sync::Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+impl MakeRequestId for NewRequestId {
+    fn make_request_id<B>(&mut self, _: &http::Request<B>) -> Option<RequestId> {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let id = format!("req-{:08x}{:012x}", self.prefix, n);
+        HeaderValue::from_str(&id).ok().map(RequestId::new)
+    }
+}

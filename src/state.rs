@@ -1,0 +1,123 @@
+//! Everything a request touches, built once from the config at start-up.
+//!
+//! A request loads the current [`Snapshot`] once and keeps that `Arc` until its response body
+//! ends, so a later reload never changes the rules of a request already in flight.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use http::HeaderValue;
+
+use crate::auth::{Client, KeyStore, ANONYMOUS};
+use crate::config::{parse_key_hash, Config};
+use crate::proxy::Upstream;
+
+/// Why the gateway cannot start with this config.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot build the upstream client: {0}")]
+    Client(#[source] reqwest::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The shared state behind every handler.
+#[derive(Debug, Clone)]
+pub struct AppState(Arc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
+    snapshot: ArcSwap<Snapshot>,
+    /// Cleared when shutdown starts: `/readyz` answers 503 from then on.
+    ready: AtomicBool,
+}
+
+impl AppState {
+    pub fn new(snapshot: Snapshot) -> Self {
+        Self(Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            ready: AtomicBool::new(true),
+        }))
+    }
+
+    /// The current snapshot; hold it for the whole request.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.0.snapshot.load_full()
+    }
+
+    /// Swaps in a new snapshot for new requests.
+    pub fn replace(&self, snapshot: Snapshot) {
+        self.0.snapshot.store(Arc::new(snapshot));
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.0.ready.load(Ordering::Relaxed)
+    }
+
+    pub fn set_draining(&self) {
+        self.0.ready.store(false, Ordering::Relaxed);
+    }
+}
+
+/// One config, compiled.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub config: Config,
+    pub keys: KeyStore,
+    pub upstream: Upstream,
+}
+
+impl Snapshot {
+    pub fn build(config: Config) -> Result<Self, StartupError> {
+        let upstream_auth = |var: &str, used_by: &str| -> Result<HeaderValue, StartupError> {
+            let key = config.secrets.get(var).ok_or_else(|| {
+                StartupError::Config(format!(
+                    "{used_by}: the upstream key is missing: set {var} (or {var}_FILE to a file holding it)"
+                ))
+            })?;
+            let mut value =
+                HeaderValue::from_str(&format!("Bearer {}", key.expose())).map_err(|_| {
+                    StartupError::Config(format!(
+                        "{var}: the upstream key holds characters a header cannot carry"
+                    ))
+                })?;
+            value.set_sensitive(true);
+            Ok(value)
+        };
+        let default_auth = upstream_auth(&config.upstream.api_key_env, "upstream.api_key_env")?;
+
+        let mut keys = Vec::with_capacity(config.auth.keys.len());
+        for (i, key) in config.auth.keys.iter().enumerate() {
+            let digest = parse_key_hash(&key.hash)
+                .map_err(|why| StartupError::Config(format!("auth.keys[{i}].hash: {why}")))?;
+            let auth = match &key.upstream_key_env {
+                Some(var) => upstream_auth(var, &format!("auth.keys[{i}].upstream_key_env"))?,
+                None => default_auth.clone(),
+            };
+            keys.push((
+                digest,
+                Arc::new(Client {
+                    id: key.id.as_str().into(),
+                    policy: key.policy.clone(),
+                    upstream_auth: auth,
+                }),
+            ));
+        }
+        let anonymous = (keys.is_empty() || config.auth.allow_anonymous).then(|| {
+            Arc::new(Client {
+                id: ANONYMOUS.into(),
+                policy: None,
+                upstream_auth: default_auth.clone(),
+            })
+        });
+        let upstream = Upstream::new(&config.upstream).map_err(StartupError::Client)?;
+        Ok(Self {
+            keys: KeyStore::new(keys, anonymous),
+            upstream,
+            config,
+        })
+    }
+}

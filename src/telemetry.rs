@@ -1,0 +1,199 @@
+//! Logging: `ORGATE_LOG` / `ORGATE_LOG_FORMAT`, and the access log.
+//!
+//! The access log writes one line per request when its response body is finished (or dropped
+//! because the client left), so a stream's line carries its real duration and byte count.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+use bytes::Bytes;
+use http_body::{Body as _, Frame, SizeHint};
+use tracing::Instrument;
+use tracing_subscriber::EnvFilter;
+
+use crate::error::{ErrorDetail, ErrorKind};
+
+/// Sets up the global subscriber: filter from `ORGATE_LOG` (default `info`), format from
+/// `ORGATE_LOG_FORMAT` (`json`, or `pretty`, the default on a terminal). Logs go to stderr so
+/// that stdout stays clean for command output.
+pub fn init(filter: Option<&str>, format: Option<&str>) -> Result<(), String> {
+    let filter =
+        EnvFilter::try_new(filter.unwrap_or("info")).map_err(|e| format!("ORGATE_LOG: {e}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match format {
+        Some("json") => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
+        Some("pretty") | None => {
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            builder.with_ansi(ansi).try_init()
+        }
+        Some(other) => {
+            return Err(format!(
+                "ORGATE_LOG_FORMAT: {other:?} is neither \"pretty\" nor \"json\""
+            ))
+        }
+    };
+    result.map_err(|e| e.to_string())
+}
+
+/// What inner layers learn about a request, for its access-log line.
+#[derive(Debug, Default)]
+pub struct RequestFacts {
+    key_id: OnceLock<Arc<str>>,
+    model: OnceLock<String>,
+    stream: AtomicBool,
+}
+
+impl RequestFacts {
+    pub fn set_key_id(&self, id: Arc<str>) {
+        let _ = self.key_id.set(id);
+    }
+
+    pub fn set_model(&self, model: Option<&str>) {
+        if let Some(model) = model {
+            let _ = self.model.set(model.to_owned());
+        }
+    }
+
+    pub fn set_stream(&self, stream: bool) {
+        self.stream.store(stream, Ordering::Relaxed);
+    }
+}
+
+/// The access-log middleware: opens the request's span and wraps the response body so the
+/// line is written when the body is done.
+pub async fn access_log(mut request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let facts = Arc::new(RequestFacts::default());
+    request.extensions_mut().insert(facts.clone());
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let span = tracing::info_span!("request", id = %request_id);
+    let response = next.run(request).instrument(span.clone()).await;
+    let (parts, body) = response.into_parts();
+    let record = AccessRecord {
+        started,
+        request_id,
+        method,
+        path,
+        status: parts.status.as_u16(),
+        error_kind: parts.extensions.get::<ErrorKind>().map(|k| k.0),
+        error_detail: parts.extensions.get::<ErrorDetail>().map(|d| d.0.clone()),
+        facts,
+        bytes: 0,
+        ended: false,
+        span,
+    };
+    Response::from_parts(
+        parts,
+        Body::new(LoggedBody {
+            inner: body,
+            record,
+        }),
+    )
+}
+
+struct AccessRecord {
+    started: Instant,
+    request_id: String,
+    method: http::Method,
+    path: String,
+    status: u16,
+    error_kind: Option<&'static str>,
+    error_detail: Option<String>,
+    facts: Arc<RequestFacts>,
+    bytes: u64,
+    ended: bool,
+    span: tracing::Span,
+}
+
+impl Drop for AccessRecord {
+    fn drop(&mut self) {
+        let _entered = self.span.enter();
+        let key = self.facts.key_id.get().map_or("-", |k| k);
+        let model = self.facts.model.get().map_or("-", String::as_str);
+        let outcome = if self.ended {
+            "complete"
+        } else {
+            "client_gone"
+        };
+        tracing::info!(
+            target: "orgate::access",
+            request_id = %self.request_id,
+            key,
+            method = %self.method,
+            path = %self.path,
+            model,
+            status = self.status,
+            duration_ms = self.started.elapsed().as_secs_f64() * 1e3,
+            bytes = self.bytes,
+            stream = self.facts.stream.load(Ordering::Relaxed),
+            outcome,
+            error = self.error_kind.unwrap_or("-"),
+            detail = self.error_detail.as_deref().unwrap_or(""),
+            "request"
+        );
+    }
+}
+
+/// A response body that counts bytes and marks the record complete at its end.
+struct LoggedBody {
+    inner: Body,
+    record: AccessRecord,
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        // A body hyper never had to poll (empty, or ended by its headers) is complete too.
+        self.record.ended |= self.inner.is_end_stream();
+    }
+}
+
+impl http_body::Body for LoggedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.record.bytes += data.len() as u64;
+                }
+            }
+            Poll::Ready(None) => this.record.ended = true,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

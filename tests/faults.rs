@@ -1,0 +1,145 @@
+//! Upstream faults before the first byte: timeouts, refusals and the retry rule.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[tokio::test]
+async fn an_upstream_that_refuses_connections_gives_502() {
+    // A port nobody listens on: bind, note, release.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mock = MockOpenRouter::start().await;
+    let mut config = config_for(&mock);
+    config.upstream.base_url = format!("http://127.0.0.1:{port}/api/v1");
+    config.upstream.retries = 2;
+    let gw = TestGateway::start(config).await;
+    let (code, message) = error_of(
+        http()
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(ALICE_KEY)
+            .body(chat_body(MODEL))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code, 502);
+    assert!(
+        message.starts_with("upstream unreachable: connection refused"),
+        "{message}"
+    );
+    assert!(
+        !message.contains(&port.to_string()),
+        "the upstream address is not the client's business: {message}"
+    );
+}
+
+#[tokio::test]
+async fn an_upstream_that_never_answers_gives_504_after_the_first_byte_timeout() {
+    let mock = MockOpenRouter::start().await;
+    let mut config = config_for(&mock);
+    config.upstream.first_byte_timeout = "300ms".parse().unwrap();
+    let gw = TestGateway::start(config).await;
+    let started = Instant::now();
+    let response = http()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(ALICE_KEY)
+        .header("x-mock", "hang")
+        .body(chat_body(MODEL))
+        .send()
+        .await
+        .unwrap();
+    let (code, message) = error_of(response).await;
+    assert_eq!(code, 504);
+    assert!(message.contains("300ms"), "{message}");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(300) && elapsed < Duration::from_secs(2),
+        "{elapsed:?}"
+    );
+    assert_eq!(mock.request_count(), 1, "a timeout is not retried");
+}
+
+#[tokio::test]
+async fn a_503_is_retried_and_the_recovery_reaches_the_client() {
+    let mock = MockOpenRouter::start().await;
+    let mut config = config_for(&mock);
+    config.upstream.retries = 2;
+    let gw = TestGateway::start(config).await;
+    let response = http()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(ALICE_KEY)
+        .header("x-mock", "fail-then-ok")
+        .header("x-mock-fail-times", "2")
+        .body(chat_body(MODEL))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(mock.request_count(), 3);
+    for _ in 0..3 {
+        assert_eq!(
+            mock.next_request().await.body,
+            chat_body(MODEL).as_bytes(),
+            "each attempt carries the same body"
+        );
+    }
+}
+
+#[tokio::test]
+async fn when_retries_run_out_the_upstreams_own_answer_passes() {
+    let mock = MockOpenRouter::start().await;
+    let mut config = config_for(&mock);
+    config.upstream.retries = 1;
+    let gw = TestGateway::start(config).await;
+    let response = http()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(ALICE_KEY)
+        .header("x-mock", "fail-then-ok")
+        .header("x-mock-fail-times", "5")
+        .body(chat_body(MODEL))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "7");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["user_id"], "user_mock");
+    assert_eq!(mock.request_count(), 2);
+}
+
+#[tokio::test]
+async fn other_statuses_and_broken_streams_are_never_retried() {
+    let mock = MockOpenRouter::start().await;
+    let mut config = config_for(&mock);
+    config.upstream.retries = 3;
+    let gw = TestGateway::start(config).await;
+    for scenario in ["status-500", "status-429", "status-400"] {
+        http()
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(ALICE_KEY)
+            .header("x-mock", scenario)
+            .body(chat_body(MODEL))
+            .send()
+            .await
+            .unwrap();
+    }
+    assert_eq!(mock.request_count(), 3);
+    // Once the first byte has gone to the client, a broken stream is not retried.
+    let response = http()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(ALICE_KEY)
+        .header("x-mock", "stream-cut")
+        .body(chat_body(MODEL))
+        .send()
+        .await
+        .unwrap();
+    let _ = response.bytes().await;
+    assert_eq!(mock.request_count(), 4);
+}

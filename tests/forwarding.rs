@@ -1,0 +1,401 @@
+//! Faithful forwarding: what the client sends reaches the upstream unchanged (but for the
+//! credentials), and what the upstream answers reaches the client unchanged.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+#[tokio::test]
+async fn the_body_reaches_the_upstream_byte_for_byte() {
+    let mock = MockOpenRouter::start().await;
+    let gw = TestGateway::start(config_for(&mock)).await;
+    // Unknown fields, multimodal content, tools, reasoning, plugins, odd spacing and key order.
+    let body = r#"{ "zeta": {"b":1,"a":[1.50,2e3]}, "model":"openai/gpt-4o","messages":[{"role":"user","content":[{"type":"text","text":"What is in this image? \u00e9"},{"type":"image_url","image_url":{"url":"data:image/png;base64,iVBORw0KGgo=","detail":"original"}}]}],
+      "tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object","properties":{"location":{"type":"string"}}}}}],
+      "reasoning":{"effort":"high","exclude":false},"plugins":[{"id":"response-healing"}],"session_id":"s-1","trace":{"trace_id":"t1","custom":true},"user":"u-42","temperature":0.0,"seed":null }"#;
+    let response = http()
+        .post(gw.url("/api/v1/chat/completions"))
+        .bearer_auth(ALICE_KEY)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let seen = mock.next_request().await;
+    assert_eq!(
+        seen.body,
+        body.as_bytes(),
+        "the forwarded body is the client's, byte for byte"
+    );
+    assert_eq!(seen.path, "/api/v1/chat/completions");
+    assert_eq!(seen.method, "POST");
+}
+
+#[tokio::test]
+async fn the_upstream_key_replaces_the_clients_credentials() {
+    let mock = MockOpenRouter::start().await;
+    let mut config = config_for(&mock);
+    config.upstream.referer = "https://team.example".into();
+    config.upstream.title = "Team Gateway".into();
+    let gw = TestGateway::start(config).await;
+    for (name, value) in [
+        ("authorization", format!("Bearer {ALICE_KEY}")),
+        ("x-api-key", ALICE_KEY.to_owned()),
+    ] {
+        let response = http()
+            .post(gw.url("/v1/chat/completions"))
+            .header(name, value)
+            .header("cookie", "session=abc")
+            .header("x-session-id", "conv-1")
+            .header("x-request-id", "client-chosen-id")
+            .body(chat_body(MODEL))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["x-request-id"], "client-chosen-id");
+        let seen = mock.next_request().await;
+        assert_eq!(
+            seen.header("authorization"),
+            Some(format!("Bearer {UPSTREAM_KEY}").as_str())
+        );
+        assert_eq!(seen.header("x-api-key"), None);
+        assert_eq!(seen.header("cookie"), None);
+        assert_eq!(seen.header("x-session-id"), Some("conv-1"));
+        assert_eq!(seen.header("x-request-id"), Some("client-chosen-id"));
+        assert_eq!(seen.header("http-referer"), Some("https://team.example"));
+        assert_eq!(seen.header("x-openrouter-title"), Some("Team Gateway"));
+        assert_eq!(seen.header("x-title"), Some("Team Gateway"));
+    }
+    // The client's own attribution wins.
+    http()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(ALICE_KEY)
+        .header("http-referer", "https://mine.example")
+        .header("x-title", "Mine")
+        .body(chat_body(MODEL))
+        .send()
+        .await
+        .unwrap();
+    let seen = mock.next_request().await;
+    assert_eq!(seen.header("http-referer"), Some("https://mine.example"));
+    assert_eq!(seen.header("x-title"), Some("Mine"));
+    assert_eq!(seen.header("x-openrouter-title"), None);
+}
+
+#[tokio::test]
+async fn a_request_id_is_made_when_the_client_sent_none() {
+    let mock = MockOpenRouter::start().await;
+    let gw = TestGateway::start(config_for(&mock)).await;
+    let response = http()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(ALICE_KEY)
+        .body(chat_body(MODEL))
+        .send()
+        .await
+        .unwrap();
+    let id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(id.starts_with("req-"), "{id}");
+    assert_eq!(
+        mock.next_request().await.header("x-request-id"),
+        Some(id.as_str())
+    );
+    // Errors carry one too.
+    let response = http().get(gw.url("/nope")).send().await.unwrap();
+    assert!(response.headers().contains_key("x-request-id"));
+}
+
+#[tokio::test]
+async fn the_upstream_answer_reaches_the_client_unchanged() {
+    let mock = MockOpenRouter::start().await;
+    let gw = TestGateway::start(config_for(&mock)).await;
+    let response = http()
+        .post(gw.url("/api/v1/chat/completions"))
+        .bearer_auth(ALICE_KEY)
+        .body(chat_body(MODEL))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-generation-id"], "gen-mock-0");
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let body = response.bytes().await.unwrap();
+    let expected =
+        serde_json::to_vec(&common::mock_openrouter::completion("gen-mock-0", MODEL)).unwrap();
+    assert_eq!(body, expected);
+}
+
+#[tokio::test]
+async fn upstream_errors_pass_through_with_status_body_and_headers() {
+    let mock = MockOpenRouter::start().await;
+    let mut config = config_for(&mock);
+    config.upstream.retries = 0;
+    let gw = TestGateway::start(config).await;
+    for status in [400u16, 401, 402, 403, 404, 429, 500, 502, 503, 524] {
+        let response = http()
+            .post(gw.url("/api/v1/chat/completions"))
+            .bearer_auth(ALICE_KEY)
+            .header("x-mock", format!("status-{status}"))
+            .body(chat_body(MODEL))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), status);
+        assert_eq!(
+            response.headers()["x-mock-upstream"],
+            "1",
+            "the upstream's own headers pass"
+        );
+        if status == 429 || status == 503 {
+            assert_eq!(response.headers()["retry-after"], "7");
+        }
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], status);
+        assert_eq!(body["user_id"], "user_mock", "the upstream body, not ours");
+    }
+    // A 200 that carries an error passes as it is.
+    let response = http()
+        .post(gw.url("/api/v1/chat/completions"))
+        .bearer_auth(ALICE_KEY)
+        .header("x-mock", "error-200")
+        .body(chat_body(MODEL))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["message"], "Provider returned error");
+}
+
+#[tokio::test]
+async fn other_api_routes_are_forwarded_with_their_query() {
+    let mock = MockOpenRouter::start().await;
+    let gw = TestGateway::start(config_for(&mock)).await;
+    let cases = [
+        ("/v1/models", "/api/v1/models", None),
+        (
+            "/api/v1/models?supported_parameters=tools",
+            "/api/v1/models",
+            Some("supported_parameters=tools"),
+        ),
+        ("/api/v1/key", "/api/v1/key", None),
+        (
+            "/api/v1/generation?id=gen-123",
+            "/api/v1/generation",
+            Some("id=gen-123"),
+        ),
+        (
+            "/v1/models/openai/gpt-4o/endpoints",
+            "/api/v1/models/openai/gpt-4o/endpoints",
+            None,
+        ),
+    ];
+    for (path, upstream_path, query) in cases {
+        let response = http()
+            .get(gw.url(path))
+            .bearer_auth(BOB_KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let seen = mock.next_request().await;
+        assert_eq!(seen.method, "GET");
+        assert_eq!(seen.path, upstream_path);
+        assert_eq!(seen.query.as_deref(), query);
+        assert_eq!(
+            seen.header("authorization"),
+            Some(format!("Bearer {UPSTREAM_KEY}").as_str())
+        );
+    }
+    // Other methods and bodies too (embeddings).
+    let body = r#"{"model":"openai/text-embedding-3-small","input":"hello"}"#;
+    let response = http()
+        .post(gw.url("/v1/embeddings"))
+        .bearer_auth(BOB_KEY)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let seen = mock.next_request().await;
+    assert_eq!(
+        (seen.method.as_str(), seen.path.as_str()),
+        ("POST", "/api/v1/embeddings")
+    );
+    assert_eq!(seen.body, body.as_bytes());
+}
+
+#[tokio::test]
+async fn paths_that_escape_the_api_prefix_are_refused_and_never_forwarded() {
+    let mock = MockOpenRouter::start().await;
+    let gw = TestGateway::start(config_for(&mock)).await;
+    let client = http();
+    for path in [
+        "/api/v1/../admin",
+        "/api/v1/models/../../secret",
+        "/v1/%2e%2e/credits",
+        "/v1/%2E%2E/%2e%2e/x",
+        "/v1//evil.example/steal",
+        "/api/v1/models%2f..%2fkeys",
+        "/v1/models/.%2e/keys",
+    ] {
+        // Raw request line: clients (and reqwest) would normalise these paths themselves.
+        let (status, body) = raw_get(gw.addr, path).await;
+        assert_eq!(status, 400, "{path}");
+        assert!(body.contains("refused"), "{path}: {body}");
+    }
+    assert!(
+        mock.try_next_request(Duration::from_millis(200))
+            .await
+            .is_none(),
+        "nothing was forwarded"
+    );
+    // A path the client normalised itself is simply a different path, forwarded as such.
+    let response = client
+        .get(gw.url("/v1/models/../models"))
+        .bearer_auth(ALICE_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(mock.next_request().await.path, "/api/v1/models");
+}
+
+/// Sends `GET path` as written; returns the status and the body.
+async fn raw_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {ALICE_KEY}\r\nconnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let text = String::from_utf8_lossy(&response);
+    let status = text.split(' ').nth(1).unwrap().parse().unwrap();
+    (
+        status,
+        text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn bad_chat_bodies_get_400_saying_what_and_where() {
+    let mock = MockOpenRouter::start().await;
+    let gw = TestGateway::start(config_for(&mock)).await;
+    let cases = [
+        ("{\"model\": \"x\",\n \"messages\": [}", "line 2, column 15"),
+        ("{\"model\": \"x\"}", "`messages` is required"),
+        (
+            "{\"model\": \"x\", \"messages\": {\"role\":\"user\"}}",
+            "`messages` must be an array, found an object",
+        ),
+        ("[]", "must be a JSON object"),
+        ("", "line 1, column 0"),
+        (
+            "{\"messages\": [], \"model\": 7}",
+            "`model` must be a string",
+        ),
+    ];
+    for (body, expected) in cases {
+        let response = http()
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(ALICE_KEY)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let (code, message) = error_of(response).await;
+        assert_eq!(code, 400, "{body}");
+        assert!(message.contains(expected), "{body:?}: {message}");
+    }
+    assert!(mock
+        .try_next_request(Duration::from_millis(100))
+        .await
+        .is_none());
+}
+
+#[tokio::test]
+async fn bodies_over_max_body_get_413() {
+    let mock = MockOpenRouter::start().await;
+    let mut config = config_for(&mock);
+    config.server.max_body = "1KiB".parse().unwrap();
+    let gw = TestGateway::start(config).await;
+    let big = format!(
+        r#"{{"model":"x","messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "a".repeat(2000)
+    );
+    let (code, message) = error_of(
+        http()
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(ALICE_KEY)
+            .body(big.clone())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code, 413);
+    assert!(message.contains("1024 bytes"), "{message}");
+    // Without Content-Length (chunked), the limit holds while reading.
+    let chunks: Vec<Result<String, std::io::Error>> =
+        vec![Ok(big[..600].to_owned()), Ok(big[600..].to_owned())];
+    let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
+    let response = http()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(ALICE_KEY)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    assert!(mock
+        .try_next_request(Duration::from_millis(100))
+        .await
+        .is_none());
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_get_json_404_and_405() {
+    let mock = MockOpenRouter::start().await;
+    let gw = TestGateway::start(config_for(&mock)).await;
+    let (code, message) = error_of(http().get(gw.url("/nothing/here")).send().await.unwrap()).await;
+    assert_eq!(code, 404);
+    assert!(message.contains("/nothing/here"));
+    let (code, message) = error_of(
+        http()
+            .get(gw.url("/v1/chat/completions"))
+            .bearer_auth(ALICE_KEY)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code, 405);
+    assert!(message.contains("GET"), "{message}");
+    let (code, _) = error_of(http().post(gw.url("/healthz")).send().await.unwrap()).await;
+    assert_eq!(code, 405);
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let mock = MockOpenRouter::start().await;
+    let gw = TestGateway::start(config_for(&mock)).await;
+    assert_eq!(
+        http()
+            .get(gw.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        http().get(gw.url("/readyz")).send().await.unwrap().status(),
+        200
+    );
+}

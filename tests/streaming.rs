@@ -1,0 +1,266 @@
+//! Streams: bytes pass as they arrive, unchanged; a broken stream ends with an error event; a
+//! client that leaves cancels the upstream.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures_util::StreamExt;
+
+fn stream_body() -> String {
+    format!(r#"{{"model":"{MODEL}","messages":[{{"role":"user","content":"Hi"}}],"stream":true}}"#)
+}
+
+async fn start_stream(gw: &TestGateway, scenario: &str, delay_ms: u64) -> reqwest::Response {
+    let response = http()
+        .post(gw.url("/api/v1/chat/completions"))
+        .bearer_auth(ALICE_KEY)
+        .header("x-mock", scenario)
+        .header("x-mock-delay-ms", delay_ms.to_string())
+        .body(stream_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    response
+}
+
+/// Reads the whole body, noting when each piece arrived.
+async fn read_timed(response: reqwest::Response) -> (Vec<u8>, Vec<(Instant, Vec<u8>)>) {
+    let mut all = Vec::new();
+    let mut pieces = Vec::new();
+    let mut body = response.bytes_stream();
+    while let Some(piece) = tokio::time::timeout(Duration::from_secs(10), body.next())
+        .await
+        .expect("stream hung")
+    {
+        let piece = piece.expect("the client-side stream ended cleanly");
+        all.extend_from_slice(&piece);
+        pieces.push((Instant::now(), piece.to_vec()));
+    }
+    (all, pieces)
+}
+
+/// The `data:` payloads of a complete SSE text.
+fn data_events(bytes: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(bytes)
+        .split("\n\n")
+        .filter_map(|event| event.strip_prefix("data: ").map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn stream_bytes_reach_the_client_unchanged_comments_included() {
+    let mock = MockOpenRouter::start().await;
+    let gw = TestGateway::start(config_for(&mock)).await;
+    let response = start_stream(&gw, "stream", 0).await;
+    let id = response.headers()["x-generation-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let (received, _) = read_timed(response).await;
+    assert_eq!(received, mock.sent_stream(&id), "byte for byte");
+    assert!(received.starts_with(b": OPENROUTER PROCESSING\n\n"));
+    assert!(received.ends_with(b"data: [DONE]\n\n"));
+}
+
+#[tokio::test]
+async fn chunk_spacing_survives_the_gateway() {
+    let mock = MockOpenRouter::start().await;
+    let gw = TestGateway::start(config_for(&mock)).await;
+    // 7 events, 150 ms apart: buffered, they would arrive together at the end.
+    let started = Instant::now();
+    let response = start_stream(&gw, "stream", 150).await;
+    let (received, pieces) = read_timed(response).await;
+    assert_eq!(data_events(&received).len(), 6);
+    let first_data = pieces
+        .iter()
+        .find(|(_, p)| p.starts_with(b"data:"))
+        .expect("a data piece")
+        .0;
+    let last = pieces.last().unwrap().0;
+    assert!(
+        first_data.duration_since(started) < Duration::from_millis(600),
+        "the first event came at once"
+    );
+    assert!(
+        last.duration_since(first_data) >= Duration::from_millis(600),
+        "events kept their spacing: {:?}",
+        last.duration_since(first_data)
+    );
+    // Each piece is a whole event as the upstream sent it, not a merge of several.
+    assert!(pieces.len() >= 6, "{} pieces", pieces.len());
+}
+
+#[tokio::test]
+async fn a_stream_cut_mid_way_ends_with_one_error_event() {
+    let mock = MockOpenRouter::start().await;
+    let gw = TestGateway::start(config_for(&mock)).await;
+    let response = start_stream(&gw, "stream-cut", 0).await;
+    let id = response.headers()["x-generation-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let (received, _) = read_timed(response).await;
+    let sent = mock.sent_stream(&id);
+    assert!(
+        received.starts_with(&sent),
+        "everything sent before the cut is passed on"
+    );
+    let events = data_events(&received);
+    let last: serde_json::Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], 502);
+    assert_eq!(last["choices"][0]["finish_reason"], "error");
+    assert_eq!(
+        last["id"],
+        id.as_str(),
+        "the error event carries the generation id"
+    );
+    assert!(
+        last["error"]["message"].as_str().unwrap().contains("broke"),
+        "{last}"
+    );
+    assert_eq!(events.iter().filter(|e| e.contains("\"error\"")).count(), 1);
+    assert!(!received.ends_with(b"data: [DONE]\n\n"));
+}
+
+#[tokio::test]
+async fn a_stream_that_goes_quiet_ends_after_the_idle_timeout() {
+    let mock = MockOpenRouter::start().await;
+    let mut config = config_for(&mock);
+    config.upstream.idle_timeout = "300ms".parse().unwrap();
+    let gw = TestGateway::start(config).await;
+    let started = Instant::now();
+    let response = start_stream(&gw, "stream-stall", 0).await;
+    let (received, _) = read_timed(response).await;
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(300), "{elapsed:?}");
+    let events = data_events(&received);
+    let last: serde_json::Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert!(
+        last["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("sent nothing for 300ms"),
+        "{last}"
+    );
+    assert_eq!(last["choices"][0]["finish_reason"], "error");
+    // The stalled upstream stream is abandoned, not left open.
+    mock.next_abandoned().await;
+}
+
+#[tokio::test]
+async fn a_stream_that_ends_without_done_gets_an_error_event() {
+    let mock = MockOpenRouter::start().await;
+    let gw = TestGateway::start(config_for(&mock)).await;
+    let (received, _) = read_timed(start_stream(&gw, "stream-no-done", 0).await).await;
+    let events = data_events(&received);
+    let last: serde_json::Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert!(last["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("before [DONE]"));
+}
+
+#[tokio::test]
+async fn the_upstreams_own_error_event_passes_and_ends_the_stream() {
+    let mock = MockOpenRouter::start().await;
+    let gw = TestGateway::start(config_for(&mock)).await;
+    let response = start_stream(&gw, "stream-error", 0).await;
+    let id = response.headers()["x-generation-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let (received, _) = read_timed(response).await;
+    assert_eq!(
+        received,
+        mock.sent_stream(&id),
+        "no second error event of ours"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_cancels_the_upstream_stream() {
+    let mock = MockOpenRouter::start().await;
+    let gw = TestGateway::start(config_for(&mock)).await;
+    let response = http()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(ALICE_KEY)
+        .header("x-mock", "stream")
+        .header("x-mock-chunks", "100")
+        .header("x-mock-delay-ms", "50")
+        .body(stream_body())
+        .send()
+        .await
+        .unwrap();
+    let id = response.headers()["x-generation-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let mut body = response.bytes_stream();
+    body.next().await.unwrap().unwrap();
+    drop(body);
+    assert_eq!(
+        mock.next_abandoned().await,
+        id,
+        "the mock saw its stream abandoned"
+    );
+}
+
+#[tokio::test]
+async fn a_broken_stream_does_not_disturb_the_others() {
+    let mock = MockOpenRouter::start().await;
+    let gw = TestGateway::start(config_for(&mock)).await;
+    let healthy = tokio::spawn({
+        let url = gw.url("/v1/chat/completions");
+        async move {
+            let response = http()
+                .post(url)
+                .bearer_auth(BOB_KEY)
+                .header("x-mock", "stream")
+                .header("x-mock-delay-ms", "40")
+                .header("x-mock-chunks", "10")
+                .body(stream_body())
+                .send()
+                .await
+                .unwrap();
+            response.bytes().await.unwrap()
+        }
+    });
+    for scenario in ["stream-cut", "stream-no-done", "json-cut"] {
+        let response = http()
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(ALICE_KEY)
+            .header("x-mock", scenario)
+            .body(stream_body())
+            .send()
+            .await
+            .unwrap();
+        let _ = response.bytes().await;
+    }
+    let healthy = healthy.await.unwrap();
+    assert!(healthy.ends_with(b"data: [DONE]\n\n"));
+    // role, 10 content, finish, usage, [DONE]
+    assert_eq!(data_events(&healthy).len(), 14);
+}
+
+#[tokio::test]
+async fn a_json_body_cut_short_is_not_passed_off_as_complete() {
+    let mock = MockOpenRouter::start().await;
+    let gw = TestGateway::start(config_for(&mock)).await;
+    let response = http()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(ALICE_KEY)
+        .header("x-mock", "json-cut")
+        .body(chat_body(MODEL))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.bytes().await.is_err(),
+        "the client sees the body break"
+    );
+}
