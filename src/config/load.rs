@@ -142,27 +142,74 @@ pub fn parse_toml(text: &str) -> (Config, Vec<Problem>) {
 
 fn read_section<T: DeserializeOwned>(
     name: &str,
-    value: toml::Value,
+    mut value: toml::Value,
     slot: &mut T,
     problems: &mut Vec<Problem>,
 ) {
-    let mut unknown = Vec::new();
-    let mut on_unknown = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
-    let deserializer = serde_ignored::Deserializer::new(value, &mut on_unknown);
-    match serde_path_to_error::deserialize(deserializer) {
-        Ok(parsed) => *slot = parsed,
-        Err(e) => {
-            let inner = e.path().to_string();
-            let path = if inner == "." {
-                name.to_owned()
-            } else {
-                join(name, &inner)
-            };
-            problems.push(Problem::at(&path, one_line(&e.inner().to_string())));
+    // A type error stops serde at the first bad value. Report it, drop that value and read the
+    // section again, so every bad value is reported and the good ones are still validated.
+    const MAX_ATTEMPTS: usize = 32;
+    for _ in 0..MAX_ATTEMPTS {
+        let mut unknown = Vec::new();
+        let mut on_unknown = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+        let deserializer = serde_ignored::Deserializer::new(value.clone(), &mut on_unknown);
+        match serde_path_to_error::deserialize(deserializer) {
+            Ok(parsed) => {
+                *slot = parsed;
+                for path in unknown {
+                    problems.push(Problem::at(&join(name, &path), "unknown key"));
+                }
+                return;
+            }
+            Err(e) => {
+                let inner = e.path().to_string();
+                let path = if inner == "." {
+                    name.to_owned()
+                } else {
+                    join(name, &inner)
+                };
+                problems.push(Problem::at(&path, one_line(&e.inner().to_string())));
+                if !remove_path(&mut value, &inner) {
+                    return;
+                }
+            }
         }
     }
-    for path in unknown {
-        problems.push(Problem::at(&join(name, &path), "unknown key"));
+}
+
+/// Removes the value at a `serde_path_to_error` path (`keys.0.hash`); false if there is none.
+fn remove_path(value: &mut toml::Value, path: &str) -> bool {
+    let parts: Vec<&str> = path
+        .split('.')
+        .filter(|p| !p.is_empty() && *p != "?")
+        .collect();
+    let Some((last, parents)) = parts.split_last() else {
+        return false;
+    };
+    let mut node = value;
+    for part in parents {
+        node = match node {
+            toml::Value::Table(t) => match t.get_mut(*part) {
+                Some(next) => next,
+                None => return false,
+            },
+            toml::Value::Array(a) => match part.parse::<usize>().ok().and_then(|i| a.get_mut(i)) {
+                Some(next) => next,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match node {
+        toml::Value::Table(t) => t.remove(*last).is_some(),
+        toml::Value::Array(a) => match last.parse::<usize>() {
+            Ok(i) if i < a.len() => {
+                a.remove(i);
+                true
+            }
+            _ => false,
+        },
+        _ => false,
     }
 }
 
@@ -183,5 +230,10 @@ fn join(section: &str, inner: &str) -> String {
 }
 
 fn one_line(message: &str) -> String {
-    message.split_whitespace().collect::<Vec<_>>().join(" ")
+    let text = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    // toml appends " in `field`"; the path already says where.
+    match text.rfind(" in `") {
+        Some(i) if text.ends_with('`') => text[..i].to_owned(),
+        _ => text,
+    }
 }

@@ -323,3 +323,6 @@ impl Config {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,6 +1,6 @@
 //! Shared test support: the real gateway on an ephemeral port in front of the mock OpenRouter.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
 pub mod mock_openrouter;
 

@@ -1,0 +1,318 @@
+//! The `orgate` binary as a user runs it: commands, exit codes, signals, logs.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use futures_util::StreamExt;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::mpsc;
+
+const BIN: &str = env!("CARGO_BIN_EXE_orgate");
+
+fn orgate(args: &[&str]) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    command
+}
+
+#[test]
+fn check_lists_every_problem_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.toml");
+    std::fs::write(
+        &path,
+        "[server]\nmax_bdy = \"1MiB\"\n[upstream]\nfirst_byte_timeout = \"forever\"\n[[auth.keys]]\nid = \"a\"\nhash = \"plain-text-key\"\npolicy = \"missing\"\n",
+    )
+    .unwrap();
+    let output = orgate(&["check", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let file = path.display().to_string();
+    for expected in [
+        format!("{file}: server.max_bdy: unknown key"),
+        format!("{file}: upstream.first_byte_timeout: invalid duration \"forever\""),
+        format!("{file}: auth.keys[0].hash: must be \"sha256:"),
+        format!("{file}: auth.keys[0].policy: no [policies.missing] is defined"),
+    ] {
+        assert!(
+            stderr.contains(&expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+    assert!(stderr.contains("4 problem(s)"), "{stderr}");
+}
+
+#[test]
+fn check_prints_the_effective_config_without_secrets() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/orgate.example.toml");
+    let output = orgate(&["check", "--config", example])
+        .env("OPENROUTER_API_KEY", UPSTREAM_KEY)
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("[server]") && stdout.contains("listen = \"127.0.0.1:8080\""),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("$OPENROUTER_API_KEY: set, [redacted]"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(UPSTREAM_KEY));
+    // Without any file: the built-in defaults, and a warning that serve would not start.
+    let dir = tempfile::tempdir().unwrap();
+    let output = orgate(&["check"]).current_dir(dir.path()).output().unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("built-in defaults") && stdout.contains("NOT SET"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn hash_key_and_keygen_agree() {
+    let output = orgate(&["hash-key", "abc"]).output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+    let mut child = orgate(&["hash-key"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"abc\n").unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("sha256:ba7816bf"),
+        "stdin works, newline trimmed"
+    );
+
+    let output = orgate(&["keygen"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    let key = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("key:  "))
+        .unwrap();
+    let hash = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("hash: "))
+        .unwrap();
+    assert!(
+        key.starts_with("sk-orgate-") && key.len() >= 10 + 64,
+        "{key}"
+    );
+    let rehashed = orgate(&["hash-key", key]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&rehashed.stdout).trim(), hash);
+    let custom = orgate(&["keygen", "--prefix", "team-"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&custom.stdout).contains("key:  team-"));
+}
+
+#[test]
+fn serve_refuses_an_open_gateway_on_a_public_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = orgate(&["serve"])
+        .current_dir(dir.path())
+        .env("ORGATE_LISTEN", "0.0.0.0:0")
+        .env("OPENROUTER_API_KEY", UPSTREAM_KEY)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("server.listen: 0.0.0.0:0 is not a loopback address"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn serve_refuses_to_start_without_the_upstream_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = orgate(&["serve", "--listen", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr)
+        .contains("set OPENROUTER_API_KEY (or OPENROUTER_API_KEY_FILE"));
+}
+
+/// A running `orgate serve` child with its stderr (JSON logs) collected line by line.
+struct Served {
+    child: tokio::process::Child,
+    lines: mpsc::UnboundedReceiver<String>,
+    log: Vec<String>,
+    addr: String,
+}
+
+impl Served {
+    async fn start(command: &mut tokio::process::Command) -> Self {
+        let mut child = command
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                let _ = tx.send(line);
+            }
+        });
+        let mut served = Self {
+            child,
+            lines,
+            log: Vec::new(),
+            addr: String::new(),
+        };
+        let line = served.wait_for("orgate listening").await;
+        let json: serde_json::Value = serde_json::from_str(&line).expect("JSON logs");
+        served.addr = json["addr"].as_str().unwrap().to_owned();
+        served
+    }
+
+    /// Waits up to 10 s for a log line containing `needle`.
+    async fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let line = tokio::time::timeout_at(deadline, self.lines.recv())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "no log line with {needle:?} in 10s; log so far:\n{}",
+                        self.log.join("\n")
+                    )
+                })
+                .unwrap_or_else(|| panic!("the process ended; log:\n{}", self.log.join("\n")));
+            self.log.push(line.clone());
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+
+    fn terminate(&self) {
+        let pid = self.child.id().unwrap().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+
+    /// Waits for exit and returns the code and the whole log.
+    async fn finish(mut self) -> (Option<i32>, String) {
+        let status = tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .expect("exited")
+            .unwrap();
+        while let Some(line) = self.lines.recv().await {
+            self.log.push(line);
+        }
+        (status.code(), self.log.join("\n"))
+    }
+}
+
+#[tokio::test]
+async fn serve_like_the_container_and_drain_a_stream_on_sigterm() {
+    let mock = MockOpenRouter::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("orgate.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "[server]\nshutdown_grace = \"10s\"\n[upstream]\nbase_url = \"{}\"\n[[auth.keys]]\nid = \"alice\"\nhash = \"{}\"\n",
+            mock.base_url,
+            orgate::auth::key_hash_field(ALICE_KEY)
+        ),
+    )
+    .unwrap();
+    let secret_path = dir.path().join("openrouter_api_key");
+    std::fs::write(&secret_path, format!("{UPSTREAM_KEY}\n")).unwrap();
+    let mut command = tokio::process::Command::new(BIN);
+    command
+        .env_clear()
+        .env("ORGATE_LISTEN", "127.0.0.1:0")
+        .env("ORGATE_CONFIG", &config_path)
+        .env("OPENROUTER_API_KEY_FILE", &secret_path)
+        .env("ORGATE_LOG_FORMAT", "json")
+        .env("ORGATE_LOG", "trace");
+    let mut served = Served::start(&mut command).await;
+    let url = format!("http://{}/v1/chat/completions", served.addr);
+
+    // A stream that takes ~1 s; SIGTERM arrives while it runs.
+    let response = http()
+        .post(&url)
+        .bearer_auth(ALICE_KEY)
+        .header("x-mock", "stream")
+        .header("x-mock-delay-ms", "150")
+        .header("x-mock-chunks", "4")
+        .header("x-request-id", "drain-test-1")
+        .body(format!(
+            r#"{{"model":"{MODEL}","messages":[],"stream":true}}"#
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        mock.next_request().await.header("authorization"),
+        Some(format!("Bearer {UPSTREAM_KEY}").as_str())
+    );
+    let mut body = response.bytes_stream();
+    let mut received = body.next().await.unwrap().unwrap().to_vec();
+    served.terminate();
+    served.wait_for("SIGTERM received").await;
+    // New connections are refused while the stream drains.
+    let refused = http()
+        .get(format!("http://{}/healthz", served.addr))
+        .send()
+        .await;
+    assert!(refused.is_err(), "the listener is closed during the drain");
+    while let Some(piece) = body.next().await {
+        received.extend_from_slice(&piece.unwrap());
+    }
+    assert!(
+        received.ends_with(b"data: [DONE]\n\n"),
+        "the in-flight stream finished"
+    );
+    // Unauthenticated attempts earlier would have shown in logs; check what we have.
+    let (code, log) = served.finish().await;
+    assert_eq!(code, Some(0), "{log}");
+
+    let access = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|j| j["target"] == "orgate::access" && j["request_id"] == "drain-test-1")
+        .unwrap_or_else(|| panic!("no access line for the stream:\n{log}"));
+    assert_eq!(access["key"], "alice");
+    assert_eq!(access["model"], MODEL);
+    assert_eq!(access["status"], 200);
+    assert_eq!(access["stream"], true);
+    assert_eq!(access["outcome"], "complete");
+    assert_eq!(access["bytes"], received.len());
+    assert!(access["duration_ms"].as_f64().unwrap() > 500.0, "{access}");
+    for secret in [UPSTREAM_KEY, ALICE_KEY] {
+        assert!(
+            !log.contains(secret),
+            "a key leaked into the trace-level log"
+        );
+    }
+}

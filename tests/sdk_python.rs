@@ -1,0 +1,45 @@
+//! The official OpenAI Python SDK against the gateway (tests/sdk/openai_sdk_check.py).
+//!
+//! Needs `python3` with the `openai` package (`.ci/run` installs it). Outside CI the test is
+//! skipped, loudly, when they are missing; in CI (`CI` set) their absence fails it.
+
+mod common;
+
+use common::*;
+
+#[tokio::test]
+async fn the_official_python_sdk_works_through_the_gateway() {
+    let available = std::process::Command::new("python3")
+        .args(["-c", "import openai"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !available {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have python3 with the openai package"
+        );
+        eprintln!(
+            "SKIPPED: python3 with the `openai` package is not installed (pip install openai)"
+        );
+        return;
+    }
+    let mock = MockOpenRouter::start().await;
+    let mut config = config_for(&mock);
+    config.upstream.retries = 0;
+    let gw = TestGateway::start(config).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/openai_sdk_check.py");
+    let output = tokio::process::Command::new("python3")
+        .arg(script)
+        .arg(gw.url("/v1"))
+        .arg(ALICE_KEY)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the SDK check failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("OK"), "{stdout}");
+}
