@@ -86,6 +86,32 @@ fn check_prints_the_effective_config_without_secrets() {
 }
 
 #[test]
+fn config_orgate_toml_in_the_working_directory_is_read_when_no_path_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("config")).unwrap();
+    std::fs::write(
+        dir.path().join("config/orgate.toml"),
+        "[server]\nlisten = \"127.0.0.1:9911\"\n",
+    )
+    .unwrap();
+    let output = orgate(&["check"]).current_dir(dir.path()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("from config/orgate.toml") && stdout.contains("127.0.0.1:9911"),
+        "{stdout}"
+    );
+    // $ORGATE_CONFIG wins over it.
+    let other = dir.path().join("other.toml");
+    std::fs::write(&other, "[server]\nlisten = \"127.0.0.1:9922\"\n").unwrap();
+    let output = orgate(&["check"])
+        .current_dir(dir.path())
+        .env("ORGATE_CONFIG", &other)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&output.stdout).contains("127.0.0.1:9922"));
+}
+
+#[test]
 fn hash_key_and_keygen_agree() {
     let output = orgate(&["hash-key", "abc"]).output().unwrap();
     assert_eq!(

@@ -399,3 +399,39 @@ async fn health_and_readiness() {
         200
     );
 }
+
+#[tokio::test]
+async fn while_draining_readyz_and_new_api_requests_get_503() {
+    use tower::ServiceExt;
+    let mock = MockOpenRouter::start().await;
+    let snapshot = orgate::state::Snapshot::build(config_for(&mock)).unwrap();
+    let state = orgate::state::AppState::new(snapshot);
+    let app = orgate::router(state.clone());
+    let get = |path: &str| {
+        http::Request::get(path)
+            .header("authorization", format!("Bearer {ALICE_KEY}"))
+            .body(axum::body::Body::empty())
+            .unwrap()
+    };
+    assert_eq!(
+        app.clone().oneshot(get("/readyz")).await.unwrap().status(),
+        200
+    );
+    state.set_draining();
+    let response = app.clone().oneshot(get("/readyz")).await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    assert_eq!(
+        app.clone()
+            .oneshot(get("/v1/models"))
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    assert_eq!(
+        app.oneshot(get("/healthz")).await.unwrap().status(),
+        200,
+        "still alive while draining"
+    );
+}
