@@ -43,6 +43,12 @@ pub enum Command {
         #[arg(long, default_value = "sk-orgate-")]
         prefix: String,
     },
+    /// Exit 0 if the local gateway answers `/readyz` with 200 (for container health checks,
+    /// where no curl is available). The port comes from `--addr`, else $ORGATE_LISTEN.
+    Healthcheck {
+        #[arg(long)]
+        addr: Option<std::net::SocketAddr>,
+    },
 }
 
 /// Runs a command that does not serve; `serve` is run by `main` (it needs the runtime).
@@ -106,6 +112,43 @@ pub fn hash_key(key: Option<String>) -> ExitCode {
     }
     println!("{}", key_hash_field(&key));
     ExitCode::SUCCESS
+}
+
+pub fn healthcheck(addr: Option<std::net::SocketAddr>, env: &Env) -> ExitCode {
+    use std::io::Write;
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+    use std::time::Duration;
+
+    let listen = addr
+        .or_else(|| env.get("ORGATE_LISTEN").and_then(|a| a.parse().ok()))
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+    // A gateway listening on every interface is reached on loopback.
+    let target = if listen.ip().is_unspecified() {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), listen.port())
+    } else {
+        listen
+    };
+    let timeout = Duration::from_secs(3);
+    let probe = || -> std::io::Result<bool> {
+        let mut stream = TcpStream::connect_timeout(&target, timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream
+            .write_all(b"GET /readyz HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head)?;
+        Ok(head.starts_with(b"HTTP/1.1 200"))
+    };
+    match probe() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("orgate healthcheck: {target} is not ready");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("orgate healthcheck: {target}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 pub fn keygen(prefix: &str) -> ExitCode {

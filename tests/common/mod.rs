@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub, unused_imports)]
 
 pub mod mock_openrouter;
+pub mod process;
 
 use std::net::SocketAddr;
 use std::time::Duration;

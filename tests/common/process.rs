@@ -1,0 +1,86 @@
+//! The `orgate` binary as a child process, with its stderr (JSON logs) collected by line.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::mpsc;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_orgate");
+
+/// A running `orgate serve` child with its stderr (JSON logs) collected line by line.
+pub struct Served {
+    child: tokio::process::Child,
+    lines: mpsc::UnboundedReceiver<String>,
+    log: Vec<String>,
+    pub addr: String,
+}
+
+impl Served {
+    pub async fn start(command: &mut tokio::process::Command) -> Self {
+        let mut child = command
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                let _ = tx.send(line);
+            }
+        });
+        let mut served = Self {
+            child,
+            lines,
+            log: Vec::new(),
+            addr: String::new(),
+        };
+        let line = served.wait_for("orgate listening").await;
+        let json: serde_json::Value = serde_json::from_str(&line).expect("JSON logs");
+        served.addr = json["addr"].as_str().unwrap().to_owned();
+        served
+    }
+
+    /// Waits up to 10 s for a log line containing `needle`.
+    pub async fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let line = tokio::time::timeout_at(deadline, self.lines.recv())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "no log line with {needle:?} in 10s; log so far:\n{}",
+                        self.log.join("\n")
+                    )
+                })
+                .unwrap_or_else(|| panic!("the process ended; log:\n{}", self.log.join("\n")));
+            self.log.push(line.clone());
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+
+    pub fn terminate(&self) {
+        let pid = self.child.id().unwrap().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+
+    /// Waits for exit and returns the code and the whole log.
+    pub async fn finish(mut self) -> (Option<i32>, String) {
+        let status = tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .expect("exited")
+            .unwrap();
+        while let Some(line) = self.lines.recv().await {
+            self.log.push(line);
+        }
+        (status.code(), self.log.join("\n"))
+    }
+}

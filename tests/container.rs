@@ -1,0 +1,186 @@
+//! What the container image relies on, tested without a Docker daemon: the Dockerfile passes
+//! hadolint, the compose file validates, and the binary starts exactly as the image starts it
+//! (its environment, a mounted config, the key as a `_FILE` secret, on 0.0.0.0) and answers
+//! the image's health check.
+
+mod common;
+
+use std::process::Command;
+
+use common::process::{Served, BIN};
+use common::*;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn tool_available(name: &str, arg: &str) -> bool {
+    let found = Command::new(name)
+        .arg(arg)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(std::env::var_os("CI").is_none(), "CI must install {name}");
+        eprintln!("SKIPPED: {name} is not installed");
+    }
+    found
+}
+
+#[test]
+fn the_dockerfile_passes_hadolint() {
+    if !tool_available("hadolint", "--version") {
+        return;
+    }
+    let output = Command::new("hadolint")
+        .arg(format!("{ROOT}/Dockerfile"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
+
+#[test]
+fn the_compose_file_validates() {
+    if !tool_available("docker-compose", "version") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new("docker-compose")
+        .args(["-f", &format!("{ROOT}/docker-compose.yml"), "config", "-q"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The image's environment, read from the Dockerfile's ENV instruction.
+fn image_env() -> Vec<(String, String)> {
+    let dockerfile = std::fs::read_to_string(format!("{ROOT}/Dockerfile")).unwrap();
+    let env_block: String = dockerfile
+        .split("\nENV ")
+        .nth(1)
+        .expect("an ENV instruction")
+        .lines()
+        .take_while(|l| !l.is_empty())
+        .map(|l| l.trim().trim_end_matches('\\').trim().to_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    env_block
+        .split_whitespace()
+        .filter_map(|pair| {
+            pair.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        })
+        .collect()
+}
+
+#[test]
+fn the_image_is_multi_stage_non_root_and_exposes_8080() {
+    let dockerfile = std::fs::read_to_string(format!("{ROOT}/Dockerfile")).unwrap();
+    assert_eq!(
+        dockerfile.matches("\nFROM ").count() + usize::from(dockerfile.starts_with("FROM ")),
+        2,
+        "two stages"
+    );
+    assert!(dockerfile.contains("\nEXPOSE 8080\n"));
+    assert!(
+        dockerfile.contains("\nUSER 65532:65532\n"),
+        "runs as distroless's nonroot user"
+    );
+    let env = image_env();
+    let get = |k: &str| {
+        env.iter()
+            .find(|(name, _)| name == k)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(get("ORGATE_LISTEN"), Some("0.0.0.0:8080"));
+    assert_eq!(get("ORGATE_CONFIG"), Some("/etc/orgate/orgate.toml"));
+    assert_eq!(
+        get("OPENROUTER_API_KEY_FILE"),
+        Some("/run/secrets/openrouter_api_key")
+    );
+    let compose = std::fs::read_to_string(format!("{ROOT}/docker-compose.yml")).unwrap();
+    assert!(
+        compose.contains("./config:/etc/orgate:ro"),
+        "compose mounts config/ where the image reads it"
+    );
+    assert!(compose.contains("OPENROUTER_API_KEY_FILE: /run/secrets/openrouter_api_key"));
+}
+
+#[tokio::test]
+async fn the_binary_starts_as_the_image_starts_it_and_passes_its_health_check() {
+    let mock = MockOpenRouter::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // The mounted config/ and the Docker secret, at paths of our own.
+    let config = dir.path().join("orgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[upstream]\nbase_url = \"{}\"\n[[auth.keys]]\nid = \"app\"\nhash = \"{}\"\n",
+            mock.base_url,
+            orgate::auth::key_hash_field(ALICE_KEY)
+        ),
+    )
+    .unwrap();
+    let secret = dir.path().join("openrouter_api_key");
+    std::fs::write(&secret, format!("{UPSTREAM_KEY}\n")).unwrap();
+    let mut command = tokio::process::Command::new(BIN);
+    command.env_clear().arg("serve");
+    for (name, value) in image_env() {
+        let value = match name.as_str() {
+            "ORGATE_CONFIG" => config.to_str().unwrap().to_owned(),
+            "OPENROUTER_API_KEY_FILE" => secret.to_str().unwrap().to_owned(),
+            // Port 0: tests run in parallel. Still every interface, as in the image.
+            "ORGATE_LISTEN" => value.replace(":8080", ":0"),
+            _ => value,
+        };
+        command.env(name, value);
+    }
+    let served = Served::start(&mut command).await;
+    assert!(served.addr.starts_with("0.0.0.0:"), "{}", served.addr);
+    let health = Command::new(BIN)
+        .args(["healthcheck", "--addr", &served.addr])
+        .output()
+        .unwrap();
+    assert!(
+        health.status.success(),
+        "{}",
+        String::from_utf8_lossy(&health.stderr)
+    );
+    let port = served.addr.rsplit(':').next().unwrap();
+    let response = http()
+        .post(format!("http://127.0.0.1:{port}/v1/chat/completions"))
+        .bearer_auth(ALICE_KEY)
+        .body(chat_body(MODEL))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        mock.next_request().await.header("authorization"),
+        Some(format!("Bearer {UPSTREAM_KEY}").as_str())
+    );
+    served.terminate();
+    let (code, _) = served.finish().await;
+    assert_eq!(code, Some(0));
+    // Nothing listening: the health check fails.
+    let health = Command::new(BIN)
+        .args(["healthcheck", "--addr", &served_addr_closed()])
+        .output()
+        .unwrap();
+    assert!(!health.status.success());
+}
+
+fn served_addr_closed() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
+}
