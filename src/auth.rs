@@ -31,7 +31,9 @@ pub async fn require_client(
     let client = snapshot.keys.authenticate(request.headers())?;
     if let Some(facts) = request.extensions().get::<Arc<RequestFacts>>() {
         facts.set_key_id(client.id.clone());
+        facts.hold_inflight(state.metrics().inflight(&client.id));
     }
+    request.extensions_mut().insert(state.metrics().clone());
     request.extensions_mut().insert(client);
     request.extensions_mut().insert(snapshot);
     Ok(next.run(request).await)

@@ -28,6 +28,8 @@ pub mod chat_request;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod metrics;
+pub mod models;
 pub mod proxy;
 pub mod secret;
 pub mod server;
@@ -36,6 +38,7 @@ pub mod sse;
 pub mod state;
 pub mod stream;
 pub mod telemetry;
+pub mod usage;
 
 pub use config::Config;
 pub use server::{router, serve};

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::middleware::{from_fn, from_fn_with_state};
+use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::Router;
@@ -44,6 +44,12 @@ pub async fn serve(
     let grace = snapshot.config.server.shutdown_grace.get();
     let header_read_timeout = snapshot.config.server.header_read_timeout.get();
     let state = AppState::new(snapshot);
+    let snapshot = state.snapshot();
+    state.metrics().learn_models(snapshot.configured_models());
+    tokio::spawn(crate::models::learn_upstream_models(
+        snapshot,
+        state.metrics().clone(),
+    ));
     let app = router(state.clone());
 
     let mut http = auto::Builder::new(TokioExecutor::new());
@@ -98,7 +104,7 @@ pub async fn serve(
 /// 2. mark `authorization` / `x-api-key` sensitive, before anything could log them;
 /// 3. set `x-request-id` (the client's, else a new one), so it reaches logs and upstream;
 /// 4. copy `x-request-id` onto every response, errors included;
-/// 5. access log: one line per request when its body ends;
+/// 5. access log and request metrics: one line per request when its body ends;
 /// 6. on API routes only: auth (401) — loads the config snapshot and the caller once;
 /// 7. handlers: chat (parse once, forward, stream) and the generic pass-through.
 ///
@@ -114,7 +120,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(state)
+        .route("/metrics", get(metrics))
+        .with_state(state.clone())
         .merge(api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -130,7 +137,7 @@ pub fn router(state: AppState) -> Router {
                     NewRequestId::default(),
                 ))
                 .layer(PropagateRequestIdLayer::new(x_request_id))
-                .layer(from_fn(telemetry::access_log)),
+                .layer(from_fn_with_state(state, telemetry::access_log)),
         )
 }
 
@@ -144,6 +151,14 @@ async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> 
     } else {
         GatewayError::ShuttingDown.into_response()
     }
+}
+
+async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        state.metrics().render(),
+    )
+        .into_response()
 }
 
 async fn not_found(method: Method, uri: Uri) -> GatewayError {

@@ -11,6 +11,7 @@ use http::HeaderValue;
 
 use crate::auth::{Client, KeyStore, ANONYMOUS};
 use crate::config::{parse_key_hash, Config};
+use crate::metrics::Metrics;
 use crate::proxy::Upstream;
 
 /// Why the gateway cannot start with this config.
@@ -31,6 +32,8 @@ pub struct AppState(Arc<Shared>);
 #[derive(Debug)]
 struct Shared {
     snapshot: ArcSwap<Snapshot>,
+    /// Outlives snapshots: a reload keeps the counts.
+    metrics: Arc<Metrics>,
     /// Cleared when shutdown starts: `/readyz` answers 503 from then on.
     ready: AtomicBool,
 }
@@ -39,6 +42,7 @@ impl AppState {
     pub fn new(snapshot: Snapshot) -> Self {
         Self(Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
+            metrics: Arc::new(Metrics::new()),
             ready: AtomicBool::new(true),
         }))
     }
@@ -51,6 +55,10 @@ impl AppState {
     /// Swaps in a new snapshot for new requests.
     pub fn replace(&self, snapshot: Snapshot) {
         self.0.snapshot.store(Arc::new(snapshot));
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.0.metrics
     }
 
     pub fn is_ready(&self) -> bool {
@@ -71,6 +79,24 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Model ids the config names exactly (alias targets, allow patterns without wildcards):
+    /// they get metric labels of their own.
+    pub fn configured_models(&self) -> Vec<String> {
+        let mut models = Vec::new();
+        for policy in std::iter::once(&self.config.policy).chain(self.config.policies.values()) {
+            models.extend(policy.aliases.values().cloned());
+            models.extend(
+                policy
+                    .models
+                    .allow
+                    .iter()
+                    .filter(|p| !p.contains(['*', '?', '[', '{']))
+                    .cloned(),
+            );
+        }
+        models
+    }
+
     pub fn build(config: Config) -> Result<Self, StartupError> {
         let upstream_auth = |var: &str, used_by: &str| -> Result<HeaderValue, StartupError> {
             let key = config.secrets.get(var).ok_or_else(|| {

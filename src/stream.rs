@@ -10,6 +10,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -18,7 +19,12 @@ use http_body::{Body, Frame, SizeHint};
 use serde::Deserialize;
 use tokio::time::{Instant, Sleep};
 
+use crate::metrics::{GaugeGuard, Metrics, TokenCounts};
 use crate::sse::SseScanner;
+use crate::usage::Usage;
+
+/// Non-streaming bodies are copied aside up to this size to read their `usage` at the end.
+const MAX_JSON_COPY: usize = 4 << 20;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -35,6 +41,8 @@ pub struct StreamFacts {
     pub saw_error: bool,
     /// The first JSON event has been read (ids come from it alone).
     head_seen: bool,
+    /// The usage event, once seen and not yet reported.
+    usage: Option<Usage>,
 }
 
 /// Peeks at SSE events as they pass.
@@ -57,6 +65,11 @@ fn observe_event(facts: &mut StreamFacts, data: &[u8]) {
     if data == b"[DONE]" {
         facts.saw_done = true;
         return;
+    }
+    if memchr::memmem::find(data, b"\"usage\"").is_some() {
+        if let Some(usage) = Usage::from_json(data) {
+            facts.usage = Some(usage);
+        }
     }
     let first = !facts.head_seen;
     let maybe_error = memchr::memmem::find(data, b"\"error\"").is_some();
@@ -85,6 +98,68 @@ fn observe_event(facts: &mut StreamFacts, data: &[u8]) {
     }
 }
 
+/// Who hears what the body learns and how it ends: metrics now, limits and policy checks later.
+#[derive(Debug)]
+pub struct ResponseObserver {
+    pub metrics: Arc<Metrics>,
+    pub key: Arc<str>,
+    /// The model the client asked for (after policy rewrites), for reports the stream names none.
+    pub requested_model: Option<String>,
+    /// Counts this event stream in flight until the body is gone.
+    stream_gauge: Option<GaugeGuard>,
+    usage_reported: bool,
+}
+
+impl ResponseObserver {
+    pub fn new(metrics: Arc<Metrics>, key: Arc<str>, requested_model: Option<String>) -> Self {
+        Self {
+            metrics,
+            key,
+            requested_model,
+            stream_gauge: None,
+            usage_reported: false,
+        }
+    }
+
+    fn on_usage(&mut self, usage: &Usage, model: Option<&str>) {
+        if std::mem::replace(&mut self.usage_reported, true) {
+            return;
+        }
+        let counts = TokenCounts {
+            prompt: usage.prompt_tokens.unwrap_or(0),
+            completion: usage.completion_tokens.unwrap_or(0),
+            reasoning: usage.reasoning_tokens.unwrap_or(0),
+            cached: usage.cached_tokens.unwrap_or(0),
+            cost_usd: usage.cost.unwrap_or(0.0),
+        };
+        let model = model.or(self.requested_model.as_deref());
+        self.metrics.usage(&self.key, model, &counts);
+    }
+
+    /// `kind` as in `orgate_upstream_errors_total`.
+    fn on_upstream_failure(&self, kind: &'static str) {
+        self.metrics.upstream_error(kind);
+    }
+}
+
+/// A side copy of a JSON body, to read its usage once it is complete.
+#[derive(Debug, Default)]
+struct JsonCopy {
+    bytes: Vec<u8>,
+    overflow: bool,
+}
+
+impl JsonCopy {
+    fn push(&mut self, chunk: &[u8]) {
+        if self.overflow || self.bytes.len() + chunk.len() > MAX_JSON_COPY {
+            self.overflow = true;
+            self.bytes = Vec::new();
+        } else {
+            self.bytes.extend_from_slice(chunk);
+        }
+    }
+}
+
 enum Phase {
     Streaming,
     /// The final error event, still to be sent.
@@ -98,12 +173,13 @@ pub struct UpstreamBody {
     phase: Phase,
     /// Present for `text/event-stream` responses only.
     sse: Option<SseWatch>,
+    /// Present for JSON responses the observer wants usage from.
+    json: Option<JsonCopy>,
+    observer: ResponseObserver,
     idle_timeout: Duration,
     last_activity: Instant,
     /// Fires at `last_activity + idle_timeout` or earlier; re-armed lazily, not per chunk.
     idle_timer: Pin<Box<Sleep>>,
-    /// The model the client asked for, for the final error event when the stream named none.
-    requested_model: Option<String>,
 }
 
 impl std::fmt::Debug for UpstreamBody {
@@ -115,31 +191,51 @@ impl std::fmt::Debug for UpstreamBody {
 }
 
 impl UpstreamBody {
+    /// `kind` decides what is watched: an event stream's events, or a JSON body's usage.
     pub fn new(
         inner: reqwest::Body,
-        is_event_stream: bool,
+        kind: BodyKind,
         idle_timeout: Duration,
-        requested_model: Option<String>,
+        mut observer: ResponseObserver,
     ) -> Self {
         let now = Instant::now();
+        if kind == BodyKind::EventStream {
+            observer.stream_gauge = Some(observer.metrics.stream(&observer.key));
+        }
         Self {
             inner,
             phase: Phase::Streaming,
-            sse: is_event_stream.then(SseWatch::default),
+            sse: (kind == BodyKind::EventStream).then(SseWatch::default),
+            json: (kind == BodyKind::Json).then(JsonCopy::default),
+            observer,
             idle_timeout,
             last_activity: now,
             idle_timer: Box::pin(tokio::time::sleep_until(now + idle_timeout)),
-            requested_model,
+        }
+    }
+
+    /// The body ended cleanly: a JSON body's usage is read now.
+    fn finish(&mut self) {
+        if let Some(copy) = self.json.take() {
+            if let Some(usage) = Usage::from_json(&copy.bytes) {
+                let model = response_model(&copy.bytes);
+                self.observer.on_usage(&usage, model.as_deref());
+            }
         }
     }
 
     /// Ends the body because of `why`: an event stream gets its final error event, any other
     /// body an error (hyper then cuts the connection, so the client sees it is incomplete).
-    fn end_with_error(&mut self, why: String) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn end_with_error(
+        &mut self,
+        kind: &'static str,
+        why: String,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         tracing::warn!(reason = %why, "upstream body ended abnormally");
+        self.observer.on_upstream_failure(kind);
         match &self.sse {
             Some(watch) => {
-                let event = error_event(watch, &why, self.requested_model.as_deref());
+                let event = error_event(watch, &why, self.observer.requested_model.as_deref());
                 self.phase = Phase::Tail(event);
                 Poll::Ready(self.take_tail())
             }
@@ -190,19 +286,27 @@ impl Body for UpstreamBody {
                     this.last_activity = Instant::now();
                     if let Some(watch) = &mut this.sse {
                         watch.feed(data);
+                        if let Some(usage) = watch.facts.usage.take() {
+                            this.observer.on_usage(&usage, watch.facts.model.as_deref());
+                        }
+                    } else if let Some(copy) = &mut this.json {
+                        copy.push(data);
                     }
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => this.end_with_error(format!(
-                "the upstream connection broke mid-body: {}",
-                root_cause(&e)
-            )),
+            Poll::Ready(Some(Err(e))) => {
+                let why = format!("the upstream connection broke mid-body: {}", root_cause(&e));
+                this.end_with_error("reset", why)
+            }
             Poll::Ready(None) => match &this.sse {
-                Some(watch) if !watch.facts.saw_done && !watch.facts.saw_error => {
-                    this.end_with_error("the upstream closed the stream before [DONE]".to_owned())
-                }
+                Some(watch) if !watch.facts.saw_done && !watch.facts.saw_error => this
+                    .end_with_error(
+                        "reset",
+                        "the upstream closed the stream before [DONE]".to_owned(),
+                    ),
                 _ => {
+                    this.finish();
                     this.phase = Phase::Done;
                     Poll::Ready(None)
                 }
@@ -210,13 +314,18 @@ impl Body for UpstreamBody {
             Poll::Pending => {
                 ready!(this.poll_idle(cx));
                 let idle = humantime::format_duration(this.idle_timeout);
-                this.end_with_error(format!("the upstream sent nothing for {idle}"))
+                this.end_with_error("timeout", format!("the upstream sent nothing for {idle}"))
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.phase, Phase::Done)
+        match self.phase {
+            Phase::Done => true,
+            // A body of known length ends with its last byte: hyper may not poll again.
+            Phase::Streaming => self.sse.is_none() && self.inner.is_end_stream(),
+            Phase::Tail(_) => false,
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -224,6 +333,35 @@ impl Body for UpstreamBody {
             // An event stream may grow by our final error event.
             (Phase::Streaming, None) => self.inner.size_hint(),
             _ => SizeHint::default(),
+        }
+    }
+}
+
+/// What a response body watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// `text/event-stream`: events are scanned as they pass.
+    EventStream,
+    /// A chat completion's JSON: copied aside to read its usage at the end.
+    Json,
+    /// Anything else: passed on, not looked at.
+    Opaque,
+}
+
+/// The `model` of a complete response body, if it names one.
+fn response_model(body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Head {
+        model: Option<String>,
+    }
+    serde_json::from_slice::<Head>(body).ok()?.model
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        // hyper may drop a body of known length without polling it to its end.
+        if self.inner.is_end_stream() {
+            self.finish();
         }
     }
 }

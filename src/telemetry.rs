@@ -18,7 +18,10 @@ use http_body::{Body as _, Frame, SizeHint};
 use tracing::Instrument;
 use tracing_subscriber::EnvFilter;
 
+use crate::auth::ANONYMOUS;
 use crate::error::{ErrorDetail, ErrorKind};
+use crate::metrics::{GaugeGuard, Metrics};
+use crate::state::AppState;
 
 /// Sets up the global subscriber: filter from `ORGATE_LOG` (default `info`), format from
 /// `ORGATE_LOG_FORMAT` (`json`, or `pretty`, the default on a terminal). Logs go to stderr so
@@ -48,15 +51,38 @@ pub fn init(filter: Option<&str>, format: Option<&str>) -> Result<(), String> {
     result.map_err(|e| e.to_string())
 }
 
-/// What inner layers learn about a request, for its access-log line.
-#[derive(Debug, Default)]
+/// What inner layers learn about a request, for its access-log line and metrics.
+#[derive(Debug)]
 pub struct RequestFacts {
+    started: Instant,
     key_id: OnceLock<Arc<str>>,
     model: OnceLock<String>,
     stream: AtomicBool,
+    /// Counts the request in flight until its response body is done (this struct outlives the
+    /// request: the access record holds it until then).
+    inflight: OnceLock<GaugeGuard>,
 }
 
 impl RequestFacts {
+    fn new(started: Instant) -> Self {
+        Self {
+            started,
+            key_id: OnceLock::new(),
+            model: OnceLock::new(),
+            stream: AtomicBool::new(false),
+            inflight: OnceLock::new(),
+        }
+    }
+
+    /// Time since the request arrived.
+    pub fn elapsed(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+
+    pub fn hold_inflight(&self, guard: GaugeGuard) {
+        let _ = self.inflight.set(guard);
+    }
+
     pub fn set_key_id(&self, id: Arc<str>) {
         let _ = self.key_id.set(id);
     }
@@ -73,10 +99,14 @@ impl RequestFacts {
 }
 
 /// The access-log middleware: opens the request's span and wraps the response body so the
-/// line is written when the body is done.
-pub async fn access_log(mut request: Request, next: Next) -> Response {
+/// line is written, and the request counted, when the body is done.
+pub async fn access_log(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
-    let facts = Arc::new(RequestFacts::default());
+    let facts = Arc::new(RequestFacts::new(started));
     request.extensions_mut().insert(facts.clone());
     let request_id = request
         .headers()
@@ -86,6 +116,7 @@ pub async fn access_log(mut request: Request, next: Next) -> Response {
         .to_owned();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    let route = route_label(&path);
     let span = tracing::info_span!("request", id = %request_id);
     let response = next.run(request).instrument(span.clone()).await;
     let (parts, body) = response.into_parts();
@@ -101,6 +132,8 @@ pub async fn access_log(mut request: Request, next: Next) -> Response {
         bytes: 0,
         ended: false,
         span,
+        route,
+        metrics: state.metrics().clone(),
     };
     Response::from_parts(
         parts,
@@ -123,13 +156,21 @@ struct AccessRecord {
     bytes: u64,
     ended: bool,
     span: tracing::Span,
+    route: &'static str,
+    metrics: Arc<Metrics>,
 }
 
 impl Drop for AccessRecord {
     fn drop(&mut self) {
         let _entered = self.span.enter();
-        let key = self.facts.key_id.get().map_or("-", |k| k);
-        let model = self.facts.model.get().map_or("-", String::as_str);
+        let anonymous: Arc<str> = Arc::from(ANONYMOUS);
+        let key_id = self.facts.key_id.get().unwrap_or(&anonymous);
+        let model = self.facts.model.get().map(String::as_str);
+        let total = self.started.elapsed();
+        self.metrics
+            .request_done(key_id, self.route, model, self.status, total);
+        let key: &str = key_id;
+        let model = model.unwrap_or("-");
         let outcome = if self.ended {
             "complete"
         } else {
@@ -143,7 +184,7 @@ impl Drop for AccessRecord {
             path = %self.path,
             model,
             status = self.status,
-            duration_ms = self.started.elapsed().as_secs_f64() * 1e3,
+            duration_ms = total.as_secs_f64() * 1e3,
             bytes = self.bytes,
             stream = self.facts.stream.load(Ordering::Relaxed),
             outcome,
@@ -151,6 +192,17 @@ impl Drop for AccessRecord {
             detail = self.error_detail.as_deref().unwrap_or(""),
             "request"
         );
+    }
+}
+
+/// The `route` label: a fixed vocabulary, whatever path the client sent.
+fn route_label(path: &str) -> &'static str {
+    match path {
+        "/v1/chat/completions" | "/api/v1/chat/completions" => "chat",
+        "/healthz" | "/readyz" => "health",
+        "/metrics" => "metrics",
+        p if p.starts_with("/v1/") || p.starts_with("/api/v1/") => "passthrough",
+        _ => "other",
     }
 }
 

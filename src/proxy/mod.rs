@@ -20,12 +20,14 @@ pub use upstream::{Upstream, UpstreamResponse};
 use crate::auth::Client;
 use crate::chat_request::ChatRequest;
 use crate::error::GatewayError;
+use crate::metrics::Metrics;
 use crate::state::Snapshot;
-use crate::stream::UpstreamBody;
+use crate::stream::{BodyKind, ResponseObserver, UpstreamBody};
 use crate::telemetry::RequestFacts;
 
 /// `POST /api/v1/chat/completions` and `POST /v1/chat/completions`.
 pub async fn chat(
+    Extension(metrics): Extension<Arc<Metrics>>,
     Extension(snapshot): Extension<Arc<Snapshot>>,
     Extension(client): Extension<Arc<Client>>,
     Extension(facts): Extension<Arc<RequestFacts>>,
@@ -43,23 +45,32 @@ pub async fn chat(
     facts.set_model(model.as_deref());
     facts.set_stream(chat.stream());
     let body = chat.to_body(&bytes);
+    let observer = ResponseObserver::new(metrics.clone(), client.id.clone(), model);
+    let target = Target {
+        method: Method::POST,
+        suffix: "/chat/completions",
+        query: parts.uri.query(),
+        route: "chat",
+    };
     forward(
         &snapshot,
+        &metrics,
         &client,
-        Method::POST,
+        &facts,
         &parts.headers,
-        "/chat/completions",
-        parts.uri.query(),
+        target,
         body,
-        model,
+        observer,
     )
     .await
 }
 
 /// Any other `/api/v1/*` or `/v1/*`: the same path under the upstream base URL.
 pub async fn passthrough(
+    Extension(metrics): Extension<Arc<Metrics>>,
     Extension(snapshot): Extension<Arc<Snapshot>>,
     Extension(client): Extension<Arc<Client>>,
+    Extension(facts): Extension<Arc<RequestFacts>>,
     request: Request,
 ) -> Result<Response, GatewayError> {
     let (parts, body) = request.into_parts();
@@ -76,17 +87,34 @@ pub async fn passthrough(
         snapshot.config.server.max_body.bytes(),
     )
     .await?;
+    let observer = ResponseObserver::new(metrics.clone(), client.id.clone(), None);
+    let target = Target {
+        method: parts.method.clone(),
+        suffix,
+        query: parts.uri.query(),
+        route: "passthrough",
+    };
     forward(
         &snapshot,
+        &metrics,
         &client,
-        parts.method.clone(),
+        &facts,
         &parts.headers,
-        suffix,
-        parts.uri.query(),
+        target,
         bytes,
-        None,
+        observer,
     )
     .await
+}
+
+/// Where a request goes upstream.
+struct Target<'a> {
+    method: Method,
+    /// The path under the upstream base URL (`/chat/completions`).
+    suffix: &'a str,
+    query: Option<&'a str>,
+    /// The metrics label.
+    route: &'static str,
 }
 
 /// Sends the request upstream and turns the answer into the client's response: same status,
@@ -94,30 +122,36 @@ pub async fn passthrough(
 #[allow(clippy::too_many_arguments)]
 async fn forward(
     snapshot: &Snapshot,
+    metrics: &Metrics,
     client: &Client,
-    method: Method,
+    facts: &RequestFacts,
     client_headers: &HeaderMap,
-    suffix: &str,
-    query: Option<&str>,
+    target: Target<'_>,
     body: Bytes,
-    requested_model: Option<String>,
+    observer: ResponseObserver,
 ) -> Result<Response, GatewayError> {
     let upstream = &snapshot.upstream;
     let headers = upstream_request_headers(client_headers, &client.upstream_auth, upstream);
-    let url = upstream.url(suffix, query);
-    let answer = upstream.send(method, &url, headers, body).await?;
+    let url = upstream.url(target.suffix, target.query);
+    let answer = upstream
+        .send(target.method, &url, headers, body, metrics)
+        .await?;
+    metrics.upstream_answered(target.route, answer.time_to_headers, facts.elapsed());
+    if answer.response.status().is_server_error() {
+        metrics.upstream_error("status_5xx");
+    }
     let response: http::Response<reqwest::Body> = answer.response.into();
     let (parts, body) = response.into_parts();
-    let is_event_stream = parts
+    let content_type = parts
         .headers
         .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-    let body = UpstreamBody::new(
-        body,
-        is_event_stream,
-        upstream.idle_timeout,
-        requested_model,
-    );
+        .map(|v| v.as_bytes());
+    let kind = match content_type {
+        Some(ct) if ct.starts_with(b"text/event-stream") => BodyKind::EventStream,
+        Some(ct) if ct.starts_with(b"application/json") && target.route == "chat" => BodyKind::Json,
+        _ => BodyKind::Opaque,
+    };
+    let body = UpstreamBody::new(body, kind, upstream.idle_timeout, observer);
     let mut out = Response::new(Body::new(body));
     *out.status_mut() = parts.status;
     *out.headers_mut() = client_response_headers(&parts.headers);

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use crate::config::UpstreamConfig;
 use crate::error::GatewayError;
+use crate::metrics::Metrics;
 
 /// Where requests go, and how patiently.
 #[derive(Debug)]
@@ -83,6 +84,7 @@ impl Upstream {
         url: &str,
         headers: HeaderMap,
         body: Bytes,
+        metrics: &Metrics,
     ) -> Result<UpstreamResponse, GatewayError> {
         let started = Instant::now();
         let deadline = started + self.first_byte_timeout;
@@ -95,15 +97,26 @@ impl Upstream {
                 .body(body.clone());
             let outcome = tokio::time::timeout_at(deadline, request.send()).await;
             let retryable = match &outcome {
-                Err(_) => return Err(GatewayError::UpstreamTimeout(self.first_byte_timeout)),
+                Err(_) => {
+                    metrics.upstream_error("timeout");
+                    return Err(GatewayError::UpstreamTimeout(self.first_byte_timeout));
+                }
                 Ok(Err(e)) => e.is_connect(),
                 Ok(Ok(r)) => matches!(
                     r.status(),
                     StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE
                 ),
             };
+            if let Ok(Err(e)) = &outcome {
+                metrics.upstream_error(if e.is_timeout() && !e.is_connect() {
+                    "timeout"
+                } else {
+                    "connect"
+                });
+            }
             if retryable && attempt < self.retries {
                 attempt += 1;
+                metrics.upstream_error("retry");
                 tracing::debug!(attempt, "retrying upstream request");
                 // Short, growing pauses: long enough for a restarting upstream, short enough
                 // to stay well inside the first-byte deadline.

@@ -161,8 +161,16 @@ impl Drop for MockOpenRouter {
 pub const MODEL: &str = "openai/gpt-4o";
 
 async fn handle(State(state): State<MockState>, request: Request) -> Response {
-    let n = state.requests.fetch_add(1, Ordering::SeqCst);
     let (parts, body) = request.into_parts();
+    // The gateway's own model-list fetch (for metric labels) is not a client request.
+    let own_fetch = parts
+        .headers
+        .get("user-agent")
+        .is_some_and(|ua| ua.as_bytes().starts_with(b"orgate/"));
+    if own_fetch && parts.uri.path().ends_with("/models") {
+        return other_route(parts.uri.path(), None);
+    }
+    let n = state.requests.fetch_add(1, Ordering::SeqCst);
     let body = axum::body::to_bytes(body, usize::MAX)
         .await
         .unwrap_or_default();

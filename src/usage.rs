@@ -1,0 +1,163 @@
+//! What a response used: OpenRouter's `usage` object, and an estimate for streams without one.
+//!
+//! Read from a non-streaming body and from a stream's usage event; it feeds the token limits and
+//! the token and cost metrics.
+
+use serde::Deserialize;
+
+/// OpenRouter's `usage`. Every field is optional: providers differ in what they report.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Usage {
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+    pub total_tokens: Option<u64>,
+    /// Credits (USD) the request cost.
+    pub cost: Option<f64>,
+    /// `prompt_tokens_details.cached_tokens`.
+    pub cached_tokens: Option<u64>,
+    /// `completion_tokens_details.reasoning_tokens`.
+    pub reasoning_tokens: Option<u64>,
+}
+
+impl Usage {
+    /// Parses a `usage` object, or any object that carries one under `usage` (a response body
+    /// or the `data:` of the stream's last event). `None` when it is not JSON, when `usage` is
+    /// `null` (the stream's earlier events), or when no usage field is present at all.
+    pub fn from_json(bytes: &[u8]) -> Option<Usage> {
+        let mut fields: Fields = serde_json::from_slice(bytes).ok()?;
+        match fields.usage.take() {
+            Some(nested) => nested.into_usage(),
+            // `"usage": null` and a missing `usage` are alike here: the fields decide.
+            None => fields.into_usage(),
+        }
+    }
+
+    /// The tokens to debit: `total_tokens`, else prompt plus completion.
+    pub fn tokens(&self) -> u64 {
+        self.total_tokens.unwrap_or_else(|| {
+            self.prompt_tokens
+                .unwrap_or(0)
+                .saturating_add(self.completion_tokens.unwrap_or(0))
+        })
+    }
+}
+
+/// A stand-in for the tokens of a stream that ended without usage: about four bytes a token,
+/// rounded up, so a stream is never free.
+pub fn estimate_tokens(streamed_bytes: usize) -> u64 {
+    u64::try_from(streamed_bytes.div_ceil(4)).unwrap_or(u64::MAX)
+}
+
+/// A `usage` object's fields, and the nested `usage` when these bytes are its envelope. Other
+/// fields (`choices`, `id`, ...) are skipped by the parser without being built.
+#[derive(Deserialize)]
+struct Fields {
+    usage: Option<Box<Fields>>,
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    total_tokens: Option<u64>,
+    cost: Option<f64>,
+    prompt_tokens_details: Option<PromptDetails>,
+    completion_tokens_details: Option<CompletionDetails>,
+}
+
+#[derive(Deserialize)]
+struct PromptDetails {
+    cached_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct CompletionDetails {
+    reasoning_tokens: Option<u64>,
+}
+
+impl Fields {
+    fn into_usage(self) -> Option<Usage> {
+        let usage = Usage {
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.completion_tokens,
+            total_tokens: self.total_tokens,
+            cost: self.cost,
+            cached_tokens: self.prompt_tokens_details.and_then(|d| d.cached_tokens),
+            reasoning_tokens: self
+                .completion_tokens_details
+                .and_then(|d| d.reasoning_tokens),
+        };
+        (usage != Usage::default()).then_some(usage)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_openrouters_usage_object() {
+        let json = br#"{
+            "prompt_tokens": 10, "completion_tokens": 4, "total_tokens": 14,
+            "prompt_tokens_details": {"cached_tokens": 3, "cache_write_tokens": 0, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 2},
+            "cost": 0.00014, "is_byok": false,
+            "cost_details": {"upstream_inference_cost": null}
+        }"#;
+        let usage = Usage::from_json(json).unwrap();
+        assert_eq!(
+            usage,
+            Usage {
+                prompt_tokens: Some(10),
+                completion_tokens: Some(4),
+                total_tokens: Some(14),
+                cost: Some(0.00014),
+                cached_tokens: Some(3),
+                reasoning_tokens: Some(2),
+            }
+        );
+        assert_eq!(usage.tokens(), 14);
+    }
+
+    #[test]
+    fn reads_usage_inside_a_response_or_stream_event() {
+        let event = br#"{"id":"gen-1","choices":[{"index":0,"delta":{"content":""},"finish_reason":"stop"}],
+            "usage":{"prompt_tokens":7,"completion_tokens":5}}"#;
+        let usage = Usage::from_json(event).unwrap();
+        assert_eq!(usage.prompt_tokens, Some(7));
+        assert_eq!(usage.total_tokens, None);
+        assert_eq!(usage.tokens(), 12);
+    }
+
+    #[test]
+    fn no_usage_is_none() {
+        assert_eq!(
+            Usage::from_json(br#"{"id":"gen-1","choices":[],"usage":null}"#),
+            None
+        );
+        assert_eq!(Usage::from_json(br#"{"id":"gen-1","choices":[]}"#), None);
+        assert_eq!(Usage::from_json(br#"{}"#), None);
+        assert_eq!(Usage::from_json(b"[DONE]"), None);
+        assert_eq!(Usage::from_json(b""), None);
+        assert_eq!(
+            Usage::from_json(br#"{"usage":{"prompt_tokens":"ten"}}"#),
+            None
+        );
+    }
+
+    #[test]
+    fn nulls_and_missing_details_are_fine() {
+        let usage = Usage::from_json(
+            br#"{"total_tokens":9,"cost":null,"prompt_tokens_details":null,"completion_tokens_details":{}}"#,
+        )
+        .unwrap();
+        assert_eq!(usage.total_tokens, Some(9));
+        assert_eq!(usage.cost, None);
+        assert_eq!(usage.cached_tokens, None);
+    }
+
+    #[test]
+    fn estimates_four_bytes_a_token() {
+        assert_eq!(estimate_tokens(0), 0);
+        assert_eq!(estimate_tokens(1), 1);
+        assert_eq!(estimate_tokens(4), 1);
+        assert_eq!(estimate_tokens(5), 2);
+        assert_eq!(estimate_tokens(4000), 1000);
+    }
+}
