@@ -28,6 +28,7 @@ pub mod chat_request;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod limits;
 pub mod metrics;
 pub mod models;
 pub mod proxy;

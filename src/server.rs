@@ -106,7 +106,8 @@ pub async fn serve(
 /// 4. copy `x-request-id` onto every response, errors included;
 /// 5. access log and request metrics: one line per request when its body ends;
 /// 6. on API routes only: auth (401) — loads the config snapshot and the caller once;
-/// 7. handlers: chat (parse once, forward, stream) and the generic pass-through.
+/// 7. limits (429): rate, tokens, concurrency; the permit is held until the body ends;
+/// 8. handlers: chat (parse once, forward, stream) and the generic pass-through.
 ///
 /// Unmatched paths and methods get 404/405 in the same error shape.
 pub fn router(state: AppState) -> Router {
@@ -115,6 +116,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/chat/completions", post(proxy::chat))
         .route("/api/v1/{*rest}", any(proxy::passthrough))
         .route("/v1/{*rest}", any(proxy::passthrough))
+        .route_layer(axum::middleware::from_fn(crate::limits::enforce))
         .route_layer(from_fn_with_state(state.clone(), auth::require_client));
     let x_request_id = HeaderName::from_static("x-request-id");
     Router::new()

@@ -11,6 +11,7 @@ use http::HeaderValue;
 
 use crate::auth::{Client, KeyStore, ANONYMOUS};
 use crate::config::{parse_key_hash, Config};
+use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::proxy::Upstream;
 
@@ -76,6 +77,8 @@ pub struct Snapshot {
     pub config: Config,
     pub keys: KeyStore,
     pub upstream: Upstream,
+    /// Per-key limiter state; carried over for unchanged keys on reload.
+    pub limits: Limits,
 }
 
 impl Snapshot {
@@ -98,6 +101,18 @@ impl Snapshot {
     }
 
     pub fn build(config: Config) -> Result<Self, StartupError> {
+        let limits = Limits::build(&config);
+        Self::build_with(config, limits)
+    }
+
+    /// A snapshot for a reloaded `config` that keeps `previous`'s limiter state for every key
+    /// whose limits did not change.
+    pub fn rebuild(config: Config, previous: &Snapshot) -> Result<Self, StartupError> {
+        let limits = previous.limits.carry_over(&config);
+        Self::build_with(config, limits)
+    }
+
+    fn build_with(config: Config, limits: Limits) -> Result<Self, StartupError> {
         let upstream_auth = |var: &str, used_by: &str| -> Result<HeaderValue, StartupError> {
             let key = config.secrets.get(var).ok_or_else(|| {
                 StartupError::Config(format!(
@@ -143,6 +158,7 @@ impl Snapshot {
         Ok(Self {
             keys: KeyStore::new(keys, anonymous),
             upstream,
+            limits,
             config,
         })
     }

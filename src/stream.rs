@@ -19,8 +19,11 @@ use http_body::{Body, Frame, SizeHint};
 use serde::Deserialize;
 use tokio::time::{Instant, Sleep};
 
+use crate::limits::TokenAccount;
 use crate::metrics::{GaugeGuard, Metrics, TokenCounts};
+use crate::proxy::Settlement;
 use crate::sse::SseScanner;
+use crate::state::Snapshot;
 use crate::usage::Usage;
 
 /// Non-streaming bodies are copied aside up to this size to read their `usage` at the end.
@@ -43,6 +46,8 @@ pub struct StreamFacts {
     head_seen: bool,
     /// The usage event, once seen and not yet reported.
     usage: Option<Usage>,
+    /// Data events seen (about one token each), for the estimate when usage never comes.
+    pub events: u64,
 }
 
 /// Peeks at SSE events as they pass.
@@ -62,6 +67,7 @@ impl SseWatch {
 /// Reads what matters from one event's data. Cheap substring checks come first: most events are
 /// content deltas that need no parsing at all.
 fn observe_event(facts: &mut StreamFacts, data: &[u8]) {
+    facts.events += 1;
     if data == b"[DONE]" {
         facts.saw_done = true;
         return;
@@ -108,6 +114,21 @@ pub struct ResponseObserver {
     /// Counts this event stream in flight until the body is gone.
     stream_gauge: Option<GaugeGuard>,
     usage_reported: bool,
+    /// Present for billable chat responses: who pays, and how to settle without usage.
+    billing: Option<Billing>,
+}
+
+/// Accounting for a chat response.
+#[derive(Debug)]
+pub struct Billing {
+    /// Debited with the tokens the response reports (present where a token limit applies).
+    pub tokens: Option<TokenAccount>,
+    pub snapshot: Arc<Snapshot>,
+    pub upstream_auth: http::HeaderValue,
+    /// From `X-Generation-Id`, for the lookup when the body never says.
+    pub generation_id: Option<String>,
+    /// The request's share of the estimate: its size in tokens, roughly.
+    pub prompt_estimate: u64,
 }
 
 impl ResponseObserver {
@@ -118,6 +139,24 @@ impl ResponseObserver {
             requested_model,
             stream_gauge: None,
             usage_reported: false,
+            billing: None,
+        }
+    }
+
+    pub fn with_billing(mut self, billing: Billing) -> Self {
+        self.billing = Some(billing);
+        self
+    }
+
+    /// Only a successful answer is billed; it may name its generation in a header.
+    pub fn answered(&mut self, status: http::StatusCode, headers: &http::HeaderMap) {
+        if !status.is_success() {
+            self.billing = None;
+        } else if let Some(billing) = &mut self.billing {
+            billing.generation_id = headers
+                .get("x-generation-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
         }
     }
 
@@ -134,6 +173,37 @@ impl ResponseObserver {
         };
         let model = model.or(self.requested_model.as_deref());
         self.metrics.usage(&self.key, model, &counts);
+        if let Some(tokens) = self.billing.as_ref().and_then(|b| b.tokens.as_ref()) {
+            tokens.debit(usage.tokens());
+        }
+    }
+
+    /// The body is gone without usage: settle in the background what it must have cost.
+    fn settle_without_usage(&mut self, facts: Option<&StreamFacts>) {
+        if self.usage_reported {
+            return;
+        }
+        let Some(billing) = self.billing.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let settlement = Settlement {
+            upstream_auth: billing.upstream_auth,
+            metrics: self.metrics.clone(),
+            key: self.key.clone(),
+            model: facts
+                .and_then(|f| f.model.clone())
+                .or_else(|| self.requested_model.clone()),
+            tokens: billing.tokens,
+            generation_id: facts
+                .and_then(|f| f.generation_id.clone())
+                .or(billing.generation_id),
+            estimate: billing.prompt_estimate + facts.map_or(0, |f| f.events),
+            snapshot: billing.snapshot,
+        };
+        runtime.spawn(settlement.run());
     }
 
     /// `kind` as in `orgate_upstream_errors_total`.
@@ -363,6 +433,8 @@ impl Drop for UpstreamBody {
         if self.inner.is_end_stream() {
             self.finish();
         }
+        let facts = self.sse.as_ref().map(|w| &w.facts);
+        self.observer.settle_without_usage(facts);
     }
 }
 

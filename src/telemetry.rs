@@ -61,6 +61,8 @@ pub struct RequestFacts {
     /// Counts the request in flight until its response body is done (this struct outlives the
     /// request: the access record holds it until then).
     inflight: OnceLock<GaugeGuard>,
+    /// The concurrency slot, released with this struct: when the body ends or the client goes.
+    permit: OnceLock<crate::limits::Permit>,
 }
 
 impl RequestFacts {
@@ -71,6 +73,7 @@ impl RequestFacts {
             model: OnceLock::new(),
             stream: AtomicBool::new(false),
             inflight: OnceLock::new(),
+            permit: OnceLock::new(),
         }
     }
 
@@ -81,6 +84,10 @@ impl RequestFacts {
 
     pub fn hold_inflight(&self, guard: GaugeGuard) {
         let _ = self.inflight.set(guard);
+    }
+
+    pub fn hold_permit(&self, permit: crate::limits::Permit) {
+        let _ = self.permit.set(permit);
     }
 
     pub fn set_key_id(&self, id: Arc<str>) {

@@ -222,3 +222,30 @@ async fn made_up_models_are_grouped_and_no_secret_is_scraped() {
     }
     assert!(text.contains(r#"orgate_requests_total{key="anonymous",route="passthrough",model="other",status="401"} 1"#), "{text}");
 }
+
+#[tokio::test]
+async fn rate_limit_refusals_are_counted_by_key_and_limit() {
+    let mock = MockOpenRouter::start().await;
+    let mut config = config_for(&mock);
+    config.limits.burst = 1;
+    config.limits.requests_per_minute = 1;
+    let gw = TestGateway::start(config).await;
+    for _ in 0..3 {
+        http()
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(ALICE_KEY)
+            .body(chat_body(MODEL))
+            .send()
+            .await
+            .unwrap();
+    }
+    let text = scrape(&gw).await;
+    assert_eq!(
+        value(
+            &text,
+            r#"orgate_ratelimited_total{key="alice",limit="requests"}"#
+        ),
+        2.0,
+        "{text}"
+    );
+}

@@ -26,12 +26,17 @@ async fn the_official_python_sdk_works_through_the_gateway() {
     let mock = MockOpenRouter::start().await;
     let mut config = config_for(&mock);
     config.upstream.retries = 0;
+    let mut limited = key("limited", "sk-orgate-limited");
+    limited.requests_per_minute = Some(1);
+    limited.burst = Some(1);
+    config.auth.keys.push(limited);
     let gw = TestGateway::start(config).await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/openai_sdk_check.py");
     let output = tokio::process::Command::new("python3")
         .arg(script)
         .arg(gw.url("/v1"))
         .arg(ALICE_KEY)
+        .arg("sk-orgate-limited")
         .output()
         .await
         .unwrap();

@@ -1,5 +1,6 @@
 //! Forwarding: the chat handler, the generic pass-through, and the shared road upstream.
 
+mod generation;
 mod headers;
 mod path;
 mod upstream;
@@ -13,6 +14,7 @@ use axum::Extension;
 use bytes::Bytes;
 use http::{header, HeaderMap, Method};
 
+pub use generation::Settlement;
 pub use headers::{client_response_headers, upstream_request_headers};
 pub use path::api_suffix;
 pub use upstream::{Upstream, UpstreamResponse};
@@ -20,9 +22,10 @@ pub use upstream::{Upstream, UpstreamResponse};
 use crate::auth::Client;
 use crate::chat_request::ChatRequest;
 use crate::error::GatewayError;
+use crate::limits::TokenAccount;
 use crate::metrics::Metrics;
 use crate::state::Snapshot;
-use crate::stream::{BodyKind, ResponseObserver, UpstreamBody};
+use crate::stream::{Billing, BodyKind, ResponseObserver, UpstreamBody};
 use crate::telemetry::RequestFacts;
 
 /// `POST /api/v1/chat/completions` and `POST /v1/chat/completions`.
@@ -34,6 +37,7 @@ pub async fn chat(
     request: Request,
 ) -> Result<Response, GatewayError> {
     let (parts, body) = request.into_parts();
+    let tokens = parts.extensions.get::<TokenAccount>().cloned();
     let bytes = read_body(
         body,
         &parts.headers,
@@ -45,7 +49,15 @@ pub async fn chat(
     facts.set_model(model.as_deref());
     facts.set_stream(chat.stream());
     let body = chat.to_body(&bytes);
-    let observer = ResponseObserver::new(metrics.clone(), client.id.clone(), model);
+    let billing = Billing {
+        tokens,
+        snapshot: snapshot.clone(),
+        upstream_auth: client.upstream_auth.clone(),
+        generation_id: None,
+        prompt_estimate: crate::usage::estimate_tokens(body.len()),
+    };
+    let observer =
+        ResponseObserver::new(metrics.clone(), client.id.clone(), model).with_billing(billing);
     let target = Target {
         method: Method::POST,
         suffix: "/chat/completions",
@@ -128,7 +140,7 @@ async fn forward(
     client_headers: &HeaderMap,
     target: Target<'_>,
     body: Bytes,
-    observer: ResponseObserver,
+    mut observer: ResponseObserver,
 ) -> Result<Response, GatewayError> {
     let upstream = &snapshot.upstream;
     let headers = upstream_request_headers(client_headers, &client.upstream_auth, upstream);
@@ -142,6 +154,7 @@ async fn forward(
     }
     let response: http::Response<reqwest::Body> = answer.response.into();
     let (parts, body) = response.into_parts();
+    observer.answered(parts.status, &parts.headers);
     let content_type = parts
         .headers
         .get(header::CONTENT_TYPE)

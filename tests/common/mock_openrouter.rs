@@ -61,6 +61,10 @@ impl Recorded {
 #[derive(Clone)]
 struct MockState {
     seen: mpsc::UnboundedSender<Recorded>,
+    /// The gateway's own requests (`User-Agent: orgate/…`): model list, generation lookups.
+    internal: mpsc::UnboundedSender<Recorded>,
+    /// Generation ids looked up once already (the first lookup gets 404, as upstream may).
+    looked_up: Arc<Mutex<Vec<String>>>,
     /// Streams the client abandoned before their end (the gateway dropped them).
     abandoned: mpsc::UnboundedSender<String>,
     requests: Arc<AtomicUsize>,
@@ -73,6 +77,7 @@ pub struct MockOpenRouter {
     /// The base URL to configure as `upstream.base_url`.
     pub base_url: String,
     seen: AsyncMutex<mpsc::UnboundedReceiver<Recorded>>,
+    internal: AsyncMutex<mpsc::UnboundedReceiver<Recorded>>,
     abandoned: AsyncMutex<mpsc::UnboundedReceiver<String>>,
     requests: Arc<AtomicUsize>,
     sent_streams: SentStreams,
@@ -89,10 +94,13 @@ impl MockOpenRouter {
         let addr = listener.local_addr().unwrap();
         let (seen_tx, seen_rx) = mpsc::unbounded_channel();
         let (ab_tx, ab_rx) = mpsc::unbounded_channel();
+        let (internal_tx, internal_rx) = mpsc::unbounded_channel();
         let requests = Arc::new(AtomicUsize::new(0));
         let sent_streams = Arc::new(Mutex::new(Vec::new()));
         let state = MockState {
             seen: seen_tx,
+            internal: internal_tx,
+            looked_up: Arc::new(Mutex::new(Vec::new())),
             abandoned: ab_tx,
             requests: requests.clone(),
             sent_streams: sent_streams.clone(),
@@ -105,6 +113,7 @@ impl MockOpenRouter {
             addr,
             base_url: format!("http://{addr}/api/v1"),
             seen: AsyncMutex::new(seen_rx),
+            internal: AsyncMutex::new(internal_rx),
             abandoned: AsyncMutex::new(ab_rx),
             requests,
             sent_streams,
@@ -125,6 +134,21 @@ impl MockOpenRouter {
     pub async fn try_next_request(&self, wait: Duration) -> Option<Recorded> {
         let mut rx = self.seen.lock().await;
         tokio::time::timeout(wait, rx.recv()).await.ok().flatten()
+    }
+
+    /// The next request the gateway made on its own behalf other than the model list,
+    /// waiting up to 10 s.
+    pub async fn next_internal_request(&self) -> Recorded {
+        let mut rx = self.internal.lock().await;
+        loop {
+            let recorded = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("the gateway made no request of its own within 10s")
+                .expect("mock channel closed");
+            if !recorded.path.ends_with("/models") {
+                return recorded;
+            }
+        }
     }
 
     /// Waits up to 5 s for a stream to be abandoned by its reader; returns its generation id.
@@ -162,13 +186,37 @@ pub const MODEL: &str = "openai/gpt-4o";
 
 async fn handle(State(state): State<MockState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    // The gateway's own model-list fetch (for metric labels) is not a client request.
-    let own_fetch = parts
+    // The gateway's own requests are recorded apart and not counted as client requests.
+    let own = parts
         .headers
         .get("user-agent")
         .is_some_and(|ua| ua.as_bytes().starts_with(b"orgate/"));
-    if own_fetch && parts.uri.path().ends_with("/models") {
-        return other_route(parts.uri.path(), None);
+    if own {
+        let _ = state.internal.send(Recorded {
+            method: parts.method.clone(),
+            path: parts.uri.path().to_owned(),
+            query: parts.uri.query().map(str::to_owned),
+            headers: parts.headers.clone(),
+            body: Bytes::new(),
+        });
+        if parts.uri.path().ends_with("/generation") {
+            let id = parts
+                .uri
+                .query()
+                .unwrap_or("")
+                .trim_start_matches("id=")
+                .to_owned();
+            let first = {
+                let mut seen = state.looked_up.lock().unwrap();
+                let first = !seen.contains(&id);
+                seen.push(id);
+                first
+            };
+            if first {
+                return error_response_with(404, "Generation not found");
+            }
+        }
+        return other_route(parts.uri.path(), parts.uri.query());
     }
     let n = state.requests.fetch_add(1, Ordering::SeqCst);
     let body = axum::body::to_bytes(body, usize::MAX)
@@ -278,7 +326,7 @@ fn other_route(path: &str, query: Option<&str>) -> Response {
     } else if path.ends_with("/key") {
         serde_json::json!({"data": {"label": "sk-or-v1-abc...xyz", "limit": null, "usage": 1.5, "is_free_tier": false}})
     } else if path.ends_with("/generation") {
-        serde_json::json!({"data": {"id": query.unwrap_or(""), "model": MODEL, "total_cost": 0.00014,
+        serde_json::json!({"data": {"id": query.unwrap_or("").trim_start_matches("id="), "model": MODEL, "total_cost": 0.00014,
             "tokens_prompt": 10, "tokens_completion": 4, "native_tokens_prompt": 10, "native_tokens_completion": 4}})
     } else {
         serde_json::json!({"echo": {"path": path, "query": query}})

@@ -1,13 +1,14 @@
 """Drives the gateway with the official OpenAI Python SDK, as a developer would.
 
-Usage: python3 openai_sdk_check.py BASE_URL GOOD_KEY
+Usage: python3 openai_sdk_check.py BASE_URL GOOD_KEY LIMITED_KEY
+(LIMITED_KEY is allowed one request per minute.)
 Exits non-zero (with the failing check) if anything is off.
 """
 import sys
 
 import openai
 
-base_url, key = sys.argv[1], sys.argv[2]
+base_url, key, limited_key = sys.argv[1], sys.argv[2], sys.argv[3]
 client = openai.OpenAI(base_url=base_url, api_key=key, max_retries=0)
 messages = [{"role": "user", "content": "Hi"}]
 
@@ -53,6 +54,17 @@ try:
     raise AssertionError("429 must raise")
 except openai.RateLimitError as e:
     assert e.response.headers.get("retry-after") == "7", e.response.headers
+
+# The gateway's own rate limit: the second request of a one-a-minute key.
+limited = openai.OpenAI(base_url=base_url, api_key=limited_key, max_retries=0)
+limited.chat.completions.create(model="openai/gpt-4o", messages=messages)
+try:
+    limited.chat.completions.create(model="openai/gpt-4o", messages=messages)
+    raise AssertionError("the second request must be refused")
+except openai.RateLimitError as e:
+    assert int(e.response.headers["retry-after"]) >= 1, e.response.headers
+    assert e.response.headers["x-ratelimit-remaining-requests"] == "0", e.response.headers
+    assert "rate limit exceeded" in str(e), e
 
 models = client.models.list()
 assert models.data[0].id == "openai/gpt-4o", models

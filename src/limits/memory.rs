@@ -1,0 +1,198 @@
+//! The in-memory backend: one set of limiters per key id, built once into a map that is only
+//! read afterwards. Every limiter is lock-free (governor's atomic GCRA, a tokio semaphore, an
+//! atomic token bucket), so checks from many tasks never wait on each other.
+//!
+//! # Order and all-or-nothing
+//! The limits are evaluated cheapest-to-undo first, so that a refused request takes as little
+//! as possible from the limits it passed:
+//! 1. tokens: only looks (is there room for a token?), takes nothing;
+//! 2. concurrency: takes a slot, which is given back if a later limit refuses;
+//! 3. the key's request rate: takes a cell, which governor cannot give back;
+//! 4. the global request rate: takes a cell likewise.
+//!
+//! The key's rate comes before the global one on purpose: a client hammering past its own limit
+//! is refused by its own bucket and never drains the gateway-wide one that other keys share.
+//! The price is that a request refused by the global limit has used one of its key's cells.
+//! A request that several limits would refuse is refused by the first in this order, and its
+//! refusal carries the headers of the limits looked at so far: refused by tokens or by
+//! concurrency, it has no requests trio, since reading the rate would have taken a cell.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use governor::clock::{Clock, DefaultClock};
+
+use super::admission::{Admission, Permit, Refusal};
+use super::backend::LimitBackend;
+use super::concurrency::InFlight;
+use super::headers::RateLimitHeaders;
+use super::rate::{Period, RequestRate};
+use super::settings::KeyLimits;
+use super::tokens::{TokenAccount, TokenBucket};
+use crate::config::Config;
+
+/// The clocks the backend runs on: governor's (quanta) in the gateway, a fake one in tests.
+pub trait LimitClock: Clock + Clone + fmt::Debug + Send + Sync + 'static {}
+
+impl<C> LimitClock for C where C: Clock + Clone + fmt::Debug + Send + Sync + 'static {}
+
+#[derive(Debug)]
+pub struct MemoryBackend<C: LimitClock = DefaultClock> {
+    /// Key id → its limiters; read-only once built.
+    keys: HashMap<Box<str>, KeyState<C>>,
+    anonymous: KeyState<C>,
+    global: Option<Arc<RequestRate<C>>>,
+    clock: C,
+}
+
+/// One key's limiters; `None` where its limit is 0 (unlimited). Each part is shared (`Arc`) so
+/// that a reload can hand it on to the next backend when its own values did not change.
+#[derive(Debug)]
+struct KeyState<C: LimitClock> {
+    rate: Option<Arc<RequestRate<C>>>,
+    in_flight: Option<InFlight>,
+    tokens: Option<Arc<TokenBucket<C>>>,
+}
+
+impl MemoryBackend<DefaultClock> {
+    pub fn new(config: &Config) -> Self {
+        Self::with_clock(config, DefaultClock::default())
+    }
+}
+
+impl<C: LimitClock> MemoryBackend<C> {
+    pub fn with_clock(config: &Config, clock: C) -> Self {
+        Self::build(config, clock, None)
+    }
+
+    /// Builds the limiters for `config`, taking over those of `previous` whose values match.
+    fn build(config: &Config, clock: C, previous: Option<&Self>) -> Self {
+        let keys = config
+            .auth
+            .keys
+            .iter()
+            .map(|key| {
+                let limits = KeyLimits::for_key(key, &config.limits);
+                let before = previous.and_then(|p| p.keys.get(key.id.as_str()));
+                let state = KeyState::new(limits, &clock, before);
+                (Box::from(key.id.as_str()), state)
+            })
+            .collect();
+        let anonymous = KeyState::new(
+            KeyLimits::defaults(&config.limits),
+            &clock,
+            previous.map(|p| &p.anonymous),
+        );
+        let per_second = config.limits.global_requests_per_second;
+        let global = match previous.and_then(|p| p.global.as_ref()) {
+            Some(rate) if rate.settings() == (per_second, per_second) => Some(Arc::clone(rate)),
+            // The global burst is one second's worth: a full second's requests at once.
+            _ => RequestRate::new(per_second, per_second, Period::Second, clock.clone())
+                .map(Arc::new),
+        };
+        Self {
+            keys,
+            anonymous,
+            global,
+            clock,
+        }
+    }
+}
+
+impl<C: LimitClock> KeyState<C> {
+    fn new(limits: KeyLimits, clock: &C, before: Option<&Self>) -> Self {
+        let before_rate = before.and_then(|b| b.rate.as_ref());
+        let rate = match before_rate {
+            Some(rate) if rate.settings() == limits.rate() => Some(Arc::clone(rate)),
+            _ => RequestRate::new(
+                limits.requests_per_minute,
+                limits.burst,
+                Period::Minute,
+                clock.clone(),
+            )
+            .map(Arc::new),
+        };
+        let in_flight = match before.and_then(|b| b.in_flight.as_ref()) {
+            Some(in_flight) if in_flight.max() == limits.max_concurrent => Some(in_flight.clone()),
+            _ => InFlight::new(limits.max_concurrent),
+        };
+        let tokens = match before.and_then(|b| b.tokens.as_ref()) {
+            Some(tokens) if tokens.per_minute() == limits.tokens_per_minute => {
+                Some(Arc::clone(tokens))
+            }
+            _ => TokenBucket::new(limits.tokens_per_minute, clock.clone()).map(Arc::new),
+        };
+        Self {
+            rate,
+            in_flight,
+            tokens,
+        }
+    }
+}
+
+impl<C: LimitClock> LimitBackend for MemoryBackend<C> {
+    fn check(&self, key_id: &str) -> Result<Admission, Refusal> {
+        let key = self.keys.get(key_id).unwrap_or(&self.anonymous);
+        let mut headers = RateLimitHeaders::default();
+
+        if let Some(bucket) = &key.tokens {
+            match bucket.room() {
+                Ok(status) => headers.tokens = Some(status),
+                Err(refused) => {
+                    headers.tokens = Some(refused.status);
+                    return Err(Refusal::tokens(
+                        key_id,
+                        bucket.per_minute(),
+                        refused.wait,
+                        headers,
+                    ));
+                }
+            }
+        }
+
+        // Dropped, and so given back, if a limit below refuses.
+        let permit = match &key.in_flight {
+            Some(in_flight) => match in_flight.try_enter() {
+                Some(slot) => Permit::slot(slot),
+                None => return Err(Refusal::concurrency(key_id, in_flight.max(), headers)),
+            },
+            None => Permit::unlimited(),
+        };
+
+        if let Some(rate) = &key.rate {
+            match rate.take() {
+                Ok(status) => headers.requests = Some(status),
+                Err(refused) => {
+                    headers.requests = Some(refused.status);
+                    return Err(Refusal::requests(
+                        key_id,
+                        rate.rate(),
+                        rate.burst(),
+                        refused.wait,
+                        headers,
+                    ));
+                }
+            }
+        }
+
+        if let Some(global) = &self.global {
+            if let Err(refused) = global.take() {
+                return Err(Refusal::global(global.rate(), refused.wait, headers));
+            }
+        }
+
+        Ok(Admission {
+            permit,
+            headers,
+            tokens: key
+                .tokens
+                .as_ref()
+                .map(|bucket| TokenAccount::new(Arc::clone(bucket) as _)),
+        })
+    }
+
+    fn carry_over(&self, config: &Config) -> Arc<dyn LimitBackend> {
+        Arc::new(Self::build(config, self.clock.clone(), Some(self)))
+    }
+}

@@ -1,0 +1,76 @@
+//! The limit values that apply to one key: a key's own overrides laid over `[limits]`.
+
+use crate::config::{KeyConfig, LimitsConfig};
+
+/// The effective limits of one key id (or of `anonymous`). `0` means unlimited, as in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyLimits {
+    pub requests_per_minute: u64,
+    /// Requests that may arrive back to back after a quiet spell; only meaningful with a rate.
+    pub burst: u64,
+    pub max_concurrent: u64,
+    pub tokens_per_minute: u64,
+}
+
+impl KeyLimits {
+    /// The limits for anonymous use: `[limits]` as written.
+    pub fn defaults(limits: &LimitsConfig) -> Self {
+        Self {
+            requests_per_minute: limits.requests_per_minute,
+            burst: limits.burst,
+            max_concurrent: limits.max_concurrent,
+            tokens_per_minute: limits.tokens_per_minute,
+        }
+    }
+
+    /// A key's limits: each value it sets overrides the one in `[limits]`.
+    pub fn for_key(key: &KeyConfig, limits: &LimitsConfig) -> Self {
+        let defaults = Self::defaults(limits);
+        Self {
+            requests_per_minute: key
+                .requests_per_minute
+                .unwrap_or(defaults.requests_per_minute),
+            burst: key.burst.unwrap_or(defaults.burst),
+            max_concurrent: key.max_concurrent.unwrap_or(defaults.max_concurrent),
+            tokens_per_minute: key.tokens_per_minute.unwrap_or(defaults.tokens_per_minute),
+        }
+    }
+
+    /// The part that decides the request-rate limiter; reload keeps the limiter when it is equal.
+    pub(crate) fn rate(&self) -> (u64, u64) {
+        (self.requests_per_minute, self.burst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_overrides_only_what_it_sets() {
+        let limits = LimitsConfig {
+            requests_per_minute: 600,
+            burst: 60,
+            max_concurrent: 64,
+            tokens_per_minute: 0,
+            ..LimitsConfig::default()
+        };
+        let key = KeyConfig {
+            id: "alice".into(),
+            burst: Some(5),
+            tokens_per_minute: Some(1000),
+            ..KeyConfig::default()
+        };
+        let got = KeyLimits::for_key(&key, &limits);
+        assert_eq!(
+            got,
+            KeyLimits {
+                requests_per_minute: 600,
+                burst: 5,
+                max_concurrent: 64,
+                tokens_per_minute: 1000
+            }
+        );
+        assert_eq!(KeyLimits::defaults(&limits).burst, 60);
+    }
+}

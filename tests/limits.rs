@@ -1,0 +1,299 @@
+//! Per-key limits through the real gateway: request rate, concurrency, tokens.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures_util::StreamExt;
+
+async fn chat(gw: &TestGateway, key: &str) -> reqwest::Response {
+    http()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(key)
+        .body(chat_body(MODEL))
+        .send()
+        .await
+        .unwrap()
+}
+
+fn stream_request(gw: &TestGateway, key: &str, scenario: &str) -> reqwest::RequestBuilder {
+    http()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(key)
+        .header("x-mock", scenario)
+        .body(format!(
+            r#"{{"model":"{MODEL}","messages":[],"stream":true}}"#
+        ))
+}
+
+/// Polls until a request of `key` is admitted (a slot or a refill frees), within 5 s.
+async fn admitted_eventually(gw: &TestGateway, key: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let response = chat(gw, key).await;
+        if response.status() == 200 {
+            return;
+        }
+        assert_eq!(response.status(), 429);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never admitted again"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_burst_admits_exactly_burst_then_429_with_retry_after() {
+    let mock = MockOpenRouter::start().await;
+    let mut config = config_for(&mock);
+    config.limits.requests_per_minute = 6;
+    config.limits.burst = 3;
+    let gw = TestGateway::start(config).await;
+    for remaining in [2, 1, 0] {
+        let response = chat(&gw, ALICE_KEY).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["x-ratelimit-limit-requests"], "3");
+        assert_eq!(
+            response.headers()["x-ratelimit-remaining-requests"],
+            remaining.to_string().as_str()
+        );
+        assert!(response
+            .headers()
+            .contains_key("x-ratelimit-reset-requests"));
+    }
+    let refused = chat(&gw, ALICE_KEY).await;
+    assert_eq!(refused.status(), 429);
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (1..=10).contains(&retry_after),
+        "one cell every 10 s: {retry_after}"
+    );
+    assert_eq!(refused.headers()["x-ratelimit-remaining-requests"], "0");
+    let (code, message) = error_of(refused).await;
+    assert_eq!(code, 429);
+    assert!(
+        message.contains("rate limit exceeded for key \"alice\"")
+            && message.contains("6 requests per minute"),
+        "{message}"
+    );
+    assert_eq!(
+        mock.request_count(),
+        3,
+        "a refused request is not forwarded"
+    );
+    // Another key has its own bucket.
+    assert_eq!(chat(&gw, BOB_KEY).await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_drained_bucket_refills_with_time() {
+    let mock = MockOpenRouter::start().await;
+    let mut config = config_for(&mock);
+    config.limits.requests_per_minute = 600; // one cell every 100 ms
+    config.limits.burst = 1;
+    let gw = TestGateway::start(config).await;
+    assert_eq!(chat(&gw, ALICE_KEY).await.status(), 200);
+    assert_eq!(chat(&gw, ALICE_KEY).await.status(), 429);
+    admitted_eventually(&gw, ALICE_KEY).await;
+}
+
+#[tokio::test]
+async fn per_key_values_override_the_defaults_and_zero_is_unlimited() {
+    let mock = MockOpenRouter::start().await;
+    let mut config = config_for(&mock);
+    config.limits.requests_per_minute = 0;
+    config.auth.keys[0].requests_per_minute = Some(60);
+    config.auth.keys[0].burst = Some(1);
+    let gw = TestGateway::start(config).await;
+    assert_eq!(chat(&gw, ALICE_KEY).await.status(), 200);
+    assert_eq!(chat(&gw, ALICE_KEY).await.status(), 429);
+    for _ in 0..20 {
+        let response = chat(&gw, BOB_KEY).await;
+        assert_eq!(response.status(), 200);
+        assert!(
+            !response
+                .headers()
+                .contains_key("x-ratelimit-limit-requests"),
+            "no limit, no headers"
+        );
+    }
+}
+
+#[tokio::test]
+async fn anonymous_use_has_its_own_bucket() {
+    let mock = MockOpenRouter::start().await;
+    let mut config = config_for(&mock);
+    config.auth.allow_anonymous = true;
+    config.limits.burst = 2;
+    config.limits.requests_per_minute = 1;
+    let gw = TestGateway::start(config).await;
+    let anonymous = || {
+        http()
+            .post(gw.url("/v1/chat/completions"))
+            .body(chat_body(MODEL))
+            .send()
+    };
+    assert_eq!(anonymous().await.unwrap().status(), 200);
+    assert_eq!(anonymous().await.unwrap().status(), 200);
+    assert_eq!(anonymous().await.unwrap().status(), 429);
+    assert_eq!(
+        chat(&gw, ALICE_KEY).await.status(),
+        200,
+        "keys are not charged for anonymous use"
+    );
+}
+
+#[tokio::test]
+async fn the_global_rate_caps_all_keys_together() {
+    let mock = MockOpenRouter::start().await;
+    let mut config = config_for(&mock);
+    config.limits.global_requests_per_second = 2;
+    let gw = TestGateway::start(config).await;
+    let mut statuses = Vec::new();
+    for key in [ALICE_KEY, BOB_KEY, ALICE_KEY, BOB_KEY] {
+        statuses.push(chat(&gw, key).await.status().as_u16());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        2,
+        "{statuses:?}"
+    );
+    assert!(statuses.contains(&429));
+}
+
+#[tokio::test]
+async fn concurrency_counts_streams_until_they_end_or_the_client_leaves() {
+    let mock = MockOpenRouter::start().await;
+    let mut config = config_for(&mock);
+    config.limits.max_concurrent = 2;
+    let gw = TestGateway::start(config).await;
+    let long = |gw: &TestGateway| {
+        stream_request(gw, ALICE_KEY, "stream")
+            .header("x-mock-chunks", "200")
+            .header("x-mock-delay-ms", "20")
+            .send()
+    };
+    let first = long(&gw).await.unwrap();
+    let second = long(&gw).await.unwrap();
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
+    let third = long(&gw).await.unwrap();
+    assert_eq!(third.status(), 429);
+    let (_, message) = error_of(third).await;
+    assert!(
+        message.contains("concurrency") || message.contains("in flight"),
+        "{message}"
+    );
+    assert_eq!(
+        chat(&gw, BOB_KEY).await.status(),
+        200,
+        "other keys are unaffected"
+    );
+    // The first client leaves: its slot comes back.
+    let mut body = first.bytes_stream();
+    body.next().await.unwrap().unwrap();
+    drop(body);
+    admitted_eventually(&gw, ALICE_KEY).await;
+    // A stream that ends frees its slot too; a failed upstream request holds none.
+    drop(second);
+    admitted_eventually(&gw, ALICE_KEY).await;
+    for _ in 0..3 {
+        let response = http()
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(ALICE_KEY)
+            .header("x-mock", "status-500")
+            .body(chat_body(MODEL))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 500);
+        response.bytes().await.unwrap();
+    }
+    admitted_eventually(&gw, ALICE_KEY).await;
+}
+
+#[tokio::test]
+async fn tokens_reported_by_a_stream_are_debited() {
+    let mock = MockOpenRouter::start().await;
+    let mut config = config_for(&mock);
+    config.limits.tokens_per_minute = 10;
+    let gw = TestGateway::start(config).await;
+    // The stream's usage event says 12 tokens: the bucket is overdrawn.
+    let response = stream_request(&gw, ALICE_KEY, "stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-ratelimit-limit-tokens"], "10");
+    response.bytes().await.unwrap();
+    let refused = chat(&gw, ALICE_KEY).await;
+    assert_eq!(refused.status(), 429);
+    assert!(refused
+        .headers()
+        .contains_key("x-ratelimit-remaining-tokens"));
+    let (_, message) = error_of(refused).await;
+    assert!(message.contains("token"), "{message}");
+    assert_eq!(chat(&gw, BOB_KEY).await.status(), 200);
+}
+
+#[tokio::test]
+async fn tokens_reported_by_a_json_body_are_debited() {
+    let mock = MockOpenRouter::start().await;
+    let mut config = config_for(&mock);
+    config.limits.tokens_per_minute = 20;
+    let gw = TestGateway::start(config).await;
+    // 14 tokens: room remains for one more request, which overdraws.
+    chat(&gw, ALICE_KEY).await.bytes().await.unwrap();
+    assert_eq!(chat(&gw, ALICE_KEY).await.status(), 200);
+    let refused = chat(&gw, ALICE_KEY).await;
+    assert_eq!(refused.status(), 429);
+}
+
+#[tokio::test]
+async fn hanging_up_is_not_free_the_generation_is_looked_up() {
+    let mock = MockOpenRouter::start().await;
+    let mut config = config_for(&mock);
+    config.limits.tokens_per_minute = 10;
+    let gw = TestGateway::start(config).await;
+    // The client leaves before the usage event.
+    let response = stream_request(&gw, ALICE_KEY, "stream")
+        .header("x-mock-chunks", "100")
+        .header("x-mock-delay-ms", "20")
+        .send()
+        .await
+        .unwrap();
+    let id = response.headers()["x-generation-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let mut body = response.bytes_stream();
+    body.next().await.unwrap().unwrap();
+    drop(body);
+    mock.next_abandoned().await;
+    // The gateway asks upstream what it cost (the first answer is a 404, as upstream may give).
+    for _ in 0..2 {
+        let lookup = mock.next_internal_request().await;
+        assert_eq!(lookup.path, "/api/v1/generation");
+        assert_eq!(lookup.query.as_deref(), Some(format!("id={id}").as_str()));
+        assert_eq!(
+            lookup.header("authorization"),
+            Some(format!("Bearer {UPSTREAM_KEY}").as_str())
+        );
+    }
+    // 14 tokens debited: the next request is refused.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while chat(&gw, ALICE_KEY).await.status() != 429 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the settled tokens were never debited"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
