@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::error::GatewayError;
+use crate::policy::CompiledPolicy;
 use crate::state::AppState;
 use crate::telemetry::RequestFacts;
 
@@ -47,8 +48,8 @@ pub const ANONYMOUS: &str = "anonymous";
 pub struct Client {
     /// The key's id from config (`anonymous` without one): safe for logs and metrics.
     pub id: Arc<str>,
-    /// The named policy layered on `[policy]`, if any.
-    pub policy: Option<String>,
+    /// `[policy]`, with the key's named policy layered on it, compiled.
+    pub policy: Arc<CompiledPolicy>,
     /// `Bearer <upstream key>`, marked sensitive so no header dump prints it.
     pub upstream_auth: HeaderValue,
 }
@@ -140,7 +141,7 @@ mod tests {
     fn client(id: &str) -> Arc<Client> {
         Arc::new(Client {
             id: id.into(),
-            policy: None,
+            policy: Arc::new(CompiledPolicy::compile(&Default::default(), None).unwrap()),
             upstream_auth: HeaderValue::from_static("Bearer up"),
         })
     }

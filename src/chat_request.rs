@@ -70,7 +70,7 @@ impl<'a> ChatRequest<'a> {
             None => Err(GatewayError::BadRequest(
                 "`messages` is required: an array of {\"role\", \"content\"} objects".to_owned(),
             )),
-            Some(raw) if json_type(raw) != "array" => Err(GatewayError::BadRequest(format!(
+            Some(raw) if json_type(raw) != "an array" => Err(GatewayError::BadRequest(format!(
                 "`messages` must be an array, found {}",
                 json_type(raw)
             ))),
@@ -183,7 +183,7 @@ pub fn json_type(raw: &RawValue) -> &'static str {
     match raw.get().as_bytes().first() {
         Some(b'"') => "a string",
         Some(b'{') => "an object",
-        Some(b'[') => "array",
+        Some(b'[') => "an array",
         Some(b't' | b'f') => "a boolean",
         Some(b'n') => "null",
         _ => "a number",

@@ -43,6 +43,18 @@ pub enum Command {
         #[arg(long, default_value = "sk-orgate-")]
         prefix: String,
     },
+    /// Print what would be forwarded for a key's chat request (FILE or stdin), or the refusal,
+    /// and every rule that changed or refused it. No network. Exit 0 forwarded, 3 refused,
+    /// 1 bad input.
+    Explain {
+        /// The key id (`anonymous` for a request without a key).
+        #[arg(long)]
+        key: String,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The request body (JSON); stdin when absent.
+        file: Option<PathBuf>,
+    },
     /// Exit 0 if the local gateway answers `/readyz` with 200 (for container health checks,
     /// where no curl is available). The port comes from `--addr`, else $ORGATE_LISTEN.
     Healthcheck {
@@ -89,6 +101,51 @@ pub fn check(path: Option<PathBuf>, env: &Env) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+pub fn explain(key: &str, config: Option<PathBuf>, file: Option<PathBuf>, env: &Env) -> ExitCode {
+    let source = ConfigSource {
+        path: config,
+        listen: None,
+    };
+    let config = match config::load(&source, env) {
+        Ok((config, _)) => config,
+        Err(problems) => {
+            eprintln!(
+                "orgate explain: the config has {} problem(s):",
+                problems.0.len()
+            );
+            for problem in &problems.0 {
+                eprintln!("  {problem}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let body = match &file {
+        Some(path) => {
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+        }
+        None => {
+            let mut body = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut body)
+                .map(|_| body)
+                .map_err(|e| format!("cannot read stdin: {e}"))
+        }
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(why) => {
+            eprintln!("orgate explain: {why}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let explanation = crate::policy::explain(&config, key, &body);
+    print!("{}", explanation.text);
+    if !explanation.text.ends_with('\n') {
+        println!();
+    }
+    ExitCode::from(explanation.exit_code)
 }
 
 pub fn hash_key(key: Option<String>) -> ExitCode {

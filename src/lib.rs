@@ -9,6 +9,10 @@
 //! - [`config`]: the TOML schema, loading (file, `ORGATE_*`, `NAME_FILE` secrets), validation.
 //! - [`state`]: the [`Snapshot`](state::Snapshot) every request reads, built once from config.
 //! - [`auth`]: client keys (hashed, constant-time) and the auth middleware.
+//! - [`limits`]: per-key request rate, concurrency and tokens, and the limits layer.
+//! - [`policy`]: the org's rules on models and providers; pure, and explainable.
+//! - [`metrics`]: every Prometheus series; [`models`]: learning model ids for labels.
+//! - [`usage`]: what a response reports it used.
 //! - [`chat_request`]: the chat body, parsed once, `messages` left raw.
 //! - [`proxy`]: the chat handler, the pass-through, upstream client, header and path rules.
 //! - [`stream`]: the response body wrapper: unbuffered, watches SSE, ends broken streams cleanly.
@@ -31,6 +35,7 @@ pub mod error;
 pub mod limits;
 pub mod metrics;
 pub mod models;
+pub mod policy;
 pub mod proxy;
 pub mod secret;
 pub mod server;

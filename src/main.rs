@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         Command::Check { config } => cli::check(config, &env),
         Command::HashKey { key } => cli::hash_key(key),
         Command::Keygen { prefix } => cli::keygen(&prefix),
+        Command::Explain { key, config, file } => cli::explain(&key, config, file, &env),
         Command::Healthcheck { addr } => cli::healthcheck(addr, &env),
     }
 }

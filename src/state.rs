@@ -13,6 +13,7 @@ use crate::auth::{Client, KeyStore, ANONYMOUS};
 use crate::config::{parse_key_hash, Config};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
+use crate::policy::CompiledPolicy;
 use crate::proxy::Upstream;
 
 /// Why the gateway cannot start with this config.
@@ -129,6 +130,22 @@ impl Snapshot {
             Ok(value)
         };
         let default_auth = upstream_auth(&config.upstream.api_key_env, "upstream.api_key_env")?;
+        // One compiled policy per name (and the org's alone), shared by the keys that use it.
+        let mut policies: std::collections::HashMap<Option<String>, Arc<CompiledPolicy>> =
+            Default::default();
+        let mut policy_for = |name: Option<&str>| -> Result<Arc<CompiledPolicy>, StartupError> {
+            let name = name.map(str::to_owned);
+            if let Some(compiled) = policies.get(&name) {
+                return Ok(compiled.clone());
+            }
+            let compiled = Arc::new(
+                CompiledPolicy::for_key(&config, name.as_deref())
+                    .map_err(|e| StartupError::Config(e.to_string()))?,
+            );
+            policies.insert(name, compiled.clone());
+            Ok(compiled)
+        };
+        let org_policy = policy_for(None)?;
 
         let mut keys = Vec::with_capacity(config.auth.keys.len());
         for (i, key) in config.auth.keys.iter().enumerate() {
@@ -142,7 +159,7 @@ impl Snapshot {
                 digest,
                 Arc::new(Client {
                     id: key.id.as_str().into(),
-                    policy: key.policy.clone(),
+                    policy: policy_for(key.policy.as_deref())?,
                     upstream_auth: auth,
                 }),
             ));
@@ -150,7 +167,7 @@ impl Snapshot {
         let anonymous = (keys.is_empty() || config.auth.allow_anonymous).then(|| {
             Arc::new(Client {
                 id: ANONYMOUS.into(),
-                policy: None,
+                policy: org_policy.clone(),
                 upstream_auth: default_auth.clone(),
             })
         });

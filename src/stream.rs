@@ -21,6 +21,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::limits::TokenAccount;
 use crate::metrics::{GaugeGuard, Metrics, TokenCounts};
+use crate::policy::Applied;
 use crate::proxy::Settlement;
 use crate::sse::SseScanner;
 use crate::state::Snapshot;
@@ -116,6 +117,9 @@ pub struct ResponseObserver {
     usage_reported: bool,
     /// Present for billable chat responses: who pays, and how to settle without usage.
     billing: Option<Billing>,
+    /// Present when the policy bound `provider.only` / `ignore`: the provider that served the
+    /// response is checked against them once it is known.
+    provider_check: Option<Applied>,
 }
 
 /// Accounting for a chat response.
@@ -140,6 +144,32 @@ impl ResponseObserver {
             stream_gauge: None,
             usage_reported: false,
             billing: None,
+            provider_check: None,
+        }
+    }
+
+    pub fn with_provider_check(mut self, applied: Applied) -> Self {
+        if !applied.only.is_empty() || !applied.ignore.is_empty() {
+            self.provider_check = Some(applied);
+        }
+        self
+    }
+
+    /// Trust, but verify: warns and counts when the provider OpenRouter reports is one the
+    /// request's policy excluded.
+    fn verify_provider(&mut self, provider: &str) {
+        let Some(applied) = self.provider_check.take() else {
+            return;
+        };
+        if !applied.provider_allowed(provider) {
+            tracing::warn!(
+                key = %self.key,
+                provider,
+                only = ?applied.only,
+                ignore = ?applied.ignore,
+                "the upstream served the request with a provider the policy excludes"
+            );
+            self.metrics.provider_violation(&self.key, provider);
         }
     }
 
@@ -287,9 +317,12 @@ impl UpstreamBody {
     /// The body ended cleanly: a JSON body's usage is read now.
     fn finish(&mut self) {
         if let Some(copy) = self.json.take() {
+            let head = response_head(&copy.bytes);
             if let Some(usage) = Usage::from_json(&copy.bytes) {
-                let model = response_model(&copy.bytes);
-                self.observer.on_usage(&usage, model.as_deref());
+                self.observer.on_usage(&usage, head.model.as_deref());
+            }
+            if let Some(provider) = &head.provider {
+                self.observer.verify_provider(provider);
             }
         }
     }
@@ -359,6 +392,9 @@ impl Body for UpstreamBody {
                         if let Some(usage) = watch.facts.usage.take() {
                             this.observer.on_usage(&usage, watch.facts.model.as_deref());
                         }
+                        if let Some(provider) = &watch.facts.provider {
+                            this.observer.verify_provider(provider);
+                        }
                     } else if let Some(copy) = &mut this.json {
                         copy.push(data);
                     }
@@ -418,13 +454,15 @@ pub enum BodyKind {
     Opaque,
 }
 
-/// The `model` of a complete response body, if it names one.
-fn response_model(body: &[u8]) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Head {
-        model: Option<String>,
-    }
-    serde_json::from_slice::<Head>(body).ok()?.model
+/// The `model` and `provider` a complete response body names.
+#[derive(Debug, Default, Deserialize)]
+struct ResponseHead {
+    model: Option<String>,
+    provider: Option<String>,
+}
+
+fn response_head(body: &[u8]) -> ResponseHead {
+    serde_json::from_slice(body).unwrap_or_default()
 }
 
 impl Drop for UpstreamBody {

@@ -235,6 +235,8 @@ impl http_body::Body for LoggedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let this = &mut *self;
+        // Logs from the body (an upstream that broke, a provider check) carry the request id.
+        let _entered = this.record.span.enter();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {

@@ -44,10 +44,19 @@ pub async fn chat(
         snapshot.config.server.max_body.bytes(),
     )
     .await?;
-    let chat = ChatRequest::parse(&bytes)?;
-    let model = chat.model()?;
-    facts.set_model(model.as_deref());
+    let mut chat = ChatRequest::parse(&bytes)?;
     facts.set_stream(chat.stream());
+    let applied = match client.policy.apply(&mut chat) {
+        Ok(applied) => applied,
+        Err(refusal) => {
+            facts.set_model(chat.model().ok().flatten().as_deref());
+            record_policy(&metrics, &refusal.actions, "refused the request");
+            return Err(refusal.into());
+        }
+    };
+    record_policy(&metrics, &applied.actions, "rewrote the request");
+    let model = applied.model.clone();
+    facts.set_model(model.as_deref());
     let body = chat.to_body(&bytes);
     let billing = Billing {
         tokens,
@@ -56,8 +65,9 @@ pub async fn chat(
         generation_id: None,
         prompt_estimate: crate::usage::estimate_tokens(body.len()),
     };
-    let observer =
-        ResponseObserver::new(metrics.clone(), client.id.clone(), model).with_billing(billing);
+    let observer = ResponseObserver::new(metrics.clone(), client.id.clone(), model)
+        .with_billing(billing)
+        .with_provider_check(applied);
     let target = Target {
         method: Method::POST,
         suffix: "/chat/completions",
@@ -117,6 +127,20 @@ pub async fn passthrough(
         observer,
     )
     .await
+}
+
+/// Counts what the policy did and logs it, compact, at debug.
+fn record_policy(metrics: &Metrics, actions: &[crate::policy::Action], what: &str) {
+    if actions.is_empty() {
+        return;
+    }
+    for action in actions {
+        metrics.policy_action(&action.rule, action.outcome.as_str());
+    }
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let explanation: Vec<String> = actions.iter().map(ToString::to_string).collect();
+        tracing::debug!(policy = %explanation.join(" | "), "policy {what}");
+    }
 }
 
 /// Where a request goes upstream.

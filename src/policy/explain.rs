@@ -1,0 +1,117 @@
+//! `orgate explain`: what the gateway would forward for a key, or why it would refuse, with no
+//! network. It runs the same compile-and-apply path as a live request.
+
+use std::fmt::Write as _;
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use crate::chat_request::ChatRequest;
+use crate::config::Config;
+use crate::error::GatewayError;
+
+use super::{Action, CompiledPolicy};
+
+/// Exit code: the request would be forwarded.
+pub const EXIT_FORWARDED: u8 = 0;
+/// Exit code: bad input (not a chat request, a field of the wrong type, an unknown key id).
+pub const EXIT_BAD_INPUT: u8 = 1;
+/// Exit code: the policy would refuse the request.
+pub const EXIT_REFUSED: u8 = 3;
+
+/// What `orgate explain` prints, and its exit code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explanation {
+    /// [`EXIT_FORWARDED`], [`EXIT_REFUSED`] or [`EXIT_BAD_INPUT`].
+    pub exit_code: u8,
+    /// The forwarded body (pretty JSON) or the refusal, then every rule that changed or refused
+    /// it, one per line.
+    pub text: String,
+}
+
+/// Explains `body` as sent with the key `key_id` (`"anonymous"`: no key, `[policy]` alone).
+pub fn explain(config: &Config, key_id: &str, body: &[u8]) -> Explanation {
+    let policy_name = if key_id == "anonymous" {
+        None
+    } else {
+        match config.auth.keys.iter().find(|key| key.id == key_id) {
+            Some(key) => key.policy.as_deref(),
+            None => {
+                return bad_input(format!(
+                    "unknown key id {key_id:?}: no [[auth.keys]] entry has it (\"anonymous\" explains a request sent without a key)"
+                ))
+            }
+        }
+    };
+    let policy = match CompiledPolicy::for_key(config, policy_name) {
+        Ok(policy) => policy,
+        Err(e) => return bad_input(e.to_string()),
+    };
+    let original = Bytes::copy_from_slice(body);
+    let mut req = match ChatRequest::parse(&original) {
+        Ok(req) => req,
+        Err(e) => return bad_input(format!("{} {e}", e.status().as_u16())),
+    };
+    let who = match policy.name() {
+        Some(name) => format!("key {key_id:?} ([policy], then [policies.{name}])"),
+        None => format!("key {key_id:?} ([policy])"),
+    };
+
+    match policy.apply(&mut req) {
+        Ok(applied) => {
+            let forwarded = req.to_body(&original);
+            let how = if req.is_edited() {
+                "rewritten by policy"
+            } else {
+                "unchanged, byte for byte"
+            };
+            let mut text = format!("forwarded for {who}, {how}:\n{}\n", pretty(&forwarded));
+            write_rules(&mut text, &applied.actions);
+            Explanation {
+                exit_code: EXIT_FORWARDED,
+                text,
+            }
+        }
+        Err(refusal) => {
+            let exit_code = match refusal.error {
+                GatewayError::PolicyDenied(_) => EXIT_REFUSED,
+                _ => EXIT_BAD_INPUT,
+            };
+            let verdict = if exit_code == EXIT_REFUSED {
+                "refused"
+            } else {
+                "bad input"
+            };
+            let status = refusal.error.status().as_u16();
+            let mut text = format!("{verdict} for {who}: {status} {}\n", refusal.error);
+            write_rules(&mut text, &refusal.actions);
+            Explanation { exit_code, text }
+        }
+    }
+}
+
+fn bad_input(message: String) -> Explanation {
+    Explanation {
+        exit_code: EXIT_BAD_INPUT,
+        text: format!("bad input: {message}\n"),
+    }
+}
+
+fn write_rules(text: &mut String, actions: &[Action]) {
+    if actions.is_empty() {
+        text.push_str("\nno rule changed it\n");
+        return;
+    }
+    text.push_str("\nrules:\n");
+    for action in actions {
+        let _ = writeln!(text, "  [{}] {action}", action.outcome.as_str());
+    }
+}
+
+/// The body as indented JSON, keys in their order.
+fn pretty(body: &[u8]) -> String {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|value| serde_json::to_string_pretty(&value).ok())
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned())
+}

@@ -1,0 +1,104 @@
+//! Reading the few top-level fields the policy decides on, with a 400 that names the field and
+//! what was expected when a value has the wrong type.
+
+use serde_json::Value;
+
+use crate::chat_request::ChatRequest;
+use crate::error::GatewayError;
+
+/// A top-level field as a JSON tree (small fields only: never `messages`). `null` reads as
+/// absent: OpenRouter's optional fields are all nullable.
+pub(crate) fn read(req: &ChatRequest<'_>, key: &str) -> Result<Option<Value>, GatewayError> {
+    let Some(raw) = req.get(key) else {
+        return Ok(None);
+    };
+    let value: Value = serde_json::from_str(raw.get())
+        .map_err(|e| GatewayError::Internal(format!("cannot re-read `{key}`: {e}")))?;
+    Ok((!value.is_null()).then_some(value))
+}
+
+/// `"a string"`, `"an array"`, ...: how error messages name what they found.
+pub(crate) fn describe(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The 400 for a field of the wrong type: "`provider.only` must be an array of strings, found a string".
+pub(crate) fn wrong_type(path: &str, expected: &str, found: &Value) -> GatewayError {
+    GatewayError::BadRequest(format!(
+        "`{path}` must be {expected}, found {}",
+        describe(found)
+    ))
+}
+
+/// A string, or absent.
+pub(crate) fn string(value: Option<&Value>, path: &str) -> Result<Option<String>, GatewayError> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(wrong_type(path, "a string", other)),
+    }
+}
+
+/// An array of strings, or absent.
+pub(crate) fn strings(
+    value: Option<&Value>,
+    path: &str,
+) -> Result<Option<Vec<String>>, GatewayError> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| match item {
+                Value::String(s) => Ok(s.clone()),
+                other => Err(wrong_type(&format!("{path}[{i}]"), "a string", other)),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(other) => Err(wrong_type(path, "an array of strings", other)),
+    }
+}
+
+/// An array (of anything), or absent.
+pub(crate) fn array<'v>(value: Option<&'v Value>, path: &str) -> Result<&'v [Value], GatewayError> {
+    match value {
+        None | Some(Value::Null) => Ok(&[]),
+        Some(Value::Array(items)) => Ok(items),
+        Some(other) => Err(wrong_type(path, "an array", other)),
+    }
+}
+
+/// A token count: a non-negative integer, or absent.
+pub(crate) fn token_count(value: Option<&Value>, path: &str) -> Result<Option<u64>, GatewayError> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| {
+            GatewayError::BadRequest(format!(
+                "`{path}` must be a non-negative integer, found {n}"
+            ))
+        }),
+        Some(other) => Err(wrong_type(path, "a non-negative integer", other)),
+    }
+}
+
+/// A number written the way people write it: `5`, not `5.0`.
+pub(crate) fn number(value: f64) -> Value {
+    if value.fract() == 0.0 && value.abs() < 9.0e15 {
+        // Exact: an integral f64 below 2^53 converts to i64 without loss.
+        Value::from(value as i64)
+    } else {
+        serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number)
+    }
+}
+
+/// A compact JSON rendering for explanation lines.
+pub(crate) fn render(value: &Value) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}

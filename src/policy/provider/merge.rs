@@ -1,0 +1,360 @@
+//! Merging the client's `provider` with the compiled policy side, field by field.
+
+use serde_json::{Map, Value};
+
+use crate::config::ProviderPolicy;
+use crate::error::GatewayError;
+use crate::policy::action::{deny, Action, Refusal};
+use crate::policy::fields::{number, render};
+use crate::policy::strictness::{
+    AllowList, Ceiling, DenyList, Each, Limit, Name, Required, Strict, Vocabulary, PERCENTILES,
+    TIER_SUFFIXES,
+};
+
+use super::{read, Bound, Preference, ProviderRules, FLAGS, PREFERENCES, PRICES};
+
+/// What the merge leaves behind besides the actions.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Merged {
+    /// The new `provider` object; `None` when the client's stands as sent.
+    pub(crate) provider: Option<Map<String, Value>>,
+    /// The forwarded `only` / `ignore` as slugs, where the policy binds them.
+    pub(crate) only: Vec<String>,
+    pub(crate) ignore: Vec<String>,
+}
+
+/// Merges the client's `provider` (already known to be an object, or absent) with the policy's.
+/// `tier_endpoints`: the request can reach service-tier endpoints, which base slugs in `ignore`
+/// do not cover, so the ignore list also names their tier endpoints.
+pub(crate) fn merge_into(
+    client: Option<&Map<String, Value>>,
+    rules: &ProviderRules,
+    tier_endpoints: bool,
+    actions: &mut Vec<Action>,
+) -> Result<Merged, GatewayError> {
+    let mut merge = Merge {
+        out: client.cloned().unwrap_or_default(),
+        changed: false,
+        actions,
+    };
+    let mut merged = Merged::default();
+
+    for (field, rule) in PREFERENCES.iter().zip(&rules.preferences) {
+        if let Some(preference) = rule {
+            merge.preference(field, preference);
+        }
+    }
+    if let Some(rule) = &rules.data_collection {
+        merge.data_collection(rule)?;
+    }
+    for (field, rule) in FLAGS.iter().zip(&rules.flags) {
+        if let Some(rule) = rule {
+            merge.flag(field, rule)?;
+        }
+    }
+    if let Some(rule) = &rules.only {
+        merged.only = merge.allow_list("only", "provider", rule)?;
+    }
+    if let Some(rule) = &rules.quantizations {
+        merge.allow_list("quantizations", "quantization", rule)?;
+    }
+    if let Some(rule) = &rules.ignore {
+        let with_tiers;
+        let rule = if tier_endpoints {
+            with_tiers = Bound {
+                value: with_tier_endpoints(&rule.value),
+                rule: rule.rule.clone(),
+            };
+            &with_tiers
+        } else {
+            rule
+        };
+        merged.ignore = merge.ignore(rule)?;
+    }
+    if rules.max_price.iter().any(Option::is_some) {
+        merge.max_price(&rules.max_price)?;
+    }
+    if let Some(rule) = &rules.min_throughput {
+        merge.percentiles("preferred_min_throughput", rule)?;
+    }
+    if let Some(rule) = &rules.max_latency {
+        merge.percentiles("preferred_max_latency", rule)?;
+    }
+
+    merged.provider = merge.changed.then_some(merge.out);
+    Ok(merged)
+}
+
+/// Merges a client's `provider` with one policy's, as `[policy.provider]` would: the merged
+/// object, or the refusal (an empty `only`/`quantizations` intersection, a field of the wrong
+/// type) with the actions up to it. The building block; requests go through
+/// [`CompiledPolicy::apply`](crate::policy::CompiledPolicy::apply).
+pub fn merge(
+    client: Option<&Map<String, Value>>,
+    policy: &ProviderPolicy,
+) -> Result<Map<String, Value>, Refusal> {
+    let rules = ProviderRules::from_policy(policy, "policy.provider");
+    let mut actions = Vec::new();
+    match merge_into(client, &rules, false, &mut actions) {
+        Ok(merged) => Ok(merged
+            .provider
+            .unwrap_or_else(|| client.cloned().unwrap_or_default())),
+        Err(error) => Err(Refusal { error, actions }),
+    }
+}
+
+/// `ignore = ["openai"]` must also keep out `openai/priority` and `openai/flex`.
+fn with_tier_endpoints(ignore: &DenyList) -> DenyList {
+    let mut out = ignore.clone();
+    for name in &ignore.entries {
+        if name.key.contains('/') {
+            continue;
+        }
+        for tier in TIER_SUFFIXES {
+            let tier_endpoint = format!("{}/{tier}", name.key);
+            if !out.entries.iter().any(|e| e.key == tier_endpoint) {
+                out.entries
+                    .push(Name::new(Vocabulary::Provider, &tier_endpoint));
+            }
+        }
+    }
+    out
+}
+
+/// The client's `provider`, being rewritten in place.
+struct Merge<'a> {
+    out: Map<String, Value>,
+    changed: bool,
+    actions: &'a mut Vec<Action>,
+}
+
+impl Merge<'_> {
+    fn write(&mut self, field: &str, value: Value, rule: &str, detail: String) {
+        self.out.insert(field.to_owned(), value);
+        self.changed = true;
+        self.actions
+            .push(Action::rewrite(rule, format!("provider.{field}: {detail}")));
+    }
+
+    /// How the client's current value reads in an explanation.
+    fn shown(&self, field: &str) -> String {
+        match self.out.get(field) {
+            None | Some(Value::Null) => "unset".to_owned(),
+            Some(value) => render(value),
+        }
+    }
+
+    fn preference(&mut self, field: &str, preference: &Preference) {
+        let client = self.out.get(field).filter(|v| !v.is_null());
+        let replace = if preference.forced {
+            client != Some(&preference.value)
+        } else {
+            client.is_none()
+        };
+        if replace {
+            let how = if preference.forced { "forced by" } else { "by" };
+            let detail = format!(
+                "{} → {} {how} {}",
+                self.shown(field),
+                render(&preference.value),
+                preference.rule
+            );
+            self.write(field, preference.value.clone(), &preference.rule, detail);
+        }
+    }
+
+    fn data_collection(&mut self, rule: &Bound<Required>) -> Result<(), GatewayError> {
+        let client = read::data_collection(self.out.get("data_collection"))?;
+        if client.stricter(&rule.value) != Some(client) {
+            let detail = format!(
+                "{} → \"deny\" by {}",
+                self.shown("data_collection"),
+                rule.rule
+            );
+            self.write("data_collection", Value::from("deny"), &rule.rule, detail);
+        }
+        Ok(())
+    }
+
+    fn flag(&mut self, field: &str, rule: &Bound<Required>) -> Result<(), GatewayError> {
+        let client = read::flag(self.out.get(field), field)?;
+        if client.stricter(&rule.value) != Some(client) {
+            let detail = format!("{} → true by {}", self.shown(field), rule.rule);
+            self.write(field, Value::Bool(true), &rule.rule, detail);
+        }
+        Ok(())
+    }
+
+    /// `only` / `quantizations`: the intersection; returns the forwarded entries as keys.
+    fn allow_list(
+        &mut self,
+        field: &str,
+        noun: &str,
+        rule: &Bound<AllowList>,
+    ) -> Result<Vec<String>, GatewayError> {
+        let vocabulary = rule.value.vocabulary;
+        let client = AllowList {
+            vocabulary,
+            entries: read::names(self.out.get(field), field, vocabulary)?,
+        };
+        let policy_side = || spellings(rule.value.entries.iter().flatten());
+        let Some(merged) = client.stricter(&rule.value) else {
+            let message = format!(
+                "`provider.{field}` {} has no {noun} in common with {} {}",
+                self.shown(field),
+                rule.rule,
+                policy_side()
+            );
+            return Err(deny(self.actions, rule.rule.clone(), message));
+        };
+        if merged != client {
+            let result = spellings(merged.entries.iter().flatten());
+            let detail = match client.entries {
+                Some(_) => format!(
+                    "{} ∩ {} {} → {result}",
+                    self.shown(field),
+                    rule.rule,
+                    policy_side()
+                ),
+                None => format!("{} → {result} by {}", self.shown(field), rule.rule),
+            };
+            self.write(
+                field,
+                names_value(merged.entries.iter().flatten()),
+                &rule.rule,
+                detail,
+            );
+        }
+        Ok(merged
+            .entries
+            .iter()
+            .flatten()
+            .map(|n| n.key.clone())
+            .collect())
+    }
+
+    /// `ignore`: the union; returns the forwarded entries as keys.
+    fn ignore(&mut self, rule: &Bound<DenyList>) -> Result<Vec<String>, GatewayError> {
+        let client = DenyList {
+            vocabulary: Vocabulary::Provider,
+            entries: read::names(self.out.get("ignore"), "ignore", Vocabulary::Provider)?
+                .unwrap_or_default(),
+        };
+        let merged = client
+            .stricter(&rule.value)
+            .unwrap_or_else(|| client.clone());
+        if merged != client {
+            let result = spellings(merged.entries.iter());
+            let detail = if client.entries.is_empty() {
+                format!("{} → {result} by {}", self.shown("ignore"), rule.rule)
+            } else {
+                let policy_side = spellings(rule.value.entries.iter());
+                format!(
+                    "{} ∪ {} {policy_side} → {result}",
+                    self.shown("ignore"),
+                    rule.rule
+                )
+            };
+            self.write(
+                "ignore",
+                names_value(merged.entries.iter()),
+                &rule.rule,
+                detail,
+            );
+        }
+        Ok(merged.entries.into_iter().map(|n| n.key).collect())
+    }
+
+    /// Each bound price: the lower of the two. A client's lower price stays as it was sent
+    /// (number or numeric string); a policy's is written as a number.
+    fn max_price(&mut self, rules: &[Option<Bound<Ceiling>>; 5]) -> Result<(), GatewayError> {
+        let mut prices = read::prices(self.out.get("max_price"))?;
+        let mut lowered = Vec::new();
+        for (field, rule) in PRICES.iter().zip(rules) {
+            let Some(rule) = rule else { continue };
+            let path = format!("provider.max_price.{field}");
+            let client = Ceiling(read::price(prices.get(*field), &path)?);
+            let Some(merged) = client.stricter(&rule.value).filter(|m| *m != client) else {
+                continue;
+            };
+            let value = number(merged.0.unwrap_or_default());
+            let before = prices
+                .get(*field)
+                .filter(|v| !v.is_null())
+                .map_or("unset".to_owned(), render);
+            let detail = match client.0 {
+                Some(_) => format!(
+                    "max_price.{field}: {before} lowered to {} by {}",
+                    render(&value),
+                    rule.rule
+                ),
+                None => format!(
+                    "max_price.{field}: unset → {} by {}",
+                    render(&value),
+                    rule.rule
+                ),
+            };
+            prices.insert((*field).to_owned(), value);
+            lowered.push((rule.rule.clone(), detail));
+        }
+        if !lowered.is_empty() {
+            self.out
+                .insert("max_price".to_owned(), Value::Object(prices));
+            self.changed = true;
+            for (rule, detail) in lowered {
+                self.actions
+                    .push(Action::rewrite(rule, format!("provider.{detail}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// A performance preference: per percentile, the stricter bound. Written as a number when
+    /// only p50 is bound and the client did not send an object, else as an object that keeps the
+    /// client's own keys.
+    fn percentiles<T: Limit>(
+        &mut self,
+        field: &str,
+        rule: &Bound<Each<T, 4>>,
+    ) -> Result<(), GatewayError> {
+        let read::ClientPercentiles {
+            bounds: client,
+            object: client_object,
+        } = read::percentiles::<T>(self.out.get(field), field)?;
+        let Some(merged) = client.stricter(&rule.value).filter(|m| *m != client) else {
+            return Ok(());
+        };
+        let only_p50 = merged.0[1..].iter().all(|slot| slot.value().is_none());
+        let value = match (client_object, only_p50) {
+            (None, true) => number(merged.0[0].value().unwrap_or_default()),
+            (object, _) => {
+                // A client's object keeps its keys and values where they stand; a client's
+                // number (p50) becomes an object holding every bound percentile.
+                let from_number = object.is_none();
+                let mut object = object.unwrap_or_default();
+                for ((slot, before), key) in merged.0.iter().zip(&client.0).zip(PERCENTILES) {
+                    if let Some(v) = slot.value().filter(|_| slot != before || from_number) {
+                        object.insert(key.to_owned(), number(v));
+                    }
+                }
+                Value::Object(object)
+            }
+        };
+        let detail = format!(
+            "{} → {} by {}",
+            self.shown(field),
+            render(&value),
+            rule.rule
+        );
+        self.write(field, value, &rule.rule, detail);
+        Ok(())
+    }
+}
+
+fn spellings<'n>(names: impl Iterator<Item = &'n Name>) -> String {
+    render(&names_value(names))
+}
+
+fn names_value<'n>(names: impl Iterator<Item = &'n Name>) -> Value {
+    Value::Array(names.map(|n| Value::String(n.spelling.clone())).collect())
+}

@@ -1,0 +1,522 @@
+//! The org's policy through the real gateway: what reaches the upstream, and what is refused.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+/// Starts a gateway whose `[policy]`/`[policies.*]` come from `policy_toml`; alice has the
+/// named policy `strict` if one is defined.
+async fn gateway_with(policy_toml: &str) -> (MockOpenRouter, TestGateway) {
+    let mock = MockOpenRouter::start().await;
+    let (parsed, problems) = orgate::config::parse_toml(policy_toml);
+    assert!(problems.is_empty(), "{problems:?}");
+    let mut config = config_for(&mock);
+    config.policy = parsed.policy;
+    config.policies = parsed.policies;
+    if config.policies.contains_key("strict") {
+        config.auth.keys[0].policy = Some("strict".into());
+    }
+    let gw = TestGateway::start(config).await;
+    (mock, gw)
+}
+
+/// Sends `body` as `key`; returns the body the upstream received, or the gateway's refusal.
+async fn forwarded(
+    mock: &MockOpenRouter,
+    gw: &TestGateway,
+    key: &str,
+    body: &Value,
+) -> Result<Value, (u16, String)> {
+    let response = http()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    if response.status() != 200 {
+        let refusal = error_of(response).await;
+        assert!(
+            mock.try_next_request(Duration::from_millis(50))
+                .await
+                .is_none(),
+            "a refused request reaches nobody"
+        );
+        return Err(refusal);
+    }
+    response.bytes().await.unwrap();
+    Ok(mock.next_request().await.json())
+}
+
+fn request(extra: Value) -> Value {
+    let mut body = json!({"model": MODEL, "messages": [{"role": "user", "content": "Hi"}]});
+    body.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    body
+}
+
+#[tokio::test]
+async fn the_provider_merge_is_never_looser_field_by_field() {
+    let (mock, gw) = gateway_with(
+        r#"
+[policy.provider]
+data_collection = "deny"
+zdr = true
+require_parameters = true
+ignore = ["deepinfra"]
+only = ["openai", "azure"]
+quantizations = ["fp16", "bf16"]
+max_price = { prompt = 5, completion = 15 }
+preferred_min_throughput = { p90 = 50 }
+preferred_max_latency = { p90 = 3 }
+sort = "price"
+"#,
+    )
+    .await;
+    let client = json!({"provider": {
+        "data_collection": "allow", "zdr": false, "require_parameters": false,
+        "ignore": ["together"], "only": ["azure", "together"], "quantizations": ["bf16", "fp8"],
+        "max_price": {"prompt": 10, "completion": 2}, "preferred_min_throughput": {"p90": 20},
+        "preferred_max_latency": {"p90": 10}, "sort": "throughput", "experimental_knob": {"x": 1}
+    }});
+    let sent = forwarded(&mock, &gw, ALICE_KEY, &request(client))
+        .await
+        .unwrap();
+    let p = &sent["provider"];
+    assert_eq!(p["data_collection"], "deny");
+    assert_eq!(p["zdr"], true);
+    assert_eq!(p["require_parameters"], true);
+    let ignore: Vec<&str> = p["ignore"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        ignore.contains(&"together") && ignore.contains(&"deepinfra"),
+        "union: {ignore:?}"
+    );
+    assert_eq!(p["only"], json!(["azure"]), "intersection");
+    assert_eq!(p["quantizations"], json!(["bf16"]));
+    assert_eq!(
+        p["max_price"]["prompt"].as_f64(),
+        Some(5.0),
+        "the lower, per field"
+    );
+    assert_eq!(p["max_price"]["completion"].as_f64(), Some(2.0));
+    assert_eq!(
+        p["preferred_min_throughput"]["p90"].as_f64(),
+        Some(50.0),
+        "the higher floor"
+    );
+    assert_eq!(
+        p["preferred_max_latency"]["p90"].as_f64(),
+        Some(3.0),
+        "the lower ceiling"
+    );
+    assert_eq!(p["sort"], "throughput", "the client's sort when given");
+    assert_eq!(
+        p["experimental_knob"],
+        json!({"x": 1}),
+        "unknown fields pass untouched"
+    );
+    assert_eq!(sent["messages"], json!([{"role": "user", "content": "Hi"}]));
+}
+
+#[tokio::test]
+async fn the_policy_applies_without_a_client_provider_and_force_overrides_the_client() {
+    let (mock, gw) = gateway_with(
+        r#"
+[policy.provider]
+data_collection = "deny"
+order = ["azure"]
+allow_fallbacks = true
+[policy.provider.force]
+sort = "latency"
+allow_fallbacks = false
+"#,
+    )
+    .await;
+    let sent = forwarded(&mock, &gw, ALICE_KEY, &request(json!({})))
+        .await
+        .unwrap();
+    assert_eq!(sent["provider"]["data_collection"], "deny");
+    assert_eq!(
+        sent["provider"]["order"],
+        json!(["azure"]),
+        "the policy's order when the client gave none"
+    );
+    assert_eq!(sent["provider"]["sort"], "latency");
+    assert_eq!(sent["provider"]["allow_fallbacks"], false);
+    let sent = forwarded(
+        &mock,
+        &gw,
+        ALICE_KEY,
+        &request(
+            json!({"provider": {"order": ["openai"], "sort": "price", "allow_fallbacks": true}}),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        sent["provider"]["order"],
+        json!(["openai"]),
+        "the client's order wins without force"
+    );
+    assert_eq!(
+        sent["provider"]["sort"], "latency",
+        "force beats the client"
+    );
+    assert_eq!(sent["provider"]["allow_fallbacks"], false);
+}
+
+#[tokio::test]
+async fn an_empty_intersection_is_refused_and_nothing_is_forwarded() {
+    let (mock, gw) = gateway_with("[policy.provider]\nonly = [\"openai\"]\n").await;
+    let (code, message) = forwarded(
+        &mock,
+        &gw,
+        ALICE_KEY,
+        &request(json!({"provider": {"only": ["together"]}})),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(code, 403);
+    assert!(message.contains("provider.only"), "{message}");
+}
+
+#[tokio::test]
+async fn a_rewrite_keeps_the_clients_key_order() {
+    let (mock, gw) = gateway_with("[policy.provider]\ndata_collection = \"deny\"\n").await;
+    let body = r#"{"zeta":1,"provider":{"sort":"price"},"model":"openai/gpt-4o","messages":[{"role":"user","content":"Hi"}],"alpha":2}"#;
+    http()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(ALICE_KEY)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let sent = mock.next_request().await;
+    let text = String::from_utf8(sent.body.to_vec()).unwrap();
+    let positions: Vec<usize> = [
+        "\"zeta\"",
+        "\"provider\"",
+        "\"model\"",
+        "\"messages\"",
+        "\"alpha\"",
+    ]
+    .iter()
+    .map(|k| text.find(k).unwrap())
+    .collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{text}");
+    assert!(
+        text.contains(r#""messages":[{"role":"user","content":"Hi"}]"#),
+        "messages untouched, byte for byte: {text}"
+    );
+}
+
+#[tokio::test]
+async fn aliases_rewrite_models_before_the_rules() {
+    let (mock, gw) = gateway_with(
+        r#"
+[policy]
+aliases = { "gpt-4o" = "openai/gpt-4o", "fast" = "openai/gpt-4o-mini" }
+models.allow = ["openai/*"]
+"#,
+    )
+    .await;
+    let sent = forwarded(
+        &mock,
+        &gw,
+        ALICE_KEY,
+        &json!({"model": "gpt-4o", "models": ["fast", "openai/o3"], "messages": []}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(sent["model"], "openai/gpt-4o");
+    assert_eq!(sent["models"], json!(["openai/gpt-4o-mini", "openai/o3"]));
+}
+
+#[tokio::test]
+async fn denied_models_get_403_naming_the_model_and_the_rule() {
+    let (mock, gw) = gateway_with(
+        "[policy]\nmodels.allow = [\"openai/*\", \"anthropic/*\"]\nmodels.deny = [\"*:free\"]\n",
+    )
+    .await;
+    let (code, message) = forwarded(
+        &mock,
+        &gw,
+        ALICE_KEY,
+        &json!({"model": "openai/gpt-4o:free", "messages": []}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(code, 403);
+    assert!(
+        message.contains("openai/gpt-4o:free") && message.contains("policy.models.deny \"*:free\""),
+        "{message}"
+    );
+    let (code, message) = forwarded(
+        &mock,
+        &gw,
+        ALICE_KEY,
+        &json!({"model": "meta/llama", "messages": []}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(code, 403);
+    assert!(message.contains("policy.models.allow"), "{message}");
+    // Every entry of `models` is checked too.
+    let (code, _) = forwarded(
+        &mock,
+        &gw,
+        ALICE_KEY,
+        &json!({"model": MODEL, "models": ["x/y:free"], "messages": []}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(code, 403);
+    // Router models cannot be bound by an allow list.
+    let (code, message) = forwarded(
+        &mock,
+        &gw,
+        ALICE_KEY,
+        &json!({"model": "openrouter/auto", "messages": []}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(code, 403, "{message}");
+    assert!(forwarded(
+        &mock,
+        &gw,
+        ALICE_KEY,
+        &json!({"model": "anthropic/claude-sonnet-4", "messages": []})
+    )
+    .await
+    .is_ok());
+}
+
+#[tokio::test]
+async fn max_tokens_is_capped_and_set() {
+    let (mock, gw) = gateway_with("[policy]\nmax_tokens = 1000\n").await;
+    let sent = forwarded(&mock, &gw, ALICE_KEY, &request(json!({"max_tokens": 5000})))
+        .await
+        .unwrap();
+    assert_eq!(sent["max_tokens"], 1000);
+    let sent = forwarded(&mock, &gw, ALICE_KEY, &request(json!({})))
+        .await
+        .unwrap();
+    assert_eq!(
+        sent["max_tokens"], 1000,
+        "a missing value is set to the ceiling"
+    );
+    let sent = forwarded(
+        &mock,
+        &gw,
+        ALICE_KEY,
+        &request(json!({"max_completion_tokens": 4000})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(sent["max_completion_tokens"], 1000);
+    let sent = forwarded(&mock, &gw, ALICE_KEY, &request(json!({"max_tokens": 10})))
+        .await
+        .unwrap();
+    assert_eq!(sent["max_tokens"], 10, "a lower value stays");
+}
+
+#[tokio::test]
+async fn denied_plugins_are_refused_whatever_door_they_use() {
+    let (mock, gw) = gateway_with("[policy]\ndeny_plugins = [\"web\"]\n").await;
+    for body in [
+        request(json!({"plugins": [{"id": "web", "max_results": 3}]})),
+        json!({"model": "openai/gpt-4o:online", "messages": []}),
+        request(json!({"tools": [{"type": "openrouter:web_search"}]})),
+    ] {
+        let (code, message) = forwarded(&mock, &gw, ALICE_KEY, &body).await.unwrap_err();
+        assert_eq!(code, 403, "{body}");
+        assert!(message.contains("deny_plugins"), "{message}");
+    }
+    // A disabled plugin is not a use of it; other plugins pass.
+    assert!(forwarded(
+        &mock,
+        &gw,
+        ALICE_KEY,
+        &request(json!({"plugins": [{"id": "web", "enabled": false}, {"id": "file-parser"}]}))
+    )
+    .await
+    .is_ok());
+}
+
+#[tokio::test]
+async fn a_named_policy_tightens_the_orgs_rules_for_its_keys() {
+    let (mock, gw) = gateway_with(
+        r#"
+[policy]
+models.allow = ["*"]
+[policy.provider]
+ignore = ["deepinfra"]
+[policies.strict]
+models.allow = ["anthropic/*"]
+[policies.strict.provider]
+data_collection = "deny"
+"#,
+    )
+    .await;
+    // alice has `strict`; bob has the org's rules only.
+    let (code, message) = forwarded(&mock, &gw, ALICE_KEY, &request(json!({})))
+        .await
+        .unwrap_err();
+    assert_eq!(code, 403);
+    assert!(
+        message.contains("policies.strict.models.allow"),
+        "{message}"
+    );
+    let sent = forwarded(
+        &mock,
+        &gw,
+        ALICE_KEY,
+        &json!({"model": "anthropic/claude-sonnet-4", "messages": []}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(sent["provider"]["data_collection"], "deny");
+    assert_eq!(
+        sent["provider"]["ignore"],
+        json!(["deepinfra"]),
+        "the org's rules still hold"
+    );
+    let sent = forwarded(&mock, &gw, BOB_KEY, &request(json!({})))
+        .await
+        .unwrap();
+    assert!(sent["provider"].get("data_collection").is_none());
+}
+
+#[tokio::test]
+async fn fields_of_the_wrong_type_get_400_naming_the_field() {
+    let (mock, gw) = gateway_with(
+        "[policy]\nmax_tokens = 100\ndeny_plugins = [\"web\"]\nmodels.allow = [\"openai/*\"]\n[policy.provider]\nonly = [\"openai\"]\n",
+    )
+    .await;
+    for (extra, field) in [
+        (json!({"provider": "openai"}), "provider"),
+        (json!({"provider": {"only": "openai"}}), "provider.only"),
+        (json!({"plugins": {"id": "web"}}), "plugins"),
+        (json!({"models": "openai/gpt-4o"}), "models"),
+        (json!({"max_tokens": "lots"}), "max_tokens"),
+    ] {
+        let (code, message) = forwarded(&mock, &gw, ALICE_KEY, &request(extra.clone()))
+            .await
+            .unwrap_err();
+        assert_eq!(code, 400, "{extra}: {message}");
+        assert!(
+            message.contains(&format!("`{field}`")),
+            "{extra}: {message}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn policy_actions_and_provider_violations_are_counted() {
+    let (mock, gw) = gateway_with(
+        "[policy]\nmodels.deny = [\"*:free\"]\n[policy.provider]\nonly = [\"azure\"]\n",
+    )
+    .await;
+    // The mock answers as served by "OpenAI", which the forwarded `only` excludes.
+    forwarded(&mock, &gw, ALICE_KEY, &request(json!({})))
+        .await
+        .unwrap();
+    forwarded(
+        &mock,
+        &gw,
+        ALICE_KEY,
+        &json!({"model": "x/y:free", "messages": []}),
+    )
+    .await
+    .unwrap_err();
+    let stream = json!({"model": MODEL, "messages": [], "stream": true});
+    http()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(ALICE_KEY)
+        .json(&stream)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let text = http()
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(r#"orgate_policy_actions_total{rule="policy.models.deny",action="deny"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"rule="policy.provider.only",action="rewrite"}"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"orgate_provider_policy_violations_total{key="alice",provider="OpenAI"} 2"#
+        ),
+        "JSON and stream: {text}"
+    );
+}
+
+#[tokio::test]
+async fn explain_shows_the_forwarded_body_and_each_rule_without_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("orgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[policy]\naliases = {{ \"gpt\" = \"openai/gpt-4o\" }}\nmodels.deny = [\"*:free\"]\n[policy.provider]\nonly = [\"openai\", \"azure\"]\n[[auth.keys]]\nid = \"alice\"\nhash = \"{}\"\n",
+            orgate::auth::key_hash_field(ALICE_KEY)
+        ),
+    )
+    .unwrap();
+    let explain = |body: &str| {
+        let file = dir.path().join("request.json");
+        std::fs::write(&file, body).unwrap();
+        let output = std::process::Command::new(common::process::BIN)
+            .args([
+                "explain",
+                "--key",
+                "alice",
+                "--config",
+                config.to_str().unwrap(),
+                file.to_str().unwrap(),
+            ])
+            .env_clear()
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).to_string(),
+        )
+    };
+    let (code, text) =
+        explain(r#"{"model":"gpt","messages":[],"provider":{"only":["azure","together"]}}"#);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("\"openai/gpt-4o\""), "{text}");
+    assert!(text.contains("provider.only"), "{text}");
+    assert!(text.contains("alias"), "{text}");
+    let (code, text) = explain(r#"{"model":"x/y:free","messages":[]}"#);
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.contains("policy.models.deny"), "{text}");
+    let (code, _) = explain("{not json");
+    assert_eq!(code, Some(1));
+}
