@@ -47,7 +47,7 @@ pub mod telemetry;
 pub mod usage;
 
 pub use config::Config;
-pub use server::{router, serve};
+pub use server::{router, serve, serve_with_reloads, ReloadRequest};
 pub use state::StartupError;
 
 /// The name the style guide uses for the entry point.

@@ -65,7 +65,14 @@ fn serve(source: ConfigSource, env: &Env) -> ExitCode {
                     config.server.listen
                 ))
             })?;
-        orgate::serve(config, listener, orgate::shutdown::signal()).await
+        // SIGHUP re-reads the config from the same place, environment included.
+        let (reload_tx, reloads) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(orgate::shutdown::on_sighup(move || {
+            let reloaded =
+                orgate::config::load(&source, &Env::from_process()).map(|(config, _)| config);
+            let _ = reload_tx.try_send(reloaded);
+        }));
+        orgate::serve_with_reloads(config, listener, orgate::shutdown::signal(), reloads).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

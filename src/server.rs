@@ -29,16 +29,35 @@ use crate::{auth, proxy, telemetry};
 /// Read buffer per connection; a request head larger than this gets 431.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 
-/// Runs the gateway on `listener` until `shutdown` completes, then drains: `/readyz` turns 503,
-/// the listener closes, idle connections close, and in-flight requests (streams included) get
-/// up to `server.shutdown_grace` to finish before the rest are cut.
-///
-/// The listener is bound by the caller, so tests bind port 0 and know the address before the
-/// gateway starts.
+/// A reloaded config, or every problem that stopped it from loading.
+pub type ReloadRequest = Result<Config, crate::config::Problems>;
+
+/// [`serve`] without live reload.
 pub async fn serve(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
+) -> Result<(), StartupError> {
+    let (_keep_open, reloads) = tokio::sync::mpsc::channel(1);
+    serve_with_reloads(config, listener, shutdown, reloads).await
+}
+
+/// Runs the gateway on `listener` until `shutdown` completes, then drains: `/readyz` turns 503,
+/// the listener closes, idle connections close, and in-flight requests (streams included) get
+/// up to `server.shutdown_grace` to finish before the rest are cut.
+///
+/// Each config received on `reloads` takes effect for new requests; requests in flight finish
+/// on the config they started with; limiter state of unchanged keys carries over. A reload
+/// that failed to load, or cannot be built, is refused: every problem is logged and the
+/// running config stays.
+///
+/// The listener is bound by the caller, so tests bind port 0 and know the address before the
+/// gateway starts.
+pub async fn serve_with_reloads(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    mut reloads: tokio::sync::mpsc::Receiver<ReloadRequest>,
 ) -> Result<(), StartupError> {
     let snapshot = Snapshot::build(config)?;
     let grace = snapshot.config.server.shutdown_grace.get();
@@ -74,6 +93,10 @@ pub async fn serve(
                 }
             },
             () = &mut shutdown => break,
+            Some(request) = reloads.recv() => {
+                reload(&state, request);
+                continue;
+            }
         };
         // Small SSE writes must leave at once, not wait for an ACK (Nagle).
         let _ = stream.set_nodelay(true);
@@ -97,6 +120,35 @@ pub async fn serve(
         () = tokio::time::sleep(grace) => tracing::warn!("shutdown grace elapsed; closing the remaining connections"),
     }
     Ok(())
+}
+
+/// Swaps in a reloaded config, or refuses it and keeps the running one.
+fn reload(state: &AppState, request: ReloadRequest) {
+    let config = match request {
+        Ok(config) => config,
+        Err(problems) => {
+            for problem in &problems.0 {
+                tracing::error!(%problem, "config reload refused");
+            }
+            state.metrics().reload("refused");
+            return;
+        }
+    };
+    let current = state.snapshot();
+    match Snapshot::rebuild(config, &current) {
+        Ok(snapshot) => {
+            state.metrics().learn_models(snapshot.configured_models());
+            state.replace(snapshot);
+            state.metrics().reload("applied");
+            tracing::info!(
+                "config reloaded: new requests use it, requests in flight finish on the old one"
+            );
+        }
+        Err(e) => {
+            tracing::error!(problem = %e, "config reload refused");
+            state.metrics().reload("refused");
+        }
+    }
 }
 
 /// The routes and the layer stack, outermost first:

@@ -1,4 +1,22 @@
-//! Signals: SIGTERM and SIGINT start a graceful shutdown.
+//! Signals: SIGTERM and SIGINT start a graceful shutdown; SIGHUP asks for a config reload.
+
+/// Calls `on_hup` on every SIGHUP until the process ends (a no-op where there are no signals).
+pub async fn on_sighup(mut on_hup: impl FnMut()) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("cannot listen for SIGHUP: live reload is off");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP received: reloading the config");
+            on_hup();
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = &mut on_hup;
+}
 
 /// Completes on the first SIGTERM or SIGINT (Ctrl-C).
 pub async fn signal() {

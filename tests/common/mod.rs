@@ -41,6 +41,7 @@ pub fn key(id: &str, secret: &str) -> KeyConfig {
 /// The gateway, running in this test's runtime.
 pub struct TestGateway {
     pub addr: SocketAddr,
+    reloads: tokio::sync::mpsc::Sender<orgate::ReloadRequest>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), orgate::StartupError>>,
 }
@@ -51,11 +52,16 @@ impl TestGateway {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(orgate::serve(config, listener, async {
+        let (reloads, reload_rx) = tokio::sync::mpsc::channel(4);
+        let shutdown = async {
             let _ = stopped.await;
-        }));
+        };
+        let task = tokio::spawn(orgate::serve_with_reloads(
+            config, listener, shutdown, reload_rx,
+        ));
         Self {
             addr,
+            reloads,
             stop: Some(stop),
             task,
         }
@@ -63,6 +69,11 @@ impl TestGateway {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// Hands the gateway a reloaded config (or a failed load), as SIGHUP would.
+    pub async fn reload(&self, request: orgate::ReloadRequest) {
+        self.reloads.send(request).await.unwrap();
     }
 
     /// Starts a graceful shutdown and waits for `serve` to return.

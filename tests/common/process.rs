@@ -63,6 +63,15 @@ impl Served {
         }
     }
 
+    pub fn hup(&self) {
+        let pid = self.child.id().unwrap().to_string();
+        assert!(Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+
     pub fn terminate(&self) {
         let pid = self.child.id().unwrap().to_string();
         assert!(Command::new("kill")

@@ -1,0 +1,197 @@
+//! Live reload: new config for new requests, in-flight streams finish on the old one.
+
+mod common;
+
+use std::time::Duration;
+
+use common::process::Served;
+use common::*;
+use futures_util::StreamExt;
+
+async fn chat(gw: &TestGateway, key: &str, model: &str) -> u16 {
+    let response = http()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(key)
+        .body(chat_body(model))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    response.bytes().await.unwrap();
+    status
+}
+
+async fn metric(gw: &TestGateway, series: &str) -> f64 {
+    let text = http()
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+/// Polls until `check` holds (the reload is applied by the serving task), within 5 s.
+async fn until<F: std::future::Future<Output = bool>>(mut check: impl FnMut() -> F) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition never held"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_reload_changes_rules_and_limits_for_new_requests_only() {
+    let mock = MockOpenRouter::start().await;
+    let mut config = config_for(&mock);
+    config.auth.keys[1].requests_per_minute = Some(1);
+    config.auth.keys[1].burst = Some(2);
+    config.auth.keys.push(key("carol", "sk-orgate-carol"));
+    let gw = TestGateway::start(config.clone()).await;
+
+    // Before: bob drains his bucket; alice starts a long stream.
+    assert_eq!(
+        (
+            chat(&gw, BOB_KEY, MODEL).await,
+            chat(&gw, BOB_KEY, MODEL).await
+        ),
+        (200, 200)
+    );
+    assert_eq!(chat(&gw, BOB_KEY, MODEL).await, 429);
+    let stream = http()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(ALICE_KEY)
+        .header("x-mock", "stream")
+        .header("x-mock-chunks", "20")
+        .header("x-mock-delay-ms", "25")
+        .body(format!(
+            r#"{{"model":"{MODEL}:free","messages":[],"stream":true}}"#
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut body = stream.bytes_stream();
+    let mut received = body.next().await.unwrap().unwrap().to_vec();
+
+    // Reload: `:free` models denied, alice limited to one request a minute.
+    let mut reloaded = config.clone();
+    reloaded.policy.models.deny = vec!["*:free".into()];
+    reloaded.auth.keys[0].requests_per_minute = Some(1);
+    reloaded.auth.keys[0].burst = Some(1);
+    gw.reload(Ok(reloaded)).await;
+    until(|| async { chat(&gw, "sk-orgate-carol", &format!("{MODEL}:free")).await == 403 }).await;
+    assert_eq!(chat(&gw, ALICE_KEY, MODEL).await, 200);
+    assert_eq!(
+        chat(&gw, ALICE_KEY, MODEL).await,
+        429,
+        "the new limit applies"
+    );
+    assert_eq!(
+        chat(&gw, BOB_KEY, MODEL).await,
+        429,
+        "bob's limits did not change: his drained bucket carried over"
+    );
+
+    // The stream that started before the reload finishes on the old rules.
+    while let Some(piece) = body.next().await {
+        received.extend_from_slice(&piece.unwrap());
+    }
+    assert!(received.ends_with(b"data: [DONE]\n\n"));
+    assert_eq!(
+        metric(&gw, r#"orgate_config_reloads_total{kind="applied"}"#).await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn a_broken_reload_is_refused_and_the_running_config_stays() {
+    let mock = MockOpenRouter::start().await;
+    let mut config = config_for(&mock);
+    config.policy.models.deny = vec!["*:free".into()];
+    let gw = TestGateway::start(config.clone()).await;
+    let (_, problems) = orgate::config::parse_toml("[limits]\nburts = 1\n");
+    gw.reload(Err(orgate::config::Problems(problems))).await;
+    // A config that loads but cannot be built (a key's upstream key is missing) is refused too.
+    let mut unbuildable = config.clone();
+    unbuildable.auth.keys[0].upstream_key_env = Some("NOT_SET_ANYWHERE".into());
+    gw.reload(Ok(unbuildable)).await;
+    until(|| async { metric(&gw, r#"orgate_config_reloads_total{kind="refused"}"#).await == 2.0 })
+        .await;
+    assert_eq!(
+        chat(&gw, ALICE_KEY, &format!("{MODEL}:free")).await,
+        403,
+        "the old rules hold"
+    );
+    assert_eq!(chat(&gw, ALICE_KEY, MODEL).await, 200);
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_config_file() {
+    let mock = MockOpenRouter::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("orgate.toml");
+    let keys = format!(
+        "[[auth.keys]]\nid = \"alice\"\nhash = \"{}\"\n",
+        orgate::auth::key_hash_field(ALICE_KEY)
+    );
+    let base = format!("[upstream]\nbase_url = \"{}\"\n{keys}", mock.base_url);
+    std::fs::write(&path, &base).unwrap();
+    let mut command = tokio::process::Command::new(common::process::BIN);
+    command
+        .env_clear()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            path.to_str().unwrap(),
+        ])
+        .env("OPENROUTER_API_KEY", UPSTREAM_KEY)
+        .env("ORGATE_LOG_FORMAT", "json");
+    let mut served = Served::start(&mut command).await;
+    let url = format!("http://{}/v1/chat/completions", served.addr);
+    let send = |model: String| {
+        http()
+            .post(&url)
+            .bearer_auth(ALICE_KEY)
+            .body(chat_body(&model))
+            .send()
+    };
+    assert_eq!(send(format!("{MODEL}:free")).await.unwrap().status(), 200);
+
+    std::fs::write(
+        &path,
+        format!("{base}[policy]\nmodels.deny = [\"*:free\"]\n"),
+    )
+    .unwrap();
+    served.hup();
+    served.wait_for("config reloaded").await;
+    assert_eq!(send(format!("{MODEL}:free")).await.unwrap().status(), 403);
+
+    std::fs::write(
+        &path,
+        format!("{base}[policy]\nmodels.deny = [\"*:free\"]\nunknown_knob = 1\n"),
+    )
+    .unwrap();
+    served.hup();
+    let refused = served.wait_for("config reload refused").await;
+    assert!(
+        refused.contains("policy.unknown_knob: unknown key"),
+        "{refused}"
+    );
+    assert_eq!(
+        send(format!("{MODEL}:free")).await.unwrap().status(),
+        403,
+        "still the last good config"
+    );
+    served.terminate();
+    assert_eq!(served.finish().await.0, Some(0));
+}
