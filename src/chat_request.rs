@@ -62,6 +62,7 @@ impl<'a> ChatRequest<'a> {
         let mut de = serde_json::Deserializer::from_slice(body);
         let entries = de.deserialize_map(EntriesVisitor).map_err(json_error)?;
         de.end().map_err(json_error)?;
+        check_depth(body)?;
         let request = Self {
             entries,
             edited: false,
@@ -176,6 +177,56 @@ impl<'a> ChatRequest<'a> {
         out.push(b'}');
         Bytes::from(out)
     }
+}
+
+/// How deeply a body may nest: serde_json's own limit for trees. Raw values are skipped without
+/// one, so it is checked here, before anything deeper reaches the upstream.
+pub const MAX_DEPTH: usize = 128;
+
+/// Refuses bodies nested deeper than [`MAX_DEPTH`]. Runs on valid JSON only (after the parse),
+/// in one pass that skips string contents.
+fn check_depth(body: &[u8]) -> Result<(), GatewayError> {
+    // A body this short cannot nest that deep.
+    if body.len() <= 2 * MAX_DEPTH {
+        return Ok(());
+    }
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < body.len() {
+        match body[i] {
+            b'"' => {
+                // Skip to the closing quote; escapes (`\"`) are skipped with their next byte.
+                i += 1;
+                while i < body.len() {
+                    match body[i] {
+                        b'\\' => i += 2,
+                        b'"' => break,
+                        _ => i += 1,
+                    }
+                }
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    let line = 1 + memchr::memchr_iter(b'\n', &body[..i]).count();
+                    let column = i - body[..i]
+                        .iter()
+                        .rposition(|b| *b == b'\n')
+                        .map_or(0, |p| p + 1)
+                        + 1;
+                    return Err(GatewayError::BadJson {
+                        line,
+                        column,
+                        reason: format!("nesting deeper than {MAX_DEPTH} levels"),
+                    });
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
 }
 
 /// The JSON type of a raw value, for error messages.
@@ -327,6 +378,33 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("`model` must be a string, found a number"));
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_where_it_goes_too_deep() {
+        let deep = format!(r#"{{"messages":[{}{}]}}"#, "[".repeat(200), "]".repeat(200));
+        match parse(&deep).unwrap_err() {
+            GatewayError::BadJson {
+                line,
+                column,
+                reason,
+            } => {
+                // `{` and `"messages":[` are levels 1 and 2; level 129 is the 127th bracket after them.
+                assert_eq!((line, column), (1, 13 + MAX_DEPTH - 1));
+                assert!(reason.contains("128 levels"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let fine = format!(
+            r#"{{"messages":[{}{}],"s":"{}"}}"#,
+            "[".repeat(100),
+            "]".repeat(100),
+            "[\\\"[".repeat(100)
+        );
+        assert!(
+            parse(&fine).is_ok(),
+            "brackets in strings and escaped quotes do not count"
+        );
     }
 
     #[test]

@@ -89,7 +89,7 @@ fn observe_event(facts: &mut StreamFacts, data: &[u8]) {
         model: Option<String>,
         provider: Option<String>,
         #[serde(default)]
-        error: Option<serde::de::IgnoredAny>,
+        error: Option<Box<serde_json::value::RawValue>>,
     }
     let Ok(head) = serde_json::from_slice::<Head>(data) else {
         return;
@@ -100,7 +100,8 @@ fn observe_event(facts: &mut StreamFacts, data: &[u8]) {
         facts.model = head.model;
         facts.provider = head.provider;
     }
-    if head.error.is_some() {
+    // OpenRouter's in-band error is an object; anything else is not one.
+    if head.error.is_some_and(|e| e.get().starts_with('{')) {
         facts.saw_error = true;
     }
 }

@@ -143,3 +143,100 @@ async fn other_statuses_and_broken_streams_are_never_retried() {
     let _ = response.bytes().await;
     assert_eq!(mock.request_count(), 4);
 }
+
+#[tokio::test]
+async fn an_upstream_that_accepts_and_never_answers_gives_504() {
+    // A black hole: connections are accepted and held, nothing is ever read or written.
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = hole.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut kept = Vec::new();
+        while let Ok((socket, _)) = hole.accept().await {
+            kept.push(socket);
+        }
+    });
+    let mock = MockOpenRouter::start().await;
+    let mut config = config_for(&mock);
+    config.upstream.base_url = format!("http://127.0.0.1:{port}/api/v1");
+    config.upstream.first_byte_timeout = "300ms".parse().unwrap();
+    let gw = TestGateway::start(config).await;
+    let (code, _) = error_of(
+        http()
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(ALICE_KEY)
+            .body(chat_body(MODEL))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code, 504);
+    held.abort();
+}
+
+#[tokio::test]
+async fn headers_then_silence_on_a_json_body_is_cut_at_the_idle_timeout() {
+    let mock = MockOpenRouter::start().await;
+    let mut config = config_for(&mock);
+    config.upstream.idle_timeout = "300ms".parse().unwrap();
+    let gw = TestGateway::start(config).await;
+    let started = Instant::now();
+    let response = http()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(ALICE_KEY)
+        .header("x-mock", "headers-stall")
+        .body(chat_body(MODEL))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "the headers had already come");
+    assert!(
+        response.bytes().await.is_err(),
+        "the body is visibly broken, not passed off as complete"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn garbage_sse_passes_unchanged_and_still_ends_with_an_error_event() {
+    let mock = MockOpenRouter::start().await;
+    let gw = TestGateway::start(config_for(&mock)).await;
+    let response = http()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(ALICE_KEY)
+        .header("x-mock", "stream-garbage")
+        .body(chat_body(MODEL))
+        .send()
+        .await
+        .unwrap();
+    let id = response.headers()["x-generation-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let received = response.bytes().await.unwrap();
+    let sent = mock.sent_stream(&id);
+    assert!(
+        received.starts_with(&sent),
+        "the upstream's bytes, unchanged"
+    );
+    let tail = String::from_utf8_lossy(&received[sent.len()..]).into_owned();
+    assert!(
+        tail.starts_with("\n\ndata: {"),
+        "a fresh event after the unterminated line: {tail:?}"
+    );
+    let event: serde_json::Value =
+        serde_json::from_str(tail.trim().strip_prefix("data: ").unwrap()).unwrap();
+    assert_eq!(event["choices"][0]["finish_reason"], "error");
+    // The gateway is unharmed.
+    assert_eq!(
+        http()
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(ALICE_KEY)
+            .body(chat_body(MODEL))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}

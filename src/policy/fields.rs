@@ -12,8 +12,13 @@ pub(crate) fn read(req: &ChatRequest<'_>, key: &str) -> Result<Option<Value>, Ga
     let Some(raw) = req.get(key) else {
         return Ok(None);
     };
-    let value: Value = serde_json::from_str(raw.get())
-        .map_err(|e| GatewayError::Internal(format!("cannot re-read `{key}`: {e}")))?;
+    // Valid JSON can still fail here (a number out of range, nesting too deep): the client's
+    // doing, so a 400 that names the field.
+    let value: Value = serde_json::from_str(raw.get()).map_err(|e| {
+        let reason = e.to_string();
+        let reason = reason.split(" at line ").next().unwrap_or(&reason);
+        GatewayError::BadRequest(format!("`{key}` cannot be read: {reason}"))
+    })?;
     Ok((!value.is_null()).then_some(value))
 }
 

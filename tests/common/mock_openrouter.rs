@@ -16,7 +16,9 @@
 //! - `fail-then-ok`: 503 for the first `x-mock-fail-times` requests, then the normal answer;
 //! - `hang`: never answers;
 //! - `error-200`: HTTP 200 carrying an error body;
-//! - `json-cut`: a 200 JSON body announced longer than it is, cut short.
+//! - `json-cut`: a 200 JSON body announced longer than it is, cut short;
+//! - `headers-stall`: 200 JSON headers, then nothing;
+//! - `stream-garbage`: an event stream of non-JSON and malformed events, ending without `[DONE]`.
 
 #![allow(dead_code, unreachable_pub, unused_assignments)]
 
@@ -313,6 +315,26 @@ async fn handle(State(state): State<MockState>, request: Request) -> Response {
                 .header("content-length", full.len())
                 .body(Body::from_stream(body))
                 .unwrap()
+        }
+        "headers-stall" => {
+            let body = stream::once(async {
+                std::future::pending::<()>().await;
+                Ok::<Bytes, std::io::Error>(Bytes::new())
+            });
+            Response::builder()
+                .header("content-type", "application/json")
+                .body(Body::from_stream(body))
+                .unwrap()
+        }
+        "stream-garbage" => {
+            let events = vec![
+                "data: {not json at all\n\n".to_owned(),
+                "data: \u{0}\u{1}\u{2}binary\n\n".to_owned(),
+                "event: weird\nid: 7\nretry: x\n\n".to_owned(),
+                "data: {\"usage\": \"lots\", \"error\": 5}\n\n".to_owned(),
+                "data: [DONE".to_owned(),
+            ];
+            sse(&state, &generation_id, events, delay, Ending::Clean)
         }
         s if s.starts_with("status-") => error_response(s[7..].parse().unwrap_or(500)),
         other => error_response_with(400, &format!("unknown x-mock scenario {other:?}")),

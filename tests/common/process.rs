@@ -17,7 +17,28 @@ pub struct Served {
 }
 
 impl Served {
+    /// Like [`Served::start`] for pretty (non-JSON) logs: the address is read from the
+    /// listening line's text.
+    pub async fn start_pretty(command: &mut tokio::process::Command) -> Self {
+        let mut served = Self::spawn(command);
+        let line = served.wait_for("orgate listening").await;
+        let addr = line
+            .split("addr=")
+            .nth(1)
+            .expect("addr= in the listening line");
+        served.addr = addr.split_whitespace().next().unwrap().to_owned();
+        served
+    }
+
     pub async fn start(command: &mut tokio::process::Command) -> Self {
+        let mut served = Self::spawn(command);
+        let line = served.wait_for("orgate listening").await;
+        let json: serde_json::Value = serde_json::from_str(&line).expect("JSON logs");
+        served.addr = json["addr"].as_str().unwrap().to_owned();
+        served
+    }
+
+    fn spawn(command: &mut tokio::process::Command) -> Self {
         let mut child = command
             .stderr(Stdio::piped())
             .kill_on_drop(true)
@@ -31,16 +52,12 @@ impl Served {
                 let _ = tx.send(line);
             }
         });
-        let mut served = Self {
+        Self {
             child,
             lines,
             log: Vec::new(),
             addr: String::new(),
-        };
-        let line = served.wait_for("orgate listening").await;
-        let json: serde_json::Value = serde_json::from_str(&line).expect("JSON logs");
-        served.addr = json["addr"].as_str().unwrap().to_owned();
-        served
+        }
     }
 
     /// Waits up to 10 s for a log line containing `needle`.

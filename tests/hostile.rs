@@ -1,0 +1,343 @@
+//! Hostile input: every bad request gets a clear answer, nothing odd reaches the upstream, and
+//! the gateway keeps serving.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Sends raw bytes, reads until the server closes (or 5 s pass); returns what came back.
+async fn raw(addr: SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response)).await;
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+fn status_of(response: &str) -> u16 {
+    response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn chat_error(gw: &TestGateway, body: Vec<u8>) -> (u16, String) {
+    let response = http()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(ALICE_KEY)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    error_of(response).await
+}
+
+#[tokio::test]
+async fn malformed_bodies_get_400_with_what_and_where() {
+    let mock = MockOpenRouter::start().await;
+    let gw = TestGateway::start(config_for(&mock)).await;
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (
+            br#"{"model":"x","messages":[]}trailing"#.to_vec(),
+            "line 1, column 28: trailing characters",
+        ),
+        (
+            b"{\"model\":\"x,\n\"messages\":[]}".to_vec(),
+            "line 1, column 12: control character",
+        ),
+        (
+            b"{\"model\":\"x\",\n \"messages\":[}".to_vec(),
+            "line 2, column 14",
+        ),
+        (
+            br#"{"model" "x"}"#.to_vec(),
+            "line 1, column 10: expected `:`",
+        ),
+        (
+            br#"{"messages":[],"model":"\q"}"#.to_vec(),
+            "invalid escape",
+        ),
+        (br#"{"messages":[NaN]}"#.to_vec(), "expected value"),
+        (
+            b"{\"messages\":[],\"model\":\"\xff\xfe\"}".to_vec(),
+            "invalid unicode",
+        ),
+        (
+            br#"{"messages":[],"model":"a","model":"b"}"#.to_vec(),
+            "duplicate key `model`",
+        ),
+        (
+            br#"{"messages":[{"role":"user","content":"hi"}"#.to_vec(),
+            "EOF while parsing",
+        ),
+    ];
+    for (body, expected) in cases {
+        let (code, message) = chat_error(&gw, body.clone()).await;
+        assert_eq!(code, 400, "{}", String::from_utf8_lossy(&body));
+        assert!(
+            message.contains(expected),
+            "{}: {message}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    assert_eq!(mock.request_count(), 0);
+}
+
+#[tokio::test]
+async fn deep_nesting_is_refused_without_overflowing_the_stack() {
+    let mock = MockOpenRouter::start().await;
+    let gw = TestGateway::start(config_for(&mock)).await;
+    let depth = 10_000;
+    let body = format!(
+        r#"{{"model":"x","messages":[{}{}]}}"#,
+        "[".repeat(depth),
+        "]".repeat(depth)
+    );
+    let (code, message) = chat_error(&gw, body.into_bytes()).await;
+    assert_eq!(code, 400);
+    assert!(
+        message.contains("nesting deeper than 128 levels"),
+        "{message}"
+    );
+    assert_eq!(mock.request_count(), 0);
+    assert_eq!(
+        http()
+            .get(gw.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "still serving"
+    );
+}
+
+#[tokio::test]
+async fn huge_numbers_pass_through_untouched_unless_a_rule_reads_them() {
+    let mock = MockOpenRouter::start().await;
+    let mut config = config_for(&mock);
+    let gw = TestGateway::start(config.clone()).await;
+    let body =
+        r#"{"model":"x","messages":[],"temperature":1e999,"seed":123456789012345678901234567890}"#;
+    let response = http()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(ALICE_KEY)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        mock.next_request().await.body,
+        body.as_bytes(),
+        "forwarded as written"
+    );
+    // With a ceiling to enforce, a max_tokens the gateway cannot read is refused, named.
+    config.policy.max_tokens = 100;
+    let gw = TestGateway::start(config).await;
+    let (code, message) = chat_error(
+        &gw,
+        br#"{"model":"x","messages":[],"max_tokens":1e400}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(code, 400);
+    assert!(message.contains("`max_tokens`"), "{message}");
+}
+
+#[tokio::test]
+async fn a_body_that_ends_early_is_a_400_and_a_lying_length_smuggles_nothing() {
+    let mock = MockOpenRouter::start().await;
+    let gw = TestGateway::start(config_for(&mock)).await;
+    // Content-Length promises more than comes: the client gives up writing.
+    let mut stream = TcpStream::connect(gw.addr).await.unwrap();
+    let head = format!("POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {ALICE_KEY}\r\ncontent-length: 100\r\n\r\n{{\"messages\":[");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response)).await;
+    let response = String::from_utf8_lossy(&response);
+    assert!(
+        response.is_empty() || status_of(&response) == 400,
+        "{response}"
+    );
+    // Content-Length shorter than the body: the rest is not a second request that reaches upstream.
+    let smuggled = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {ALICE_KEY}\r\ncontent-length: 2\r\n\r\n{{}}GET /v1/credits HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {ALICE_KEY}\r\n\r\n"
+    );
+    let response = raw(gw.addr, smuggled.as_bytes()).await;
+    assert_eq!(status_of(&response), 400, "{response}");
+    // Only the declared body counted: `{}` lacks `messages`.
+    assert!(response.contains("`messages` is required"), "{response}");
+    // The trailing bytes parse as a request of their own on the same connection, authenticated
+    // like any other: the gateway never mixes them into the first.
+    let seen = mock.try_next_request(Duration::from_millis(300)).await;
+    if let Some(seen) = seen {
+        assert_eq!(seen.path, "/api/v1/credits");
+        assert_eq!(seen.body.len(), 0);
+    }
+}
+
+#[tokio::test]
+async fn transfer_encoding_tricks_are_refused() {
+    let mock = MockOpenRouter::start().await;
+    let gw = TestGateway::start(config_for(&mock)).await;
+    let tricks = [
+        // CL.TE: both framings at once.
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\nGET /v1/models HTTP/1.1\r\nhost: x\r\n\r\n",
+        // An encoding that is not chunked last.
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+        // Whitespace before the colon.
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ntransfer-encoding : chunked\r\n\r\n0\r\n\r\n",
+        // Two Content-Lengths that disagree.
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\ncontent-length: 30\r\n\r\n{}",
+        // A chunk size that is not hex.
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+    ];
+    for trick in tricks {
+        let response = raw(gw.addr, trick.as_bytes()).await;
+        let status = status_of(&response);
+        assert!(
+            status == 400 || status == 401 || response.is_empty(),
+            "{trick:?} -> {response}"
+        );
+    }
+    assert!(
+        mock.try_next_request(Duration::from_millis(200))
+            .await
+            .is_none(),
+        "nothing smuggled upstream"
+    );
+}
+
+#[tokio::test]
+async fn oversized_headers_get_431() {
+    let mock = MockOpenRouter::start().await;
+    let gw = TestGateway::start(config_for(&mock)).await;
+    let big = "a".repeat(100 * 1024);
+    let response = raw(
+        gw.addr,
+        format!("GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: {big}\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert_eq!(
+        status_of(&response),
+        431,
+        "{}",
+        &response[..response.len().min(200)]
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_sends_its_head_slowly_is_cut_off() {
+    let mock = MockOpenRouter::start().await;
+    let mut config = config_for(&mock);
+    config.server.header_read_timeout = "500ms".parse().unwrap();
+    let gw = TestGateway::start(config).await;
+    let mut stream = TcpStream::connect(gw.addr).await.unwrap();
+    let started = Instant::now();
+    let head = b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n";
+    let mut cut_off = false;
+    for byte in head {
+        if stream.write_all(&[*byte]).await.is_err() {
+            cut_off = true;
+            break;
+        }
+        let mut buf = [0u8; 256];
+        // The server closing (or answering 408) shows up as a read.
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(100), stream.read(&mut buf)).await
+        {
+            let text = String::from_utf8_lossy(&buf[..n]);
+            assert!(n == 0 || text.starts_with("HTTP/1.1 408"), "{text}");
+            cut_off = true;
+            break;
+        }
+    }
+    assert!(cut_off, "the slow client was never cut off");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(450) && elapsed < Duration::from_secs(3),
+        "{elapsed:?}"
+    );
+    assert_eq!(
+        http()
+            .get(gw.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "others are served"
+    );
+}
+
+#[tokio::test]
+async fn absolute_form_targets_and_host_headers_cannot_redirect_upstream_traffic() {
+    let mock = MockOpenRouter::start().await;
+    let gw = TestGateway::start(config_for(&mock)).await;
+    let requests = [
+        format!("GET http://evil.example/v1/models HTTP/1.1\r\nhost: evil.example\r\nauthorization: Bearer {ALICE_KEY}\r\nconnection: close\r\n\r\n"),
+        format!("GET /v1/models HTTP/1.1\r\nhost: evil.example:443\r\nx-forwarded-host: evil.example\r\nauthorization: Bearer {ALICE_KEY}\r\nconnection: close\r\n\r\n"),
+    ];
+    for request in requests {
+        let response = raw(gw.addr, request.as_bytes()).await;
+        assert_eq!(status_of(&response), 200, "{response}");
+        let seen = mock.next_request().await;
+        assert_eq!(seen.path, "/api/v1/models");
+        assert_eq!(
+            seen.header("host"),
+            Some(mock.addr.to_string().as_str()),
+            "the configured upstream, whatever the client said"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_route_with_every_method_answers_in_the_error_shape() {
+    let mock = MockOpenRouter::start().await;
+    let gw = TestGateway::start(config_for(&mock)).await;
+    let methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"];
+    let routes = [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/v1/chat/completions",
+        "/api/v1/chat/completions",
+        "/v1/models",
+        "/api/v1/key",
+        "/nope",
+        "/",
+    ];
+    for route in routes {
+        for method in methods {
+            let response = http()
+                .request(method.parse().unwrap(), gw.url(route))
+                .bearer_auth(ALICE_KEY)
+                .body(chat_body(MODEL))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let expected = match (route, method) {
+                ("/healthz" | "/readyz" | "/metrics", "GET" | "HEAD") => 200,
+                ("/healthz" | "/readyz" | "/metrics", _) => 405,
+                ("/v1/chat/completions" | "/api/v1/chat/completions", "POST") => 200,
+                ("/v1/chat/completions" | "/api/v1/chat/completions", _) => 405,
+                ("/v1/models" | "/api/v1/key", _) => 200, // forwarded: the upstream decides
+                _ => 404,
+            };
+            assert_eq!(status, expected, "{method} {route}");
+            if status >= 400 && method != "HEAD" {
+                let (code, message) = error_of(response).await;
+                assert_eq!(code, status);
+                assert!(!message.is_empty());
+            }
+        }
+    }
+}
