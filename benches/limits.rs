@@ -47,17 +47,17 @@ fn single_thread(c: &mut Criterion) {
 
     let limits = Limits::build(&config());
     group.bench_function("admit+drop", |b| {
-        b.iter(|| drop(limits.check("key-7")));
+        b.iter(|| drop(limits.check("key-7").ready().unwrap()));
     });
     group.bench_function("admit+headers+drop", |b| {
         let mut headers = HeaderMap::new();
         b.iter(|| {
-            if let Ok(admission) = limits.check("key-7") {
+            if let Ok(admission) = limits.check("key-7").ready().unwrap() {
                 admission.headers.write_to(&mut headers);
             }
         });
     });
-    if let Ok(admission) = limits.check("key-7") {
+    if let Ok(admission) = limits.check("key-7").ready().unwrap() {
         let mut headers = HeaderMap::new();
         group.bench_function("headers-only", |b| {
             b.iter(|| admission.headers.write_to(&mut headers));
@@ -70,9 +70,9 @@ fn single_thread(c: &mut Criterion) {
     }
     group.bench_function("admit+debit+drop", |b| {
         b.iter(|| {
-            if let Ok(admission) = limits.check("key-7") {
-                if let Some(tokens) = &admission.tokens {
-                    tokens.debit(100);
+            if let Ok(admission) = limits.check("key-7").ready().unwrap() {
+                if let Some(tokens) = &admission.account {
+                    tokens.charge(100, 0.0);
                 }
             }
         });
@@ -87,7 +87,7 @@ fn single_thread(c: &mut Criterion) {
         ..Config::default()
     });
     group.bench_function("unlimited", |b| {
-        b.iter(|| drop(unlimited.check("anonymous")));
+        b.iter(|| drop(unlimited.check("anonymous").ready().unwrap()));
     });
 
     // A key whose burst is spent: every check is a refusal (message and headers built).
@@ -99,9 +99,9 @@ fn single_thread(c: &mut Criterion) {
         },
         ..Config::default()
     });
-    drop(refusing.check("anonymous"));
+    drop(refusing.check("anonymous").ready().unwrap());
     group.bench_function("refuse", |b| {
-        b.iter(|| drop(refusing.check("anonymous")));
+        b.iter(|| drop(refusing.check("anonymous").ready().unwrap()));
     });
     group.finish();
 }
@@ -125,7 +125,7 @@ fn on_threads(
             };
             s.spawn(move || {
                 for _ in 0..per_thread {
-                    drop(limits.check(id));
+                    drop(limits.check(id).ready().unwrap());
                 }
             });
         }
@@ -156,7 +156,7 @@ fn on_tasks(
                 });
                 tokio::spawn(async move {
                     for i in 0..per_task {
-                        let admission = limits.check(&id);
+                        let admission = limits.check(&id).ready().unwrap();
                         if i % 16 == 0 {
                             tokio::task::yield_now().await;
                         }

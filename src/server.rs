@@ -65,11 +65,14 @@ pub async fn serve_with_reloads(
     let state = AppState::new(snapshot);
     let snapshot = state.snapshot();
     state.metrics().learn_models(snapshot.configured_models());
+    let keeps_state = !snapshot.config.limits.state_dir.is_empty();
     tokio::spawn(crate::models::learn_upstream_models(
         snapshot,
         state.metrics().clone(),
     ));
     let app = router(state.clone());
+    let persisting =
+        keeps_state.then(|| tokio::spawn(persist_every(state.clone(), Duration::from_secs(2))));
 
     let mut http = auto::Builder::new(TokioExecutor::new());
     http.http1()
@@ -119,7 +122,31 @@ pub async fn serve_with_reloads(
         () = connections.shutdown() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(grace) => tracing::warn!("shutdown grace elapsed; closing the remaining connections"),
     }
+    if let Some(task) = persisting {
+        task.abort();
+        persist(&state).await;
+    }
     Ok(())
+}
+
+/// Saves what must survive a restart (spend) every `period`.
+async fn persist_every(state: AppState, period: Duration) {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        persist(&state).await;
+    }
+}
+
+async fn persist(state: &AppState) {
+    let snapshot = state.snapshot();
+    let saved = tokio::task::spawn_blocking(move || snapshot.limits.persist()).await;
+    match saved {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "cannot save the spend state"),
+        Err(e) => tracing::error!(error = %e, "the spend state task failed"),
+    }
 }
 
 /// Swaps in a reloaded config, or refuses it and keeps the running one.

@@ -19,7 +19,7 @@ use http_body::{Body, Frame, SizeHint};
 use serde::Deserialize;
 use tokio::time::{Instant, Sleep};
 
-use crate::limits::TokenAccount;
+use crate::limits::UsageAccount;
 use crate::metrics::{GaugeGuard, Metrics, TokenCounts};
 use crate::policy::Applied;
 use crate::proxy::Settlement;
@@ -126,8 +126,8 @@ pub struct ResponseObserver {
 /// Accounting for a chat response.
 #[derive(Debug)]
 pub struct Billing {
-    /// Debited with the tokens the response reports (present where a token limit applies).
-    pub tokens: Option<TokenAccount>,
+    /// Charged with the tokens and cost the response reports (where a limit or budget applies).
+    pub account: Option<UsageAccount>,
     pub snapshot: Arc<Snapshot>,
     pub upstream_auth: http::HeaderValue,
     /// From `X-Generation-Id`, for the lookup when the body never says.
@@ -204,8 +204,8 @@ impl ResponseObserver {
         };
         let model = model.or(self.requested_model.as_deref());
         self.metrics.usage(&self.key, model, &counts);
-        if let Some(tokens) = self.billing.as_ref().and_then(|b| b.tokens.as_ref()) {
-            tokens.debit(usage.tokens());
+        if let Some(account) = self.billing.as_ref().and_then(|b| b.account.as_ref()) {
+            account.charge(usage.tokens(), usage.cost.unwrap_or(0.0));
         }
     }
 
@@ -227,7 +227,7 @@ impl ResponseObserver {
             model: facts
                 .and_then(|f| f.model.clone())
                 .or_else(|| self.requested_model.clone()),
-            tokens: billing.tokens,
+            account: billing.account,
             generation_id: facts
                 .and_then(|f| f.generation_id.clone())
                 .or(billing.generation_id),

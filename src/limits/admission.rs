@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::headers::RateLimitHeaders;
-use super::tokens::TokenAccount;
+use super::tokens::UsageAccount;
 use crate::error::{retry_after_secs, GatewayError};
 
 /// A request that may go on. Keep `permit` alive until the response body ends; write `headers`
@@ -19,8 +19,8 @@ use crate::error::{retry_after_secs, GatewayError};
 pub struct Admission {
     pub permit: Permit,
     pub headers: RateLimitHeaders,
-    /// The key's token budget, when it has a token limit.
-    pub tokens: Option<TokenAccount>,
+    /// Where the response's usage is charged, when the key has a token limit or a budget.
+    pub account: Option<UsageAccount>,
 }
 
 /// A request's concurrency slot; dropping it releases the slot. Its fields are only held for
@@ -77,6 +77,7 @@ pub enum LimitKind {
     Requests,
     Concurrency,
     Tokens,
+    Budget,
     Global,
 }
 
@@ -86,6 +87,7 @@ impl LimitKind {
             Self::Requests => "requests",
             Self::Concurrency => "concurrency",
             Self::Tokens => "tokens",
+            Self::Budget => "budget",
             Self::Global => "global",
         }
     }
@@ -155,6 +157,25 @@ impl Refusal {
                 "token limit exceeded for key {key_id:?}: {per_minute} tokens per minute; \
                  retry in {}s",
                 retry_after_secs(wait)
+            ),
+            headers,
+        }
+    }
+
+    /// A spend budget is used up until its UTC period rolls over.
+    pub fn budget(
+        key_id: &str,
+        period: &str,
+        budget_usd: f64,
+        retry_after: Duration,
+        headers: RateLimitHeaders,
+    ) -> Self {
+        let renews = humantime::format_duration(Duration::from_secs(retry_after_secs(retry_after)));
+        Self {
+            limit: LimitKind::Budget,
+            retry_after,
+            message: format!(
+                "spend budget exhausted for key {key_id:?}: ${budget_usd} per {period} (UTC); renews in {renews}"
             ),
             headers,
         }

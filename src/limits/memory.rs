@@ -5,7 +5,7 @@
 //! # Order and all-or-nothing
 //! The limits are evaluated cheapest-to-undo first, so that a refused request takes as little
 //! as possible from the limits it passed:
-//! 1. tokens: only looks (is there room for a token?), takes nothing;
+//! 1. spend budgets and tokens: only look (budget left? room for a token?), take nothing;
 //! 2. concurrency: takes a slot, which is given back if a later limit refuses;
 //! 3. the key's request rate: takes a cell, which governor cannot give back;
 //! 4. the global request rate: takes a cell likewise.
@@ -19,17 +19,21 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use governor::clock::{Clock, DefaultClock};
 
 use super::admission::{Admission, Permit, Refusal};
-use super::backend::LimitBackend;
+use super::backend::{CheckFuture, LimitBackend};
 use super::concurrency::InFlight;
 use super::headers::RateLimitHeaders;
 use super::rate::{Period, RequestRate};
 use super::settings::KeyLimits;
-use super::tokens::{TokenAccount, TokenBucket};
+use super::spend::Spending;
+use super::store;
+use super::tokens::{ChargeUsage, TokenBucket, UsageAccount};
 use crate::config::Config;
 
 /// The clocks the backend runs on: governor's (quanta) in the gateway, a fake one in tests.
@@ -44,6 +48,8 @@ pub struct MemoryBackend<C: LimitClock = DefaultClock> {
     anonymous: KeyState<C>,
     global: Option<Arc<RequestRate<C>>>,
     clock: C,
+    /// `limits.state_dir`'s spend file, when spending must survive restarts.
+    state_file: Option<PathBuf>,
 }
 
 /// One key's limiters; `None` where its limit is 0 (unlimited). Each part is shared (`Arc`) so
@@ -53,6 +59,29 @@ struct KeyState<C: LimitClock> {
     rate: Option<Arc<RequestRate<C>>>,
     in_flight: Option<InFlight>,
     tokens: Option<Arc<TokenBucket<C>>>,
+    /// Spend budgets in USD (0 = none) and what was spent; the spending is kept across
+    /// reloads and, with `state_dir`, restarts, whatever the budgets become.
+    usd_per_day: f64,
+    usd_per_month: f64,
+    spending: Arc<Spending>,
+}
+
+/// Where one key's usage is charged: its token bucket and its spending.
+#[derive(Debug)]
+struct Account<C: Clock> {
+    tokens: Option<Arc<TokenBucket<C>>>,
+    spending: Option<Arc<Spending>>,
+}
+
+impl<C: LimitClock> ChargeUsage for Account<C> {
+    fn charge(&self, tokens: u64, cost_usd: f64) {
+        if let Some(bucket) = &self.tokens {
+            bucket.debit(tokens);
+        }
+        if let Some(spending) = &self.spending {
+            spending.charge(cost_usd, SystemTime::now());
+        }
+    }
 }
 
 impl MemoryBackend<DefaultClock> {
@@ -68,6 +97,20 @@ impl<C: LimitClock> MemoryBackend<C> {
 
     /// Builds the limiters for `config`, taking over those of `previous` whose values match.
     fn build(config: &Config, clock: C, previous: Option<&Self>) -> Self {
+        let state_file = store::state_file(&config.limits.state_dir);
+        // Spending from the last run, for keys this run has not seen yet.
+        let saved = match (&state_file, previous) {
+            (Some(path), None) => store::load(path),
+            _ => HashMap::new(),
+        };
+        let spending_for = |id: &str, before: Option<&KeyState<C>>| match before {
+            Some(before) => Arc::clone(&before.spending),
+            None => Arc::new(
+                saved
+                    .get(id)
+                    .map_or_else(Spending::default, store::SavedSpending::restore),
+            ),
+        };
         let keys = config
             .auth
             .keys
@@ -75,14 +118,17 @@ impl<C: LimitClock> MemoryBackend<C> {
             .map(|key| {
                 let limits = KeyLimits::for_key(key, &config.limits);
                 let before = previous.and_then(|p| p.keys.get(key.id.as_str()));
-                let state = KeyState::new(limits, &clock, before);
+                let spending = spending_for(&key.id, before);
+                let state = KeyState::new(limits, &clock, before, spending);
                 (Box::from(key.id.as_str()), state)
             })
             .collect();
+        let before = previous.map(|p| &p.anonymous);
         let anonymous = KeyState::new(
             KeyLimits::defaults(&config.limits),
             &clock,
-            previous.map(|p| &p.anonymous),
+            before,
+            spending_for(crate::auth::ANONYMOUS, before),
         );
         let per_second = config.limits.global_requests_per_second;
         let global = match previous.and_then(|p| p.global.as_ref()) {
@@ -96,12 +142,13 @@ impl<C: LimitClock> MemoryBackend<C> {
             anonymous,
             global,
             clock,
+            state_file,
         }
     }
 }
 
 impl<C: LimitClock> KeyState<C> {
-    fn new(limits: KeyLimits, clock: &C, before: Option<&Self>) -> Self {
+    fn new(limits: KeyLimits, clock: &C, before: Option<&Self>, spending: Arc<Spending>) -> Self {
         let before_rate = before.and_then(|b| b.rate.as_ref());
         let rate = match before_rate {
             Some(rate) if rate.settings() == limits.rate() => Some(Arc::clone(rate)),
@@ -127,14 +174,57 @@ impl<C: LimitClock> KeyState<C> {
             rate,
             in_flight,
             tokens,
+            usd_per_day: limits.usd_per_day,
+            usd_per_month: limits.usd_per_month,
+            spending,
         }
     }
 }
 
 impl<C: LimitClock> LimitBackend for MemoryBackend<C> {
-    fn check(&self, key_id: &str) -> Result<Admission, Refusal> {
+    fn check<'a>(&'a self, key_id: &'a str) -> CheckFuture<'a> {
+        CheckFuture::Ready(Some(self.check_now(key_id)))
+    }
+
+    fn carry_over(&self, config: &Config) -> Arc<dyn LimitBackend> {
+        Arc::new(Self::build(config, self.clock.clone(), Some(self)))
+    }
+
+    fn persist(&self) -> std::io::Result<()> {
+        let Some(path) = &self.state_file else {
+            return Ok(());
+        };
+        let keys = self
+            .keys
+            .iter()
+            .map(|(id, state)| (id.as_ref(), state.spending.as_ref()));
+        store::save(
+            path,
+            keys.chain([(crate::auth::ANONYMOUS, self.anonymous.spending.as_ref())]),
+        )
+    }
+}
+
+impl<C: LimitClock> MemoryBackend<C> {
+    /// The check itself: every limit is in memory, so the answer is immediate.
+    pub fn check_now(&self, key_id: &str) -> Result<Admission, Refusal> {
         let key = self.keys.get(key_id).unwrap_or(&self.anonymous);
         let mut headers = RateLimitHeaders::default();
+
+        if key.usd_per_day > 0.0 || key.usd_per_month > 0.0 {
+            if let Err(spent) =
+                key.spending
+                    .check(key.usd_per_day, key.usd_per_month, SystemTime::now())
+            {
+                return Err(Refusal::budget(
+                    key_id,
+                    spent.period.as_str(),
+                    spent.budget_usd,
+                    spent.retry_after,
+                    headers,
+                ));
+            }
+        }
 
         if let Some(bucket) = &key.tokens {
             match bucket.room() {
@@ -182,17 +272,18 @@ impl<C: LimitClock> LimitBackend for MemoryBackend<C> {
             }
         }
 
+        let has_budget = key.usd_per_day > 0.0 || key.usd_per_month > 0.0;
+        let account =
+            (key.tokens.is_some() || has_budget || self.state_file.is_some()).then(|| {
+                UsageAccount::new(Arc::new(Account {
+                    tokens: key.tokens.clone(),
+                    spending: Some(Arc::clone(&key.spending)),
+                }))
+            });
         Ok(Admission {
             permit,
             headers,
-            tokens: key
-                .tokens
-                .as_ref()
-                .map(|bucket| TokenAccount::new(Arc::clone(bucket) as _)),
+            account,
         })
-    }
-
-    fn carry_over(&self, config: &Config) -> Arc<dyn LimitBackend> {
-        Arc::new(Self::build(config, self.clock.clone(), Some(self)))
     }
 }

@@ -28,8 +28,8 @@ pub async fn enforce(
     let Admission {
         permit,
         headers,
-        tokens,
-    } = match snapshot.limits.check(&client.id) {
+        account,
+    } = match snapshot.limits.check(&client.id).await {
         Ok(admission) => admission,
         Err(refusal) => {
             metrics.ratelimited(&client.id, refusal.limit.as_str());
@@ -40,8 +40,8 @@ pub async fn enforce(
     if let Some(facts) = request.extensions().get::<Arc<RequestFacts>>() {
         facts.hold_permit(permit);
     }
-    if let Some(tokens) = tokens {
-        request.extensions_mut().insert(tokens);
+    if let Some(account) = account {
+        request.extensions_mut().insert(account);
     }
     let mut response = next.run(request).await;
     headers.write_to(response.headers_mut());

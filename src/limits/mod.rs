@@ -4,7 +4,7 @@
 //! (or `anonymous`). A [`Refusal`] becomes the 429 (`GatewayError::from`, or `into_response`
 //! for the headers too). An [`Admission`] holds the request's concurrency [`Permit`] (keep it
 //! until the response body ends: dropping it releases the slot), the [`RateLimitHeaders`] for
-//! the response, and a [`TokenAccount`] to debit the tokens the response reports
+//! the response, and a [`UsageAccount`] to debit the tokens the response reports
 //! ([`crate::usage::Usage`], or an estimate when a stream ends without usage).
 //!
 //! # Layout
@@ -25,6 +25,8 @@ mod memory;
 mod middleware;
 mod rate;
 mod settings;
+mod spend;
+mod store;
 mod tokens;
 
 use std::sync::Arc;
@@ -33,12 +35,13 @@ use crate::config::{Config, LimitsBackend};
 
 pub use crate::auth::ANONYMOUS;
 pub use admission::{Admission, LimitKind, Permit, Refusal};
-pub use backend::LimitBackend;
+pub use backend::{CheckFuture, LimitBackend};
 pub use headers::{format_reset, LimitStatus, RateLimitHeaders};
 pub use memory::{LimitClock, MemoryBackend};
 pub use middleware::enforce;
 pub use settings::KeyLimits;
-pub use tokens::{DebitTokens, TokenAccount};
+pub use spend::Period as BudgetPeriod;
+pub use tokens::{ChargeUsage, UsageAccount};
 
 /// The limits of every key, behind the backend that keeps their counters. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -62,9 +65,15 @@ impl Limits {
         Limits { backend }
     }
 
-    /// Admits one request of `key_id` or refuses it. Never waits, takes no lock.
-    pub fn check(&self, key_id: &str) -> Result<Admission, Refusal> {
+    /// Admits one request of `key_id` or refuses it. In memory it answers at once and takes
+    /// no lock; a shared backend makes one round trip.
+    pub fn check<'a>(&'a self, key_id: &'a str) -> CheckFuture<'a> {
         self.backend.check(key_id)
+    }
+
+    /// Saves what must survive a restart (the memory backend's spend, with `state_dir`).
+    pub fn persist(&self) -> std::io::Result<()> {
+        self.backend.persist()
     }
 
     /// The limits for a reloaded `new_config`. Every limit of a key id whose values did not

@@ -3,13 +3,16 @@
 use crate::config::{KeyConfig, LimitsConfig};
 
 /// The effective limits of one key id (or of `anonymous`). `0` means unlimited, as in the config.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct KeyLimits {
     pub requests_per_minute: u64,
     /// Requests that may arrive back to back after a quiet spell; only meaningful with a rate.
     pub burst: u64,
     pub max_concurrent: u64,
     pub tokens_per_minute: u64,
+    /// Spend budgets in USD per UTC day and month; 0 = none.
+    pub usd_per_day: f64,
+    pub usd_per_month: f64,
 }
 
 impl KeyLimits {
@@ -20,6 +23,8 @@ impl KeyLimits {
             burst: limits.burst,
             max_concurrent: limits.max_concurrent,
             tokens_per_minute: limits.tokens_per_minute,
+            usd_per_day: limits.usd_per_day,
+            usd_per_month: limits.usd_per_month,
         }
     }
 
@@ -33,12 +38,19 @@ impl KeyLimits {
             burst: key.burst.unwrap_or(defaults.burst),
             max_concurrent: key.max_concurrent.unwrap_or(defaults.max_concurrent),
             tokens_per_minute: key.tokens_per_minute.unwrap_or(defaults.tokens_per_minute),
+            usd_per_day: key.usd_per_day.unwrap_or(defaults.usd_per_day),
+            usd_per_month: key.usd_per_month.unwrap_or(defaults.usd_per_month),
         }
     }
 
     /// The part that decides the request-rate limiter; reload keeps the limiter when it is equal.
     pub(crate) fn rate(&self) -> (u64, u64) {
         (self.requests_per_minute, self.burst)
+    }
+
+    /// Whether any spend budget applies.
+    pub fn has_budget(&self) -> bool {
+        self.usd_per_day > 0.0 || self.usd_per_month > 0.0
     }
 }
 
@@ -65,6 +77,8 @@ mod tests {
         assert_eq!(
             got,
             KeyLimits {
+                usd_per_day: 0.0,
+                usd_per_month: 0.0,
                 requests_per_minute: 600,
                 burst: 5,
                 max_concurrent: 64,

@@ -57,28 +57,28 @@ fn keys_get_their_own_limits_and_the_rest_get_anonymous() {
     };
     let (limits, _clock) = limits_on(&config(limits, vec![alice, key("bob")]));
 
-    assert!((0..3).all(|_| limits.check("alice").is_ok()));
+    assert!((0..3).all(|_| limits.check("alice").ready().unwrap().is_ok()));
     assert_eq!(
-        limits.check("alice").unwrap_err().limit,
+        limits.check("alice").ready().unwrap().unwrap_err().limit,
         LimitKind::Requests
     );
     // bob has [limits]'s burst, and his own bucket.
-    assert!(limits.check("bob").is_ok());
-    assert!(limits.check("bob").is_err());
-    assert!(limits.check(ANONYMOUS).is_ok());
-    assert!(limits.check(ANONYMOUS).is_err());
+    assert!(limits.check("bob").ready().unwrap().is_ok());
+    assert!(limits.check("bob").ready().unwrap().is_err());
+    assert!(limits.check(ANONYMOUS).ready().unwrap().is_ok());
+    assert!(limits.check(ANONYMOUS).ready().unwrap().is_err());
     // An id that is not configured is counted as anonymous.
-    assert!(limits.check("mallory").is_err());
+    assert!(limits.check("mallory").ready().unwrap().is_err());
 }
 
 #[test]
 fn unlimited_takes_nothing_and_says_nothing() {
     let (limits, _clock) = limits_on(&config(unlimited(), vec![key("alice")]));
     for _ in 0..1000 {
-        let admission = limits.check("alice").unwrap();
+        let admission = limits.check("alice").ready().unwrap().unwrap();
         assert!(!admission.permit.holds_slot());
         assert!(admission.headers.is_empty());
-        assert!(admission.tokens.is_none());
+        assert!(admission.account.is_none());
     }
 }
 
@@ -90,11 +90,13 @@ fn the_rate_refusal_reads_as_documented() {
         ..unlimited()
     };
     let (limits, clock) = limits_on(&config(limits, vec![key("alice")]));
-    let admissions: Vec<_> = (0..3).map(|_| limits.check("alice").unwrap()).collect();
+    let admissions: Vec<_> = (0..3)
+        .map(|_| limits.check("alice").ready().unwrap().unwrap())
+        .collect();
     let last = admissions[2].headers.requests.unwrap();
     assert_eq!((last.limit, last.remaining), (3, 0));
 
-    let refusal = limits.check("alice").unwrap_err();
+    let refusal = limits.check("alice").ready().unwrap().unwrap_err();
     assert_eq!(refusal.retry_after, Duration::from_secs(20));
     assert_eq!(
         refusal.message,
@@ -107,7 +109,7 @@ fn the_rate_refusal_reads_as_documented() {
     assert_eq!(headers["x-ratelimit-reset-requests"], "1m0s");
 
     clock.advance(Duration::from_secs(20));
-    assert!(limits.check("alice").is_ok());
+    assert!(limits.check("alice").ready().unwrap().is_ok());
 }
 
 #[test]
@@ -119,10 +121,10 @@ fn a_full_house_is_refused_without_using_a_rate_cell() {
         ..unlimited()
     };
     let (limits, _clock) = limits_on(&config(limits, vec![key("alice")]));
-    let first = limits.check("alice").unwrap();
+    let first = limits.check("alice").ready().unwrap().unwrap();
     assert!(first.permit.holds_slot());
 
-    let refusal = limits.check("alice").unwrap_err();
+    let refusal = limits.check("alice").ready().unwrap().unwrap_err();
     assert_eq!(refusal.limit, LimitKind::Concurrency);
     assert_eq!(refusal.retry_after, Duration::from_secs(1));
     assert_eq!(
@@ -132,7 +134,7 @@ fn a_full_house_is_refused_without_using_a_rate_cell() {
 
     // The refused request did not take the second cell of the burst.
     drop(first);
-    let second = limits.check("alice").unwrap();
+    let second = limits.check("alice").ready().unwrap().unwrap();
     assert_eq!(second.headers.requests.unwrap().remaining, 0);
 }
 
@@ -145,14 +147,14 @@ fn a_rate_refusal_gives_the_slot_back() {
         ..unlimited()
     };
     let (limits, clock) = limits_on(&config(limits, vec![key("alice")]));
-    drop(limits.check("alice").unwrap());
+    drop(limits.check("alice").ready().unwrap().unwrap());
     assert_eq!(
-        limits.check("alice").unwrap_err().limit,
+        limits.check("alice").ready().unwrap().unwrap_err().limit,
         LimitKind::Requests
     );
     clock.advance(Duration::from_secs(60));
     // Had the refused request kept its slot, this would be a concurrency refusal.
-    assert!(limits.check("alice").is_ok());
+    assert!(limits.check("alice").ready().unwrap().is_ok());
 }
 
 #[test]
@@ -165,15 +167,15 @@ fn tokens_are_debited_after_the_response_even_past_the_permit() {
         ..unlimited()
     };
     let (limits, clock) = limits_on(&config(limits, vec![key("alice")]));
-    let admission = limits.check("alice").unwrap();
+    let admission = limits.check("alice").ready().unwrap().unwrap();
     let tokens = admission.headers.tokens.unwrap();
     assert_eq!((tokens.limit, tokens.remaining), (1000, 1000));
-    let account = admission.tokens.clone().unwrap();
+    let account = admission.account.clone().unwrap();
     drop(admission);
 
     // The stream ends after the permit was released; its usage arrives now.
-    account.debit(1500);
-    let refusal = limits.check("alice").unwrap_err();
+    account.charge(1500, 0.0);
+    let refusal = limits.check("alice").ready().unwrap().unwrap_err();
     assert_eq!(refusal.limit, LimitKind::Tokens);
     assert_eq!(refusal.retry_after, Duration::from_millis(30_060));
     assert!(refusal.message.starts_with(
@@ -186,7 +188,7 @@ fn tokens_are_debited_after_the_response_even_past_the_permit() {
     assert!(refusal.headers.requests.is_none());
 
     clock.advance(Duration::from_millis(30_060));
-    let admission = limits.check("alice").unwrap();
+    let admission = limits.check("alice").ready().unwrap().unwrap();
     assert_eq!(admission.headers.tokens.unwrap().remaining, 1);
     assert_eq!(admission.headers.requests.unwrap().remaining, 4);
 }
@@ -198,9 +200,9 @@ fn the_global_rate_is_shared_by_every_key() {
         ..unlimited()
     };
     let (limits, clock) = limits_on(&config(limits, vec![key("alice"), key("bob")]));
-    assert!(limits.check("alice").is_ok());
-    assert!(limits.check("bob").is_ok());
-    let refusal = limits.check(ANONYMOUS).unwrap_err();
+    assert!(limits.check("alice").ready().unwrap().is_ok());
+    assert!(limits.check("bob").ready().unwrap().is_ok());
+    let refusal = limits.check(ANONYMOUS).ready().unwrap().unwrap_err();
     assert_eq!(refusal.limit, LimitKind::Global);
     assert_eq!(refusal.retry_after, Duration::from_millis(500));
     assert_eq!(
@@ -208,7 +210,7 @@ fn the_global_rate_is_shared_by_every_key() {
         "gateway-wide rate limit exceeded: 2 requests per second; retry in 1s"
     );
     clock.advance(Duration::from_millis(500));
-    assert!(limits.check("bob").is_ok());
+    assert!(limits.check("bob").ready().unwrap().is_ok());
 }
 
 #[test]
@@ -223,15 +225,15 @@ fn a_key_over_its_own_rate_does_not_drain_the_global_one() {
         ..key("greedy")
     };
     let (limits, clock) = limits_on(&config(limits, vec![greedy, key("alice")]));
-    assert!(limits.check("greedy").is_ok());
+    assert!(limits.check("greedy").ready().unwrap().is_ok());
     clock.advance(Duration::from_secs(1));
     for _ in 0..100 {
         assert_eq!(
-            limits.check("greedy").unwrap_err().limit,
+            limits.check("greedy").ready().unwrap().unwrap_err().limit,
             LimitKind::Requests
         );
     }
-    assert!(limits.check("alice").is_ok());
+    assert!(limits.check("alice").ready().unwrap().is_ok());
 }
 
 #[test]
@@ -246,11 +248,11 @@ fn reload_keeps_the_state_of_what_did_not_change() {
     let keys = vec![key("alice"), key("bob"), key("carol")];
     let (before, _clock) = limits_on(&config(base.clone(), keys));
 
-    let alice_slot = before.check("alice").unwrap();
-    let bob = before.check("bob").unwrap();
-    bob.tokens.clone().unwrap().debit(500);
+    let alice_slot = before.check("alice").ready().unwrap().unwrap();
+    let bob = before.check("bob").ready().unwrap().unwrap();
+    bob.account.clone().unwrap().charge(500, 0.0);
     drop(bob);
-    drop(before.check("carol").unwrap());
+    drop(before.check("carol").ready().unwrap().unwrap());
 
     // bob gets a higher rate; carol goes; dave arrives.
     let bob = KeyConfig {
@@ -261,15 +263,21 @@ fn reload_keeps_the_state_of_what_did_not_change() {
     let after = before.carry_over(&config(base, vec![key("alice"), bob, key("dave")]));
 
     // alice: unchanged, her slot and her used cell carry over.
-    let refusal = after.check("alice").unwrap_err();
+    let refusal = after.check("alice").ready().unwrap().unwrap_err();
     assert_eq!(refusal.limit, LimitKind::Concurrency);
     drop(alice_slot);
-    assert_eq!(after.check("alice").unwrap_err().limit, LimitKind::Requests);
+    assert_eq!(
+        after.check("alice").ready().unwrap().unwrap_err().limit,
+        LimitKind::Requests
+    );
     // bob: a new rate, but his token debt stays.
-    assert_eq!(after.check("bob").unwrap_err().limit, LimitKind::Tokens);
+    assert_eq!(
+        after.check("bob").ready().unwrap().unwrap_err().limit,
+        LimitKind::Tokens
+    );
     // dave is new and fresh; carol's id now counts as anonymous, whose bucket is untouched.
-    assert!(after.check("dave").is_ok());
-    assert!(after.check("carol").is_ok());
+    assert!(after.check("dave").ready().unwrap().is_ok());
+    assert!(after.check("carol").ready().unwrap().is_ok());
 }
 
 #[test]
@@ -288,7 +296,7 @@ fn in_flight_never_exceeds_the_max_under_contention() {
         for _ in 0..8 {
             s.spawn(|| {
                 for _ in 0..2000 {
-                    if let Ok(admission) = limits.check("alice") {
+                    if let Ok(admission) = limits.check("alice").ready().unwrap() {
                         let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
                         peak.fetch_max(now, Ordering::SeqCst);
                         admitted.fetch_add(1, Ordering::SeqCst);
@@ -303,9 +311,11 @@ fn in_flight_never_exceeds_the_max_under_contention() {
     assert!(peak.load(Ordering::SeqCst) <= 3);
     assert!(admitted.load(Ordering::SeqCst) > 0);
     // Every slot came back.
-    let held: Vec<_> = (0..3).map(|_| limits.check("alice").unwrap()).collect();
+    let held: Vec<_> = (0..3)
+        .map(|_| limits.check("alice").ready().unwrap().unwrap())
+        .collect();
     assert_eq!(
-        limits.check("alice").unwrap_err().limit,
+        limits.check("alice").ready().unwrap().unwrap_err().limit,
         LimitKind::Concurrency
     );
     drop(held);
@@ -314,7 +324,7 @@ fn in_flight_never_exceeds_the_max_under_contention() {
 #[test]
 fn builds_on_the_real_clock() {
     let limits = Limits::build(&Config::default());
-    let admission = limits.check(ANONYMOUS).unwrap();
+    let admission = limits.check(ANONYMOUS).ready().unwrap().unwrap();
     let requests = admission.headers.requests.unwrap();
     assert_eq!((requests.limit, requests.remaining), (60, 59));
     assert!(admission.permit.holds_slot());

@@ -17,24 +17,26 @@ use super::headers::LimitStatus;
 
 const MINUTE_NS: u64 = 60_000_000_000;
 
-/// Where a response's tokens are debited: the in-memory bucket here, a shared store later.
-pub trait DebitTokens: Send + Sync + fmt::Debug {
-    fn debit(&self, tokens: u64);
+/// Where what a response used is charged: tokens against the token limit, cost against the
+/// spend budgets. In memory here; a shared store implements the same.
+pub trait ChargeUsage: Send + Sync + fmt::Debug {
+    fn charge(&self, tokens: u64, cost_usd: f64);
 }
 
-/// A cheap, cloneable handle on one key's token budget. It does not hold a concurrency slot, so
-/// the stream code can debit whenever the usage arrives, even after the permit was released.
+/// A cheap, cloneable handle on one key's token and spend budgets. It does not hold a
+/// concurrency slot, so the stream code can charge whenever the usage arrives, even after the
+/// permit was released.
 #[derive(Debug, Clone)]
-pub struct TokenAccount(Arc<dyn DebitTokens>);
+pub struct UsageAccount(Arc<dyn ChargeUsage>);
 
-impl TokenAccount {
-    pub fn new(budget: Arc<dyn DebitTokens>) -> Self {
+impl UsageAccount {
+    pub fn new(budget: Arc<dyn ChargeUsage>) -> Self {
         Self(budget)
     }
 
-    /// Debits what a response used (`Usage::tokens`, or `estimate_tokens` without usage).
-    pub fn debit(&self, tokens: u64) {
-        self.0.debit(tokens);
+    /// Charges what a response used (`Usage::tokens` and `Usage::cost`, or an estimate).
+    pub fn charge(&self, tokens: u64, cost_usd: f64) {
+        self.0.charge(tokens, cost_usd);
     }
 }
 
@@ -126,11 +128,9 @@ impl<C: Clock> TokenBucket<C> {
     }
 }
 
-impl<C> DebitTokens for TokenBucket<C>
-where
-    C: Clock + fmt::Debug + Send + Sync,
-{
-    fn debit(&self, tokens: u64) {
+impl<C: Clock> TokenBucket<C> {
+    /// Debits what a response used; may overdraw the bucket.
+    pub(crate) fn debit(&self, tokens: u64) {
         self.take(tokens);
     }
 }
@@ -140,6 +140,16 @@ mod tests {
     use super::*;
     use governor::clock::FakeRelativeClock;
     use proptest::prelude::*;
+
+    /// An account that charges only this bucket.
+    #[derive(Debug)]
+    struct TokensOnly(Arc<TokenBucket<FakeRelativeClock>>);
+
+    impl ChargeUsage for TokensOnly {
+        fn charge(&self, tokens: u64, _: f64) {
+            self.0.debit(tokens);
+        }
+    }
 
     fn bucket(per_minute: u64) -> (Arc<TokenBucket<FakeRelativeClock>>, FakeRelativeClock) {
         let clock = FakeRelativeClock::default();
@@ -179,8 +189,8 @@ mod tests {
     #[test]
     fn the_account_debits_the_bucket() {
         let (bucket, _clock) = bucket(60);
-        let account = TokenAccount::new(bucket.clone());
-        account.clone().debit(30);
+        let account = UsageAccount::new(Arc::new(TokensOnly(bucket.clone())));
+        account.clone().charge(30, 0.0);
         assert_eq!(bucket.room().unwrap().remaining, 30);
     }
 

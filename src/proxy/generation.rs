@@ -12,7 +12,7 @@ use std::time::Duration;
 use http::{header, HeaderMap, HeaderValue, Method};
 use serde::Deserialize;
 
-use crate::limits::TokenAccount;
+use crate::limits::UsageAccount;
 use crate::metrics::{Metrics, TokenCounts};
 use crate::models::USER_AGENT;
 use crate::state::Snapshot;
@@ -34,7 +34,8 @@ pub struct Settlement {
     pub metrics: Arc<Metrics>,
     pub key: Arc<str>,
     pub model: Option<String>,
-    pub tokens: Option<TokenAccount>,
+    /// Where the usage is charged (token limit, spend budgets), if anywhere.
+    pub account: Option<UsageAccount>,
     pub generation_id: Option<String>,
     /// Tokens to debit when the lookup fails: the request's size and the events streamed.
     pub estimate: u64,
@@ -51,8 +52,9 @@ impl Settlement {
             None => (self.estimate, "estimate"),
         };
         tracing::info!(key = %self.key, generation = self.generation_id.as_deref().unwrap_or("-"), tokens, how, "settled a response that ended without usage");
-        if let Some(account) = &self.tokens {
-            account.debit(tokens);
+        if let Some(account) = &self.account {
+            // Without a generation record the cost is unknown: only tokens are estimated.
+            account.charge(tokens, counts.map_or(0.0, |c| c.cost_usd));
         }
         let counts = counts.unwrap_or(TokenCounts {
             completion: tokens,

@@ -22,7 +22,7 @@ pub use upstream::{Upstream, UpstreamResponse};
 use crate::auth::Client;
 use crate::chat_request::ChatRequest;
 use crate::error::GatewayError;
-use crate::limits::TokenAccount;
+use crate::limits::UsageAccount;
 use crate::metrics::Metrics;
 use crate::state::Snapshot;
 use crate::stream::{Billing, BodyKind, ResponseObserver, UpstreamBody};
@@ -37,7 +37,7 @@ pub async fn chat(
     request: Request,
 ) -> Result<Response, GatewayError> {
     let (parts, body) = request.into_parts();
-    let tokens = parts.extensions.get::<TokenAccount>().cloned();
+    let account = parts.extensions.get::<UsageAccount>().cloned();
     let bytes = read_body(
         body,
         &parts.headers,
@@ -59,7 +59,7 @@ pub async fn chat(
     facts.set_model(model.as_deref());
     let body = chat.to_body(&bytes);
     let billing = Billing {
-        tokens,
+        account,
         snapshot: snapshot.clone(),
         upstream_auth: client.upstream_auth.clone(),
         generation_id: None,
