@@ -94,10 +94,7 @@ pub fn check(path: Option<PathBuf>, env: &Env) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(problems) => {
-            eprintln!("orgate: the config has {} problem(s):", problems.0.len());
-            for problem in &problems.0 {
-                eprintln!("  {problem}");
-            }
+            report_problems("orgate", &problems);
             ExitCode::FAILURE
         }
     }
@@ -111,13 +108,7 @@ pub fn explain(key: &str, config: Option<PathBuf>, file: Option<PathBuf>, env: &
     let config = match config::load(&source, env) {
         Ok((config, _)) => config,
         Err(problems) => {
-            eprintln!(
-                "orgate explain: the config has {} problem(s):",
-                problems.0.len()
-            );
-            for problem in &problems.0 {
-                eprintln!("  {problem}");
-            }
+            report_problems("orgate explain", &problems);
             return ExitCode::FAILURE;
         }
     };
@@ -146,6 +137,14 @@ pub fn explain(key: &str, config: Option<PathBuf>, file: Option<PathBuf>, env: &
         println!();
     }
     ExitCode::from(explanation.exit_code)
+}
+
+/// Prints every config problem, one per line, under a heading naming the command.
+pub fn report_problems(command: &str, problems: &config::Problems) {
+    eprintln!("{command}: the config has {} problem(s):", problems.0.len());
+    for problem in &problems.0 {
+        eprintln!("  {problem}");
+    }
 }
 
 pub fn hash_key(key: Option<String>) -> ExitCode {

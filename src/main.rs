@@ -36,13 +36,7 @@ fn serve(source: ConfigSource, env: &Env) -> ExitCode {
     let config = match orgate::config::load(&source, env) {
         Ok((config, _)) => config,
         Err(problems) => {
-            eprintln!(
-                "orgate: cannot start, the config has {} problem(s):",
-                problems.0.len()
-            );
-            for problem in &problems.0 {
-                eprintln!("  {problem}");
-            }
+            cli::report_problems("orgate: cannot start", &problems);
             return ExitCode::FAILURE;
         }
     };

@@ -51,6 +51,10 @@ pub fn init(filter: Option<&str>, format: Option<&str>) -> Result<(), String> {
     result.map_err(|e| e.to_string())
 }
 
+/// The key id of requests without one, allocated once rather than per request.
+static ANONYMOUS_ID: std::sync::LazyLock<Arc<str>> =
+    std::sync::LazyLock::new(|| Arc::from(ANONYMOUS));
+
 /// What inner layers learn about a request, for its access-log line and metrics.
 #[derive(Debug)]
 pub struct RequestFacts {
@@ -170,8 +174,7 @@ struct AccessRecord {
 impl Drop for AccessRecord {
     fn drop(&mut self) {
         let _entered = self.span.enter();
-        let anonymous: Arc<str> = Arc::from(ANONYMOUS);
-        let key_id = self.facts.key_id.get().unwrap_or(&anonymous);
+        let key_id = self.facts.key_id.get().unwrap_or(&ANONYMOUS_ID);
         let model = self.facts.model.get().map(String::as_str);
         let total = self.started.elapsed();
         self.metrics

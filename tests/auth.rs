@@ -22,13 +22,7 @@ async fn requests_without_a_valid_key_get_401_and_are_not_forwarded() {
     assert_eq!(code, 401);
     assert!(message.contains("missing API key"), "{message}");
     let wrong = "sk-orgate-not-a-real-key";
-    let response = http()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(wrong)
-        .body(chat_body(MODEL))
-        .send()
-        .await
-        .unwrap();
+    let response = gw.chat(wrong).body(chat_body(MODEL)).send().await.unwrap();
     let text = response.text().await.unwrap();
     assert!(text.contains("invalid API key"), "{text}");
     assert!(!text.contains(wrong), "the presented key is not echoed");
@@ -84,9 +78,7 @@ async fn allow_anonymous_admits_requests_without_credentials_but_not_wrong_keys(
         200
     );
     assert_eq!(
-        http()
-            .post(gw.url("/v1/chat/completions"))
-            .bearer_auth("nope")
+        gw.chat("nope")
             .body(chat_body(MODEL))
             .send()
             .await
@@ -107,9 +99,7 @@ async fn a_key_can_have_its_own_upstream_key() {
         .secrets
         .insert("OPENROUTER_API_KEY_TEAM_A", "sk-or-v1-team-a");
     let gw = TestGateway::start(config).await;
-    http()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth("sk-orgate-carol")
+    gw.chat("sk-orgate-carol")
         .body(chat_body(MODEL))
         .send()
         .await
@@ -118,9 +108,7 @@ async fn a_key_can_have_its_own_upstream_key() {
         mock.next_request().await.header("authorization"),
         Some("Bearer sk-or-v1-team-a")
     );
-    http()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(ALICE_KEY)
+    gw.chat(ALICE_KEY)
         .body(chat_body(MODEL))
         .send()
         .await

@@ -5,13 +5,7 @@ mod common;
 use common::*;
 
 async fn chat(gw: &TestGateway, key: &str) -> reqwest::Response {
-    http()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(key)
-        .body(chat_body(MODEL))
-        .send()
-        .await
-        .unwrap()
+    gw.chat(key).body(chat_body(MODEL)).send().await.unwrap()
 }
 
 #[tokio::test]
@@ -68,9 +62,7 @@ async fn a_streamed_usage_event_is_charged_to_the_monthly_budget() {
     config.limits.usd_per_month = 0.0001; // one stream ($0.00006) leaves some; two spend it
     let gw = TestGateway::start(config).await;
     let stream = || {
-        http()
-            .post(gw.url("/v1/chat/completions"))
-            .bearer_auth(ALICE_KEY)
+        gw.chat(ALICE_KEY)
             .body(format!(
                 r#"{{"model":"{MODEL}","messages":[],"stream":true}}"#
             ))

@@ -20,9 +20,7 @@ async fn an_upstream_that_refuses_connections_gives_502() {
     config.upstream.retries = 2;
     let gw = TestGateway::start(config).await;
     let (code, message) = error_of(
-        http()
-            .post(gw.url("/v1/chat/completions"))
-            .bearer_auth(ALICE_KEY)
+        gw.chat(ALICE_KEY)
             .body(chat_body(MODEL))
             .send()
             .await
@@ -47,9 +45,8 @@ async fn an_upstream_that_never_answers_gives_504_after_the_first_byte_timeout()
     config.upstream.first_byte_timeout = "300ms".parse().unwrap();
     let gw = TestGateway::start(config).await;
     let started = Instant::now();
-    let response = http()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(ALICE_KEY)
+    let response = gw
+        .chat(ALICE_KEY)
         .header("x-mock", "hang")
         .body(chat_body(MODEL))
         .send()
@@ -72,9 +69,8 @@ async fn a_503_is_retried_and_the_recovery_reaches_the_client() {
     let mut config = config_for(&mock);
     config.upstream.retries = 2;
     let gw = TestGateway::start(config).await;
-    let response = http()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(ALICE_KEY)
+    let response = gw
+        .chat(ALICE_KEY)
         .header("x-mock", "fail-then-ok")
         .header("x-mock-fail-times", "2")
         .body(chat_body(MODEL))
@@ -98,9 +94,8 @@ async fn when_retries_run_out_the_upstreams_own_answer_passes() {
     let mut config = config_for(&mock);
     config.upstream.retries = 1;
     let gw = TestGateway::start(config).await;
-    let response = http()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(ALICE_KEY)
+    let response = gw
+        .chat(ALICE_KEY)
         .header("x-mock", "fail-then-ok")
         .header("x-mock-fail-times", "5")
         .body(chat_body(MODEL))
@@ -121,9 +116,7 @@ async fn other_statuses_and_broken_streams_are_never_retried() {
     config.upstream.retries = 3;
     let gw = TestGateway::start(config).await;
     for scenario in ["status-500", "status-429", "status-400"] {
-        http()
-            .post(gw.url("/v1/chat/completions"))
-            .bearer_auth(ALICE_KEY)
+        gw.chat(ALICE_KEY)
             .header("x-mock", scenario)
             .body(chat_body(MODEL))
             .send()
@@ -132,9 +125,8 @@ async fn other_statuses_and_broken_streams_are_never_retried() {
     }
     assert_eq!(mock.request_count(), 3);
     // Once the first byte has gone to the client, a broken stream is not retried.
-    let response = http()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(ALICE_KEY)
+    let response = gw
+        .chat(ALICE_KEY)
         .header("x-mock", "stream-cut")
         .body(chat_body(MODEL))
         .send()
@@ -161,9 +153,7 @@ async fn an_upstream_that_accepts_and_never_answers_gives_504() {
     config.upstream.first_byte_timeout = "300ms".parse().unwrap();
     let gw = TestGateway::start(config).await;
     let (code, _) = error_of(
-        http()
-            .post(gw.url("/v1/chat/completions"))
-            .bearer_auth(ALICE_KEY)
+        gw.chat(ALICE_KEY)
             .body(chat_body(MODEL))
             .send()
             .await
@@ -181,9 +171,8 @@ async fn headers_then_silence_on_a_json_body_is_cut_at_the_idle_timeout() {
     config.upstream.idle_timeout = "300ms".parse().unwrap();
     let gw = TestGateway::start(config).await;
     let started = Instant::now();
-    let response = http()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(ALICE_KEY)
+    let response = gw
+        .chat(ALICE_KEY)
         .header("x-mock", "headers-stall")
         .body(chat_body(MODEL))
         .send()
@@ -201,9 +190,8 @@ async fn headers_then_silence_on_a_json_body_is_cut_at_the_idle_timeout() {
 async fn garbage_sse_passes_unchanged_and_still_ends_with_an_error_event() {
     let mock = MockOpenRouter::start().await;
     let gw = TestGateway::start(config_for(&mock)).await;
-    let response = http()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(ALICE_KEY)
+    let response = gw
+        .chat(ALICE_KEY)
         .header("x-mock", "stream-garbage")
         .body(chat_body(MODEL))
         .send()
@@ -229,9 +217,7 @@ async fn garbage_sse_passes_unchanged_and_still_ends_with_an_error_event() {
     assert_eq!(event["choices"][0]["finish_reason"], "error");
     // The gateway is unharmed.
     assert_eq!(
-        http()
-            .post(gw.url("/v1/chat/completions"))
-            .bearer_auth(ALICE_KEY)
+        gw.chat(ALICE_KEY)
             .body(chat_body(MODEL))
             .send()
             .await

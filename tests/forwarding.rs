@@ -71,9 +71,7 @@ async fn the_upstream_key_replaces_the_clients_credentials() {
         assert_eq!(seen.header("x-title"), Some("Team Gateway"));
     }
     // The client's own attribution wins.
-    http()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(ALICE_KEY)
+    gw.chat(ALICE_KEY)
         .header("http-referer", "https://mine.example")
         .header("x-title", "Mine")
         .body(chat_body(MODEL))
@@ -90,9 +88,8 @@ async fn the_upstream_key_replaces_the_clients_credentials() {
 async fn a_request_id_is_made_when_the_client_sent_none() {
     let mock = MockOpenRouter::start().await;
     let gw = TestGateway::start(config_for(&mock)).await;
-    let response = http()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(ALICE_KEY)
+    let response = gw
+        .chat(ALICE_KEY)
         .body(chat_body(MODEL))
         .send()
         .await
@@ -302,13 +299,7 @@ async fn bad_chat_bodies_get_400_saying_what_and_where() {
         ),
     ];
     for (body, expected) in cases {
-        let response = http()
-            .post(gw.url("/v1/chat/completions"))
-            .bearer_auth(ALICE_KEY)
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let response = gw.chat(ALICE_KEY).body(body).send().await.unwrap();
         let (code, message) = error_of(response).await;
         assert_eq!(code, 400, "{body}");
         assert!(message.contains(expected), "{body:?}: {message}");
@@ -329,29 +320,15 @@ async fn bodies_over_max_body_get_413() {
         r#"{{"model":"x","messages":[{{"role":"user","content":"{}"}}]}}"#,
         "a".repeat(2000)
     );
-    let (code, message) = error_of(
-        http()
-            .post(gw.url("/v1/chat/completions"))
-            .bearer_auth(ALICE_KEY)
-            .body(big.clone())
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (code, message) =
+        error_of(gw.chat(ALICE_KEY).body(big.clone()).send().await.unwrap()).await;
     assert_eq!(code, 413);
     assert!(message.contains("1024 bytes"), "{message}");
     // Without Content-Length (chunked), the limit holds while reading.
     let chunks: Vec<Result<String, std::io::Error>> =
         vec![Ok(big[..600].to_owned()), Ok(big[600..].to_owned())];
     let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
-    let response = http()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(ALICE_KEY)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let response = gw.chat(ALICE_KEY).body(body).send().await.unwrap();
     assert_eq!(response.status(), 413);
     assert!(mock
         .try_next_request(Duration::from_millis(100))

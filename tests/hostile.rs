@@ -28,13 +28,7 @@ fn status_of(response: &str) -> u16 {
 }
 
 async fn chat_error(gw: &TestGateway, body: Vec<u8>) -> (u16, String) {
-    let response = http()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(ALICE_KEY)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let response = gw.chat(ALICE_KEY).body(body).send().await.unwrap();
     error_of(response).await
 }
 
@@ -125,13 +119,7 @@ async fn huge_numbers_pass_through_untouched_unless_a_rule_reads_them() {
     let gw = TestGateway::start(config.clone()).await;
     let body =
         r#"{"model":"x","messages":[],"temperature":1e999,"seed":123456789012345678901234567890}"#;
-    let response = http()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(ALICE_KEY)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let response = gw.chat(ALICE_KEY).body(body).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(
         mock.next_request().await.body,

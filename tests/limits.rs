@@ -8,23 +8,13 @@ use common::*;
 use futures_util::StreamExt;
 
 async fn chat(gw: &TestGateway, key: &str) -> reqwest::Response {
-    http()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(key)
-        .body(chat_body(MODEL))
-        .send()
-        .await
-        .unwrap()
+    gw.chat(key).body(chat_body(MODEL)).send().await.unwrap()
 }
 
 fn stream_request(gw: &TestGateway, key: &str, scenario: &str) -> reqwest::RequestBuilder {
-    http()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(key)
-        .header("x-mock", scenario)
-        .body(format!(
-            r#"{{"model":"{MODEL}","messages":[],"stream":true}}"#
-        ))
+    gw.chat(key).header("x-mock", scenario).body(format!(
+        r#"{{"model":"{MODEL}","messages":[],"stream":true}}"#
+    ))
 }
 
 /// Polls until a request of `key` is admitted (a slot or a refill frees), within 5 s.
@@ -206,9 +196,8 @@ async fn concurrency_counts_streams_until_they_end_or_the_client_leaves() {
     drop(second);
     admitted_eventually(&gw, ALICE_KEY).await;
     for _ in 0..3 {
-        let response = http()
-            .post(gw.url("/v1/chat/completions"))
-            .bearer_auth(ALICE_KEY)
+        let response = gw
+            .chat(ALICE_KEY)
             .header("x-mock", "status-500")
             .body(chat_body(MODEL))
             .send()

@@ -48,9 +48,7 @@ async fn models_learnt(gw: &TestGateway) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         let body = format!(r#"{{"model":"{MODEL}","messages":[]}}"#);
-        http()
-            .post(gw.url("/v1/chat/completions"))
-            .bearer_auth(BOB_KEY)
+        gw.chat(BOB_KEY)
             .body(body)
             .send()
             .await
@@ -87,22 +85,15 @@ async fn requests_tokens_and_cost_are_counted_by_key_and_model() {
     let before = scrape(&gw).await;
 
     // A JSON completion (usage 10 + 4, cost 0.00014) and a stream (usage 10 + 2, cost 0.00006).
-    let json = http()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(ALICE_KEY)
+    let json = gw
+        .chat(ALICE_KEY)
         .body(chat_body(MODEL))
         .send()
         .await
         .unwrap();
     json.bytes().await.unwrap();
-    let stream_body = format!(r#"{{"model":"{MODEL}","messages":[],"stream":true}}"#);
-    let stream = http()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(ALICE_KEY)
-        .body(stream_body)
-        .send()
-        .await
-        .unwrap();
+    let stream_body = stream_body();
+    let stream = gw.chat(ALICE_KEY).body(stream_body).send().await.unwrap();
     stream.bytes().await.unwrap();
 
     let after = eventually(&gw, &requests, value(&before, &requests) + 2.0).await;
@@ -126,9 +117,8 @@ async fn in_flight_requests_and_streams_rise_and_fall() {
     let gw = TestGateway::start(config_for(&mock)).await;
     let inflight = r#"orgate_inflight_requests{key="alice"}"#;
     let streams = r#"orgate_inflight_streams{key="alice"}"#;
-    let response = http()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(ALICE_KEY)
+    let response = gw
+        .chat(ALICE_KEY)
         .header("x-mock", "stream")
         .header("x-mock-chunks", "50")
         .header("x-mock-delay-ms", "20")
@@ -158,9 +148,7 @@ async fn upstream_failures_and_retries_are_counted_by_kind() {
     let kind = |k: &str| format!(r#"orgate_upstream_errors_total{{kind="{k}"}}"#);
     let before = scrape(&gw).await;
     let send = |scenario: &'static str| {
-        http()
-            .post(gw.url("/v1/chat/completions"))
-            .bearer_auth(ALICE_KEY)
+        gw.chat(ALICE_KEY)
             .header("x-mock", scenario)
             .header("x-mock-fail-times", "1")
             .body(format!(
@@ -193,9 +181,7 @@ async fn made_up_models_are_grouped_and_no_secret_is_scraped() {
     let gw = TestGateway::start(config_for(&mock)).await;
     for i in 0..5 {
         let body = format!(r#"{{"model":"attacker/model-{i}","messages":[]}}"#);
-        http()
-            .post(gw.url("/v1/chat/completions"))
-            .bearer_auth(ALICE_KEY)
+        gw.chat(ALICE_KEY)
             .body(body)
             .send()
             .await
@@ -231,9 +217,7 @@ async fn rate_limit_refusals_are_counted_by_key_and_limit() {
     config.limits.requests_per_minute = 1;
     let gw = TestGateway::start(config).await;
     for _ in 0..3 {
-        http()
-            .post(gw.url("/v1/chat/completions"))
-            .bearer_auth(ALICE_KEY)
+        gw.chat(ALICE_KEY)
             .body(chat_body(MODEL))
             .send()
             .await

@@ -30,13 +30,7 @@ async fn forwarded(
     key: &str,
     body: &Value,
 ) -> Result<Value, (u16, String)> {
-    let response = http()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(key)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
+    let response = gw.chat(key).json(body).send().await.unwrap();
     if response.status() != 200 {
         let refusal = error_of(response).await;
         assert!(
@@ -193,9 +187,7 @@ async fn an_empty_intersection_is_refused_and_nothing_is_forwarded() {
 async fn a_rewrite_keeps_the_clients_key_order() {
     let (mock, gw) = gateway_with("[policy.provider]\ndata_collection = \"deny\"\n").await;
     let body = r#"{"zeta":1,"provider":{"sort":"price"},"model":"openai/gpt-4o","messages":[{"role":"user","content":"Hi"}],"alpha":2}"#;
-    http()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(ALICE_KEY)
+    gw.chat(ALICE_KEY)
         .body(body)
         .send()
         .await
@@ -442,9 +434,7 @@ async fn policy_actions_and_provider_violations_are_counted() {
     .await
     .unwrap_err();
     let stream = json!({"model": MODEL, "messages": [], "stream": true});
-    http()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(ALICE_KEY)
+    gw.chat(ALICE_KEY)
         .json(&stream)
         .send()
         .await

@@ -9,13 +9,7 @@ use common::*;
 use futures_util::StreamExt;
 
 async fn chat(gw: &TestGateway, key: &str, model: &str) -> u16 {
-    let response = http()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(key)
-        .body(chat_body(model))
-        .send()
-        .await
-        .unwrap();
+    let response = gw.chat(key).body(chat_body(model)).send().await.unwrap();
     let status = response.status().as_u16();
     response.bytes().await.unwrap();
     status
@@ -65,9 +59,8 @@ async fn a_reload_changes_rules_and_limits_for_new_requests_only() {
         (200, 200)
     );
     assert_eq!(chat(&gw, BOB_KEY, MODEL).await, 429);
-    let stream = http()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(ALICE_KEY)
+    let stream = gw
+        .chat(ALICE_KEY)
         .header("x-mock", "stream")
         .header("x-mock-chunks", "20")
         .header("x-mock-delay-ms", "25")

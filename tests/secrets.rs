@@ -23,7 +23,7 @@ async fn exercise(addr: &str) -> Vec<String> {
         }
         request.send()
     };
-    let stream_body = format!(r#"{{"model":"{MODEL}","messages":[],"stream":true}}"#);
+    let stream_body = stream_body();
     let requests = vec![
         chat(Some(ALICE_KEY), "", chat_body(MODEL)),
         chat(Some(ALICE_KEY), "stream", stream_body.clone()),

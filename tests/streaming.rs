@@ -8,10 +8,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use futures_util::StreamExt;
 
-fn stream_body() -> String {
-    format!(r#"{{"model":"{MODEL}","messages":[{{"role":"user","content":"Hi"}}],"stream":true}}"#)
-}
-
 async fn start_stream(gw: &TestGateway, scenario: &str, delay_ms: u64) -> reqwest::Response {
     let response = http()
         .post(gw.url("/api/v1/chat/completions"))
@@ -185,9 +181,8 @@ async fn the_upstreams_own_error_event_passes_and_ends_the_stream() {
 async fn a_client_that_leaves_cancels_the_upstream_stream() {
     let mock = MockOpenRouter::start().await;
     let gw = TestGateway::start(config_for(&mock)).await;
-    let response = http()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(ALICE_KEY)
+    let response = gw
+        .chat(ALICE_KEY)
         .header("x-mock", "stream")
         .header("x-mock-chunks", "100")
         .header("x-mock-delay-ms", "50")
@@ -230,9 +225,8 @@ async fn a_broken_stream_does_not_disturb_the_others() {
         }
     });
     for scenario in ["stream-cut", "stream-no-done", "json-cut"] {
-        let response = http()
-            .post(gw.url("/v1/chat/completions"))
-            .bearer_auth(ALICE_KEY)
+        let response = gw
+            .chat(ALICE_KEY)
             .header("x-mock", scenario)
             .body(stream_body())
             .send()
@@ -250,9 +244,8 @@ async fn a_broken_stream_does_not_disturb_the_others() {
 async fn a_json_body_cut_short_is_not_passed_off_as_complete() {
     let mock = MockOpenRouter::start().await;
     let gw = TestGateway::start(config_for(&mock)).await;
-    let response = http()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(ALICE_KEY)
+    let response = gw
+        .chat(ALICE_KEY)
         .header("x-mock", "json-cut")
         .body(chat_body(MODEL))
         .send()

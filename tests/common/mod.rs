@@ -67,6 +67,13 @@ impl TestGateway {
         }
     }
 
+    /// `POST /v1/chat/completions` as `key`, ready for more headers and a body.
+    pub fn chat(&self, key: &str) -> reqwest::RequestBuilder {
+        http()
+            .post(self.url("/v1/chat/completions"))
+            .bearer_auth(key)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
@@ -108,6 +115,11 @@ pub fn http() -> reqwest::Client {
         .no_proxy()
         .build()
         .unwrap()
+}
+
+/// A streaming chat body for `MODEL`.
+pub fn stream_body() -> String {
+    format!(r#"{{"model":"{MODEL}","messages":[],"stream":true}}"#)
 }
 
 pub fn chat_body(model: &str) -> String {
