@@ -16,6 +16,10 @@ use orgate::limits::Limits;
 const KEYS: usize = 64;
 
 /// Every limit on, none of them reached in a benchmark run.
+fn metrics() -> Arc<orgate::metrics::Metrics> {
+    Arc::new(orgate::metrics::Metrics::new())
+}
+
 fn config() -> Config {
     let mut config = Config {
         limits: LimitsConfig {
@@ -45,7 +49,7 @@ fn single_thread(c: &mut Criterion) {
     let mut group = c.benchmark_group("check/single");
     group.throughput(Throughput::Elements(1));
 
-    let limits = Limits::build(&config());
+    let limits = Limits::build(&config(), &metrics()).unwrap();
     group.bench_function("admit+drop", |b| {
         b.iter(|| drop(limits.check("key-7").ready().unwrap()));
     });
@@ -78,27 +82,35 @@ fn single_thread(c: &mut Criterion) {
         });
     });
 
-    let unlimited = Limits::build(&Config {
-        limits: LimitsConfig {
-            requests_per_minute: 0,
-            max_concurrent: 0,
-            ..LimitsConfig::default()
+    let unlimited = Limits::build(
+        &Config {
+            limits: LimitsConfig {
+                requests_per_minute: 0,
+                max_concurrent: 0,
+                ..LimitsConfig::default()
+            },
+            ..Config::default()
         },
-        ..Config::default()
-    });
+        &metrics(),
+    )
+    .unwrap();
     group.bench_function("unlimited", |b| {
         b.iter(|| drop(unlimited.check("anonymous").ready().unwrap()));
     });
 
     // A key whose burst is spent: every check is a refusal (message and headers built).
-    let refusing = Limits::build(&Config {
-        limits: LimitsConfig {
-            requests_per_minute: 1,
-            burst: 1,
-            ..LimitsConfig::default()
+    let refusing = Limits::build(
+        &Config {
+            limits: LimitsConfig {
+                requests_per_minute: 1,
+                burst: 1,
+                ..LimitsConfig::default()
+            },
+            ..Config::default()
         },
-        ..Config::default()
-    });
+        &metrics(),
+    )
+    .unwrap();
     drop(refusing.check("anonymous").ready().unwrap());
     group.bench_function("refuse", |b| {
         b.iter(|| drop(refusing.check("anonymous").ready().unwrap()));
@@ -173,7 +185,7 @@ fn on_tasks(
 }
 
 fn contention(c: &mut Criterion) {
-    let limits = Limits::build(&config());
+    let limits = Limits::build(&config(), &metrics()).unwrap();
     let ids = key_ids();
     let mut group = c.benchmark_group("check/threads");
     group.throughput(Throughput::Elements(1));

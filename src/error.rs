@@ -58,6 +58,11 @@ pub enum GatewayError {
     #[error("the gateway is shutting down")]
     ShuttingDown,
 
+    /// The shared limits backend (Redis) cannot be reached and `limits.on_backend_error`
+    /// refuses rather than admit unchecked; answered with `Retry-After: 1`.
+    #[error("the limits backend is unavailable, so this request cannot be checked against its limits; retry shortly")]
+    LimitsUnavailable,
+
     #[error("internal error in the gateway")]
     Internal(String),
 }
@@ -75,7 +80,7 @@ impl GatewayError {
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ShuttingDown | Self::LimitsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -94,6 +99,7 @@ impl GatewayError {
             Self::UpstreamUnreachable(_) => "provider_unavailable",
             Self::UpstreamTimeout(_) => "timeout",
             Self::ShuttingDown => "shutting_down",
+            Self::LimitsUnavailable => "limits_unavailable",
             Self::Internal(_) => "server",
         }
     }
@@ -124,11 +130,17 @@ impl IntoResponse for GatewayError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        if let Self::RateLimited { retry_after, .. } = &self {
-            headers.insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(retry_after_secs(*retry_after)),
-            );
+        match &self {
+            Self::RateLimited { retry_after, .. } => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(retry_after_secs(*retry_after)),
+                );
+            }
+            Self::LimitsUnavailable => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
         }
         // The access log reads the kind from here; building the response logs nothing itself.
         response.extensions_mut().insert(ErrorKind(self.kind()));
@@ -182,6 +194,21 @@ mod tests {
         assert_eq!(retry_after_secs(Duration::from_millis(10)), 1);
         assert_eq!(retry_after_secs(Duration::from_millis(1001)), 2);
         assert_eq!(retry_after_secs(Duration::from_secs(3)), 3);
+    }
+
+    #[test]
+    fn an_unavailable_limits_backend_is_a_503_with_retry_after() {
+        let response = GatewayError::LimitsUnavailable.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        let body = GatewayError::LimitsUnavailable.body();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["code"], 503);
+        assert_eq!(v["error"]["metadata"]["error_type"], "limits_unavailable");
+        assert!(v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("limits backend is unavailable"));
     }
 
     #[test]

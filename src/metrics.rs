@@ -79,6 +79,11 @@ struct KindLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabel {
+    decision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KeyProviderLabels {
     key: Arc<str>,
     provider: Arc<str>,
@@ -111,6 +116,8 @@ pub struct Metrics {
     upstream_errors: Family<KindLabel, Counter>,
     provider_violations: Family<KeyProviderLabels, Counter>,
     reloads: Family<KindLabel, Counter>,
+    limits_backend_errors: Family<KindLabel, Counter>,
+    limits_backend_fallbacks: Family<DecisionLabel, Counter>,
     /// Model ids worth a label of their own: from config and the upstream's model list.
     known_models: ArcSwap<HashSet<Arc<str>>>,
 }
@@ -153,6 +160,8 @@ impl Metrics {
         let upstream_errors = Family::default();
         let provider_violations = Family::default();
         let reloads = Family::default();
+        let limits_backend_errors = Family::default();
+        let limits_backend_fallbacks = Family::default();
         registry.register(
             "requests",
             "Requests answered, by key, route, model and status",
@@ -218,6 +227,16 @@ impl Metrics {
             "Config reloads, by outcome (applied, refused)",
             reloads.clone(),
         );
+        registry.register(
+            "limits_backend_errors",
+            "Failed calls to the shared limits backend (Redis), by kind: timeout, connection, reply",
+            limits_backend_errors.clone(),
+        );
+        registry.register(
+            "limits_backend_fallbacks",
+            "Requests decided by limits.on_backend_error because the limits backend was unavailable, by decision: allow, deny",
+            limits_backend_fallbacks.clone(),
+        );
         Self {
             registry,
             requests,
@@ -233,6 +252,8 @@ impl Metrics {
             upstream_errors,
             provider_violations,
             reloads,
+            limits_backend_errors,
+            limits_backend_fallbacks,
             known_models: ArcSwap::from_pointee(HashSet::new()),
         }
     }
@@ -376,6 +397,20 @@ impl Metrics {
                 key: key.clone(),
                 provider,
             })
+            .inc();
+    }
+
+    /// A call to the limits backend failed. `kind`: timeout, connection or reply.
+    pub fn limits_backend_error(&self, kind: &'static str) {
+        self.limits_backend_errors
+            .get_or_create(&KindLabel { kind })
+            .inc();
+    }
+
+    /// A request decided without the limits backend. `decision`: allow or deny.
+    pub fn limits_backend_fallback(&self, decision: &'static str) {
+        self.limits_backend_fallbacks
+            .get_or_create(&DecisionLabel { decision })
             .inc();
     }
 

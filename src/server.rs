@@ -59,10 +59,11 @@ pub async fn serve_with_reloads(
     shutdown: impl Future<Output = ()>,
     mut reloads: tokio::sync::mpsc::Receiver<ReloadRequest>,
 ) -> Result<(), StartupError> {
-    let snapshot = Snapshot::build(config)?;
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
+    let snapshot = Snapshot::build(config, &metrics)?;
     let grace = snapshot.config.server.shutdown_grace.get();
     let header_read_timeout = snapshot.config.server.header_read_timeout.get();
-    let state = AppState::new(snapshot);
+    let state = AppState::new(snapshot, metrics);
     let snapshot = state.snapshot();
     state.metrics().learn_models(snapshot.configured_models());
     let keeps_state = !snapshot.config.limits.state_dir.is_empty();

@@ -41,10 +41,11 @@ struct Shared {
 }
 
 impl AppState {
-    pub fn new(snapshot: Snapshot) -> Self {
+    /// `metrics` must be the registry `snapshot` was built with (`Snapshot::build`).
+    pub fn new(snapshot: Snapshot, metrics: Arc<Metrics>) -> Self {
         Self(Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             ready: AtomicBool::new(true),
         }))
     }
@@ -101,15 +102,20 @@ impl Snapshot {
         models
     }
 
-    pub fn build(config: Config) -> Result<Self, StartupError> {
-        let limits = Limits::build(&config);
+    /// The snapshot for `config`; the limits backend counts its failures in `metrics` (the
+    /// registry the gateway serves; `AppState::new` takes the same one).
+    pub fn build(config: Config, metrics: &Arc<Metrics>) -> Result<Self, StartupError> {
+        let limits = Limits::build(&config, metrics).map_err(StartupError::Config)?;
         Self::build_with(config, limits)
     }
 
     /// A snapshot for a reloaded `config` that keeps `previous`'s limiter state for every key
-    /// whose limits did not change.
+    /// whose limits did not change (and the Redis backend's connection).
     pub fn rebuild(config: Config, previous: &Snapshot) -> Result<Self, StartupError> {
-        let limits = previous.limits.carry_over(&config);
+        let limits = previous
+            .limits
+            .carry_over(&config)
+            .map_err(StartupError::Config)?;
         Self::build_with(config, limits)
     }
 

@@ -46,16 +46,62 @@ fn the_compose_file_validates() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let output = Command::new("docker-compose")
-        .args(["-f", &format!("{ROOT}/docker-compose.yml"), "config", "-q"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let compose = format!("{ROOT}/docker-compose.yml");
+    // As is, and with the multi-replica profile (two replicas, Redis, nginx).
+    for profile in [&[][..], &["--profile", "replicas"][..]] {
+        let output = Command::new("docker-compose")
+            .args(["-f", &compose])
+            .args(profile)
+            .args(["config", "-q"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{profile:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+/// The replicas' config (docker-compose.yml's "replicas" profile) is a valid config that
+/// shares the limits through the compose file's Redis, and nginx balances over both replicas
+/// without buffering streams.
+#[test]
+fn the_replicas_set_up_shares_limits_through_redis() {
+    let text =
+        std::fs::read_to_string(format!("{ROOT}/config/orgate.replicas.example.toml")).unwrap();
+    let (config, mut problems) = orgate::config::parse_toml(&text);
+    problems.extend(orgate::config::validate(&config));
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(config.limits.backend, orgate::config::LimitsBackend::Redis);
+    assert_eq!(config.limits.redis_url, "redis://redis:6379");
+
+    let compose = std::fs::read_to_string(format!("{ROOT}/docker-compose.yml")).unwrap();
+    for needle in [
+        "ORGATE_CONFIG: /etc/orgate/orgate.replicas.toml",
+        "orgate-a:",
+        "orgate-b:",
+        "image: redis:7-alpine",
+        "image: nginx:1.27-alpine",
+        "./config/nginx-lb.conf:/etc/nginx/conf.d/default.conf:ro",
+    ] {
+        assert!(
+            compose.contains(needle),
+            "docker-compose.yml lacks {needle:?}"
+        );
+    }
+    let nginx = std::fs::read_to_string(format!("{ROOT}/config/nginx-lb.conf")).unwrap();
+    for needle in [
+        "server orgate-a:8080",
+        "server orgate-b:8080",
+        "keepalive ",
+        "proxy_http_version 1.1;",
+        "proxy_set_header Connection \"\";",
+        "proxy_buffering off;",
+    ] {
+        assert!(nginx.contains(needle), "nginx-lb.conf lacks {needle:?}");
+    }
 }
 
 /// The image's environment, read from the Dockerfile's ENV instruction.

@@ -381,8 +381,9 @@ async fn health_and_readiness() {
 async fn while_draining_readyz_and_new_api_requests_get_503() {
     use tower::ServiceExt;
     let mock = MockOpenRouter::start().await;
-    let snapshot = orgate::state::Snapshot::build(config_for(&mock)).unwrap();
-    let state = orgate::state::AppState::new(snapshot);
+    let metrics = std::sync::Arc::new(orgate::metrics::Metrics::new());
+    let snapshot = orgate::state::Snapshot::build(config_for(&mock), &metrics).unwrap();
+    let state = orgate::state::AppState::new(snapshot, metrics);
     let app = orgate::router(state.clone());
     let get = |path: &str| {
         http::Request::get(path)

@@ -194,7 +194,8 @@ fn debug_output_of_config_and_state_redacts_keys() {
     let debug = format!("{config:?}");
     assert!(!debug.contains(UPSTREAM_KEY), "{debug}");
     assert!(debug.contains("[redacted]"));
-    let snapshot = orgate::state::Snapshot::build(config).unwrap();
+    let metrics = std::sync::Arc::new(orgate::metrics::Metrics::new());
+    let snapshot = orgate::state::Snapshot::build(config, &metrics).unwrap();
     let debug = format!("{snapshot:?}");
     assert!(
         !debug.contains(UPSTREAM_KEY) && !debug.contains(ALICE_KEY),

@@ -169,6 +169,11 @@ pub struct LimitsConfig {
     /// Memory backend: where spend counters survive restarts (`""` = not kept).
     pub state_dir: String,
     pub on_backend_error: OnBackendError,
+    /// Redis backend: how long a request's concurrency lease lives without renewal (a replica
+    /// that dies gives its slots back after this).
+    pub lease_ttl: Duration,
+    /// Redis backend: the most any call to Redis may take before `on_backend_error` decides.
+    pub backend_timeout: Duration,
 }
 
 impl Default for LimitsConfig {
@@ -186,6 +191,8 @@ impl Default for LimitsConfig {
             redis_url_env: String::new(),
             state_dir: String::new(),
             on_backend_error: OnBackendError::Default,
+            lease_ttl: Duration::from_secs(30),
+            backend_timeout: Duration::from_millis(200),
         }
     }
 }
@@ -320,8 +327,24 @@ pub struct ForcedRouting {
 impl Config {
     /// The effective config as `orgate check` prints it: TOML, secrets left out.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+        let rendered = match redact_url_password(&self.limits.redis_url) {
+            Some(redacted) => {
+                let mut shown = self.clone();
+                shown.limits.redis_url = redacted;
+                toml::to_string_pretty(&shown)
+            }
+            None => toml::to_string_pretty(self),
+        };
+        rendered.unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
+}
+
+/// `url` with its password replaced by `[redacted]`; `None` when it has none.
+fn redact_url_password(url: &str) -> Option<String> {
+    let mut parsed = reqwest::Url::parse(url).ok()?;
+    parsed.password()?;
+    parsed.set_password(Some(crate::secret::REDACTED)).ok()?;
+    Some(parsed.to_string())
 }
 
 #[cfg(test)]

@@ -332,3 +332,56 @@ fn collect_keys(value: &toml::Value, f: &mut dyn FnMut(&str)) {
         _ => {}
     }
 }
+
+#[test]
+fn the_redis_backend_settings_are_checked() {
+    let (config, problems) = parse_toml("");
+    assert!(problems.is_empty());
+    assert_eq!(config.limits.lease_ttl, Duration::from_secs(30));
+    assert_eq!(config.limits.backend_timeout, Duration::from_millis(200));
+
+    let problems = problems_of(
+        "[limits]\nbackend = \"redis\"\nredis_url = \"rediss://:hunter2@redis:6379\"\n\
+         lease_ttl = \"0s\"\nbackend_timeout = \"0ms\"\n",
+    );
+    let text = problems.join("\n");
+    assert!(
+        text.contains("limits.redis_url: TLS (rediss://) is not supported"),
+        "{text}"
+    );
+    assert!(
+        text.contains("limits.lease_ttl: must be greater than 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("limits.backend_timeout: must be greater than 0"),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+
+    let problems =
+        problems_of("[limits]\nbackend = \"redis\"\nredis_url = \"redis://redis:6379/0\"\n");
+    assert!(problems.is_empty(), "{problems:?}");
+    let problems = problems_of("[limits]\nbackend = \"redis\"\n");
+    assert!(
+        problems
+            .join("\n")
+            .contains("needs limits.redis_url or limits.redis_url_env"),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn a_password_in_the_redis_url_is_not_printed() {
+    let (config, _) = parse_toml("[limits]\nredis_url = \"redis://:hunter2@redis:6379/0\"\n");
+    let text = config.to_toml();
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(
+        text.contains("redis_url = \"redis://:%5Bredacted%5D@redis:6379/0\""),
+        "{text}"
+    );
+    let (config, _) = parse_toml("[limits]\nredis_url = \"redis://redis:6379\"\n");
+    assert!(config
+        .to_toml()
+        .contains("redis_url = \"redis://redis:6379\""));
+}

@@ -234,6 +234,26 @@ fn validate_limits(config: &Config, out: &mut Vec<Problem>) {
             "is not an environment variable name",
         ));
     }
+    if !limits.redis_url.is_empty() {
+        if let Err(why) = crate::limits::check_redis_url(&limits.redis_url) {
+            out.push(Problem::at("limits.redis_url", why));
+        }
+    } else if let Some(url) = config.secrets.get(&limits.redis_url_env) {
+        if let Err(why) = crate::limits::check_redis_url(url.expose()) {
+            out.push(Problem::at(
+                "limits.redis_url_env",
+                format!("{}: {why}", limits.redis_url_env),
+            ));
+        }
+    }
+    for (path, d) in [
+        ("limits.lease_ttl", limits.lease_ttl),
+        ("limits.backend_timeout", limits.backend_timeout),
+    ] {
+        if d.get().is_zero() {
+            out.push(Problem::at(path, "must be greater than 0"));
+        }
+    }
 }
 
 fn validate_policy(at: &str, policy: &PolicyConfig, out: &mut Vec<Problem>) {

@@ -79,6 +79,9 @@ pub enum LimitKind {
     Tokens,
     Budget,
     Global,
+    /// Not a limit: the shared limits backend could not be asked and `on_backend_error` refused.
+    /// A 503, not a 429, and not counted in `orgate_ratelimited_total`.
+    Backend,
 }
 
 impl LimitKind {
@@ -89,6 +92,7 @@ impl LimitKind {
             Self::Tokens => "tokens",
             Self::Budget => "budget",
             Self::Global => "global",
+            Self::Backend => "backend",
         }
     }
 }
@@ -192,14 +196,29 @@ impl Refusal {
             headers,
         }
     }
+
+    /// The limits backend cannot be reached and `limits.on_backend_error` refuses: a 503 with
+    /// `Retry-After: 1` (`GatewayError::LimitsUnavailable`).
+    pub fn backend_unavailable() -> Self {
+        Self {
+            limit: LimitKind::Backend,
+            retry_after: Duration::from_secs(1),
+            message: GatewayError::LimitsUnavailable.to_string(),
+            headers: RateLimitHeaders::default(),
+        }
+    }
 }
 
 impl From<Refusal> for GatewayError {
-    /// The 429 itself; the rate-limit headers are the caller's to add (or use `into_response`).
+    /// The 429 itself (503 when the limits backend is unavailable); the rate-limit headers are
+    /// the caller's to add (or use `into_response`).
     fn from(refusal: Refusal) -> Self {
-        GatewayError::RateLimited {
-            message: refusal.message,
-            retry_after: refusal.retry_after,
+        match refusal.limit {
+            LimitKind::Backend => GatewayError::LimitsUnavailable,
+            _ => GatewayError::RateLimited {
+                message: refusal.message,
+                retry_after: refusal.retry_after,
+            },
         }
     }
 }

@@ -1,5 +1,6 @@
-//! Where the counters live. In memory today ([`MemoryBackend`](super::MemoryBackend)); a shared
-//! store (Redis, for many replicas) implements the same few operations later.
+//! Where the counters live: in memory ([`MemoryBackend`](super::MemoryBackend)), or in Redis,
+//! shared by every replica ([`RedisBackend`](super::RedisBackend)), behind the same few
+//! operations.
 //!
 //! The three operations a request needs are spread over three small seams, so the hot path
 //! makes one dynamic call and no lookups after it:

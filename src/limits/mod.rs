@@ -14,7 +14,8 @@
 //! - `tokens`: tokens per minute, an overdraft bucket debited after the response;
 //! - `headers`: the `x-ratelimit-*` headers;
 //! - `admission`: what a check returns, and the 429;
-//! - `backend`: the trait a shared store would implement; `memory`: the in-memory one;
+//! - `backend`: the trait a backend implements; `memory`: the in-memory one; `redis`: the one
+//!   shared by every replica (`limits.backend = "redis"`), its server side in `redis.lua`;
 //! - `middleware`: the layer that checks each request and holds its permit.
 
 mod admission;
@@ -24,6 +25,7 @@ mod headers;
 mod memory;
 mod middleware;
 mod rate;
+mod redis;
 mod settings;
 mod spend;
 mod store;
@@ -32,6 +34,7 @@ mod tokens;
 use std::sync::Arc;
 
 use crate::config::{Config, LimitsBackend};
+use crate::metrics::Metrics;
 
 pub use crate::auth::ANONYMOUS;
 pub use admission::{Admission, LimitKind, Permit, Refusal};
@@ -39,6 +42,7 @@ pub use backend::{CheckFuture, LimitBackend};
 pub use headers::{format_reset, LimitStatus, RateLimitHeaders};
 pub use memory::{LimitClock, MemoryBackend};
 pub use middleware::enforce;
+pub use redis::{check_redis_url, RedisBackend};
 pub use settings::KeyLimits;
 pub use spend::Period as BudgetPeriod;
 pub use tokens::{ChargeUsage, UsageAccount};
@@ -47,26 +51,38 @@ pub use tokens::{ChargeUsage, UsageAccount};
 #[derive(Debug, Clone)]
 pub struct Limits {
     backend: Arc<dyn LimitBackend>,
+    kind: LimitsBackend,
+    /// Where a backend counts its own failures; kept for the backends of reloads.
+    metrics: Arc<Metrics>,
 }
 
 impl Limits {
-    /// The limiters for every key in `config.auth.keys` and for `anonymous`, built once.
-    pub fn build(config: &Config) -> Limits {
-        if config.limits.backend == LimitsBackend::Redis {
-            tracing::warn!(
-                "limits.backend = \"redis\" is not available yet: limits are kept in memory, \
-                 per replica"
-            );
-        }
-        Self::with_backend(Arc::new(MemoryBackend::new(config)))
+    /// The limiters for every key in `config.auth.keys` and for `anonymous`, built once, in the
+    /// backend `limits.backend` names. Fails only when the Redis URL is missing or invalid;
+    /// Redis itself is not contacted until the first request.
+    pub fn build(config: &Config, metrics: &Arc<Metrics>) -> Result<Limits, String> {
+        let backend: Arc<dyn LimitBackend> = match config.limits.backend {
+            LimitsBackend::Memory => Arc::new(MemoryBackend::new(config)),
+            LimitsBackend::Redis => Arc::new(RedisBackend::new(config, metrics)?),
+        };
+        Ok(Limits {
+            backend,
+            kind: config.limits.backend,
+            metrics: Arc::clone(metrics),
+        })
     }
 
+    /// Limits over any backend (tests, benchmarks).
     pub fn with_backend(backend: Arc<dyn LimitBackend>) -> Limits {
-        Limits { backend }
+        Limits {
+            backend,
+            kind: LimitsBackend::Memory,
+            metrics: Arc::new(Metrics::new()),
+        }
     }
 
     /// Admits one request of `key_id` or refuses it. In memory it answers at once and takes
-    /// no lock; a shared backend makes one round trip.
+    /// no lock; the Redis backend makes one round trip.
     pub fn check<'a>(&'a self, key_id: &'a str) -> CheckFuture<'a> {
         self.backend.check(key_id)
     }
@@ -76,12 +92,24 @@ impl Limits {
         self.backend.persist()
     }
 
-    /// The limits for a reloaded `new_config`. Every limit of a key id whose values did not
-    /// change keeps its state (rate cells, slots in flight, token debt); a changed one starts
-    /// afresh, and requests still in flight under a replaced concurrency limit are not counted
-    /// by the new one.
-    pub fn carry_over(&self, new_config: &Config) -> Limits {
-        Self::with_backend(self.backend.carry_over(new_config))
+    /// The limits for a reloaded `new_config`. In memory, every limit of a key id whose values
+    /// did not change keeps its state (rate cells, slots in flight, token debt); a changed one
+    /// starts afresh, and requests still in flight under a replaced concurrency limit are not
+    /// counted by the new one. The Redis backend keeps its connection, and its state lives in
+    /// Redis. A reload that switches `limits.backend` starts the new backend afresh.
+    pub fn carry_over(&self, new_config: &Config) -> Result<Limits, String> {
+        if new_config.limits.backend != self.kind {
+            tracing::warn!(
+                backend = ?new_config.limits.backend,
+                "limits.backend changed: limits start afresh in the new backend"
+            );
+            return Self::build(new_config, &self.metrics);
+        }
+        Ok(Limits {
+            backend: self.backend.carry_over(new_config),
+            kind: self.kind,
+            metrics: Arc::clone(&self.metrics),
+        })
     }
 }
 

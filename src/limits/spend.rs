@@ -158,7 +158,7 @@ fn unix_secs(now: SystemTime) -> u64 {
 }
 
 /// USD → micro-dollars, rounding up so that tiny costs still count; negative or NaN is 0.
-fn to_micros(usd: f64) -> u64 {
+pub(crate) fn to_micros(usd: f64) -> u64 {
     if usd.is_finite() && usd > 0.0 {
         (usd * 1e6).ceil() as u64
     } else {

@@ -260,7 +260,9 @@ fn reload_keeps_the_state_of_what_did_not_change() {
         burst: Some(10),
         ..key("bob")
     };
-    let after = before.carry_over(&config(base, vec![key("alice"), bob, key("dave")]));
+    let after = before
+        .carry_over(&config(base, vec![key("alice"), bob, key("dave")]))
+        .unwrap();
 
     // alice: unchanged, her slot and her used cell carry over.
     let refusal = after.check("alice").ready().unwrap().unwrap_err();
@@ -323,7 +325,8 @@ fn in_flight_never_exceeds_the_max_under_contention() {
 
 #[test]
 fn builds_on_the_real_clock() {
-    let limits = Limits::build(&Config::default());
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let limits = Limits::build(&Config::default(), &metrics).unwrap();
     let admission = limits.check(ANONYMOUS).ready().unwrap().unwrap();
     let requests = admission.headers.requests.unwrap();
     assert_eq!((requests.limit, requests.remaining), (60, 59));

@@ -89,6 +89,16 @@ impl Served {
             .success());
     }
 
+    /// `kill -9`: no shutdown, no cleanup, as a crashed replica.
+    pub fn kill(&self) {
+        let pid = self.child.id().unwrap().to_string();
+        assert!(Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+
     pub fn terminate(&self) {
         let pid = self.child.id().unwrap().to_string();
         assert!(Command::new("kill")

@@ -1,0 +1,724 @@
+//! `limits.backend = "redis"`: several gateways share every per-key limit through a real
+//! `redis-server`, started by each test on an ephemeral port. Without `redis-server` the tests
+//! print `SKIPPED:` and pass, except under CI (`CI` set), where they fail.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::process::{Served, BIN};
+use common::*;
+use orgate::config::{Config, LimitsBackend, OnBackendError};
+use tokio::time::Instant;
+
+/// A `redis-server` of this test's own, killed when dropped.
+struct RedisServer {
+    child: Option<std::process::Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// `None` (after a loud `SKIPPED:` line) when `redis-server` is not installed; under CI
+    /// that is a failure instead.
+    async fn start(test: &str) -> Option<Self> {
+        let installed = std::process::Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !installed {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "redis-server is not installed, and CI is set: install it (apt-get install redis-server)"
+            );
+            eprintln!(
+                "SKIPPED: {test}: redis-server is not installed (apt-get install redis-server)"
+            );
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut server = Self {
+            child: None,
+            port,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        server.restart().await;
+        Some(server)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it (again) on its port, empty, and waits until it answers PING (10 s at most).
+    async fn restart(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        self.child = Some(child);
+        let client = redis::Client::open(self.url()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Ok(mut connection)) = tokio::time::timeout(
+                Duration::from_secs(1),
+                client.get_multiplexed_async_connection(),
+            )
+            .await
+            {
+                let pong: redis::RedisResult<String> =
+                    redis::cmd("PING").query_async(&mut connection).await;
+                if pong.is_ok_and(|p| p == "PONG") {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not answer PING within 10s"
+            );
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                panic!("redis-server exited: {status}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Kills it (`SIGKILL`): every connection drops, every key is gone.
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn redis_config(mock: &MockOpenRouter, redis: &RedisServer) -> Config {
+    let mut config = config_for(mock);
+    config.limits.backend = LimitsBackend::Redis;
+    config.limits.redis_url = redis.url();
+    config.limits.lease_ttl = "1s".parse().unwrap();
+    config
+}
+
+async fn chat(gw: &TestGateway, key: &str) -> reqwest::Response {
+    http()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(key)
+        .body(chat_body(MODEL))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A stream of `chunks` chunks 50 ms apart; its response (headers) returns at once.
+async fn stream(url: &str, key: &str, chunks: u32) -> reqwest::Response {
+    http()
+        .post(url)
+        .bearer_auth(key)
+        .header("x-mock", "stream")
+        .header("x-mock-chunks", chunks.to_string())
+        .header("x-mock-delay-ms", "50")
+        .body(format!(
+            r#"{{"model":"{MODEL}","messages":[],"stream":true}}"#
+        ))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Sends `send()` until `done(status, message)` holds, within 5 s; returns that response's
+/// status and headers.
+async fn until<F, Fut>(what: &str, mut send: F, done: impl Fn(u16) -> bool) -> reqwest::Response
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = reqwest::Response>,
+{
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let response = send().await;
+        if done(response.status().as_u16()) {
+            return response;
+        }
+        let status = response.status();
+        response.bytes().await.unwrap();
+        assert!(Instant::now() < deadline, "{what}: still {status} after 5s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn metrics_text(gw: &TestGateway) -> String {
+    http()
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The value of the first series line starting with `series`, or 0.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_burst_of_ten_admits_exactly_ten_across_two_replicas() {
+    let Some(redis) = RedisServer::start("a_burst_of_ten").await else {
+        return;
+    };
+    let mock = MockOpenRouter::start().await;
+    let mut config = redis_config(&mock, &redis);
+    // One request a minute after the burst: none refills during the test.
+    config.auth.keys[0].requests_per_minute = Some(1);
+    config.auth.keys[0].burst = Some(10);
+    let a = TestGateway::start(config.clone()).await;
+    let b = TestGateway::start(config).await;
+
+    let first = chat(&a, ALICE_KEY).await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["x-ratelimit-limit-requests"], "10");
+    assert_eq!(first.headers()["x-ratelimit-remaining-requests"], "9");
+    assert_eq!(first.headers()["x-ratelimit-reset-requests"], "1m0s");
+    let mut admitted = 1;
+    let mut refused = Vec::new();
+    for i in 0..19 {
+        let gw = if i % 2 == 0 { &b } else { &a };
+        let response = chat(gw, ALICE_KEY).await;
+        match response.status().as_u16() {
+            200 => admitted += 1,
+            429 => refused.push(response),
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!(admitted, 10, "the burst is shared, not per replica");
+    assert_eq!(refused.len(), 10);
+    let last = refused.pop().unwrap();
+    let retry_after: u64 = last.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_eq!(last.headers()["x-ratelimit-remaining-requests"], "0");
+    let (code, message) = error_of(last).await;
+    assert_eq!(code, 429);
+    assert!(
+        message
+            .starts_with("rate limit exceeded for key \"alice\": 1 requests per minute (burst 10)"),
+        "{message}"
+    );
+    assert_eq!(chat(&b, BOB_KEY).await.status(), 200, "bob has his own");
+    assert!(metrics_text(&a)
+        .await
+        .contains(r#"orgate_ratelimited_total{key="alice",limit="requests"}"#));
+}
+
+#[tokio::test]
+async fn concurrency_holds_across_replicas_and_slots_come_back() {
+    let Some(redis) = RedisServer::start("concurrency_holds").await else {
+        return;
+    };
+    let mock = MockOpenRouter::start().await;
+    let mut config = redis_config(&mock, &redis);
+    config.auth.keys[0].max_concurrent = Some(2);
+    let a = TestGateway::start(config.clone()).await;
+    let b = TestGateway::start(config).await;
+    let url_a = a.url("/v1/chat/completions");
+    let url_b = b.url("/v1/chat/completions");
+
+    // 100 chunks 50 ms apart: 5 s each, far longer than the 1 s lease: renewals keep them.
+    let one = stream(&url_a, ALICE_KEY, 100).await;
+    let two = stream(&url_b, ALICE_KEY, 100).await;
+    assert_eq!((one.status().as_u16(), two.status().as_u16()), (200, 200));
+    for gw in [&a, &b] {
+        let (code, message) = error_of(chat(gw, ALICE_KEY).await).await;
+        assert_eq!(code, 429);
+        assert!(
+            message.contains("at most 2 requests in flight"),
+            "{message}"
+        );
+    }
+    // Past two lease TTLs the streams still hold their slots: the leases are renewed.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    assert_eq!(chat(&a, ALICE_KEY).await.status(), 429);
+    assert_eq!(chat(&b, BOB_KEY).await.status(), 200, "bob has his own");
+
+    // Ending one stream (the client leaves) gives its slot back at once, on either replica.
+    drop(one);
+    let started = Instant::now();
+    until(
+        "a slot after a stream ended",
+        || chat(&b, ALICE_KEY),
+        |s| s == 200,
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "released, not expired: {:?}",
+        started.elapsed()
+    );
+    drop(two);
+}
+
+#[tokio::test]
+async fn a_killed_replicas_leases_expire_after_lease_ttl() {
+    let Some(redis) = RedisServer::start("a_killed_replicas_leases").await else {
+        return;
+    };
+    let mock = MockOpenRouter::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("orgate.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[upstream]\nbase_url = \"{}\"\nidle_timeout = \"5s\"\n\
+             [limits]\nbackend = \"redis\"\nredis_url_env = \"ORGATE_TEST_REDIS_URL\"\n\
+             lease_ttl = \"1s\"\n\
+             [[auth.keys]]\nid = \"alice\"\nhash = \"{}\"\nmax_concurrent = 1\n",
+            mock.base_url,
+            orgate::auth::key_hash_field(ALICE_KEY)
+        ),
+    )
+    .unwrap();
+    let replica = || {
+        let mut command = tokio::process::Command::new(BIN);
+        command
+            .env_clear()
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&path)
+            .env("OPENROUTER_API_KEY", UPSTREAM_KEY)
+            .env("ORGATE_TEST_REDIS_URL", redis.url())
+            .env("ORGATE_LOG_FORMAT", "json");
+        command
+    };
+    let a = Served::start(&mut replica()).await;
+    let b = Served::start(&mut replica()).await;
+    let chat_b = || {
+        http()
+            .post(format!("http://{}/v1/chat/completions", b.addr))
+            .bearer_auth(ALICE_KEY)
+            .body(chat_body(MODEL))
+            .send()
+    };
+
+    // A holds alice's one slot with a long stream, then dies without a word.
+    let held = stream(
+        &format!("http://{}/v1/chat/completions", a.addr),
+        ALICE_KEY,
+        400,
+    )
+    .await;
+    assert_eq!(held.status(), 200);
+    assert_eq!(chat_b().await.unwrap().status(), 429);
+    a.kill();
+    let killed = Instant::now();
+    assert_eq!(
+        chat_b().await.unwrap().status(),
+        429,
+        "the dead replica's lease outlives it for up to lease_ttl"
+    );
+    let deadline = killed + Duration::from_secs(5);
+    loop {
+        let status = chat_b().await.unwrap().status();
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 429);
+        assert!(Instant::now() < deadline, "the lease never expired");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let freed_after = killed.elapsed();
+    assert!(
+        freed_after <= Duration::from_millis(2500),
+        "free within about lease_ttl: {freed_after:?}"
+    );
+    drop(held);
+    b.terminate();
+    assert_eq!(b.finish().await.0, Some(0));
+}
+
+#[tokio::test]
+async fn spend_debited_on_one_replica_refuses_the_key_on_the_other() {
+    let Some(redis) = RedisServer::start("spend_debited").await else {
+        return;
+    };
+    let mock = MockOpenRouter::start().await;
+    let mut config = redis_config(&mock, &redis);
+    // Each mock completion costs $0.00014: two spend the day's $0.0002.
+    config.auth.keys[0].usd_per_day = Some(0.0002);
+    let a = TestGateway::start(config.clone()).await;
+    let b = TestGateway::start(config).await;
+    for _ in 0..2 {
+        let response = chat(&a, ALICE_KEY).await;
+        assert_eq!(response.status(), 200);
+        response.bytes().await.unwrap();
+    }
+    // The charge is written after the response: the other replica sees it moments later.
+    let refused = until(
+        "the budget on the other replica",
+        || chat(&b, ALICE_KEY),
+        |s| s == 429,
+    )
+    .await;
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=86_400).contains(&retry_after), "{retry_after}");
+    let (_, message) = error_of(refused).await;
+    assert!(
+        message.contains("spend budget exhausted for key \"alice\": $0.0002 per day (UTC)"),
+        "{message}"
+    );
+    assert_eq!(chat(&b, BOB_KEY).await.status(), 200);
+
+    // The counters are micro-dollars per UTC day and month, expiring after their period.
+    let mut connection = redis.connection().await;
+    let day = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 86_400;
+    let key = format!("orgate:{{alice}}:spend:day:{day}");
+    let spent: u64 = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(spent, 280, "{key}");
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&key)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert!((86_400..=2 * 86_400).contains(&ttl), "{ttl}");
+}
+
+#[tokio::test]
+async fn tokens_debited_on_one_replica_refuse_the_key_on_the_other() {
+    let Some(redis) = RedisServer::start("tokens_debited").await else {
+        return;
+    };
+    let mock = MockOpenRouter::start().await;
+    let mut config = redis_config(&mock, &redis);
+    config.limits.tokens_per_minute = 20;
+    let a = TestGateway::start(config.clone()).await;
+    let b = TestGateway::start(config).await;
+    // 14 tokens: room for one more request, which overdraws.
+    let first = chat(&a, ALICE_KEY).await;
+    assert_eq!(first.headers()["x-ratelimit-limit-tokens"], "20");
+    assert_eq!(first.headers()["x-ratelimit-remaining-tokens"], "20");
+    first.bytes().await.unwrap();
+    let second = until("the first charge", || chat(&a, ALICE_KEY), |s| s == 200).await;
+    second.bytes().await.unwrap();
+    let refused = until(
+        "tokens on the other replica",
+        || chat(&b, ALICE_KEY),
+        |s| s == 429,
+    )
+    .await;
+    assert_eq!(refused.headers()["x-ratelimit-remaining-tokens"], "0");
+    let (_, message) = error_of(refused).await;
+    assert!(
+        message.starts_with("token limit exceeded for key \"alice\": 20 tokens per minute"),
+        "{message}"
+    );
+    assert_eq!(chat(&b, BOB_KEY).await.status(), 200);
+}
+
+#[tokio::test]
+async fn with_allow_a_stopped_redis_lets_requests_through_and_limits_return_with_it() {
+    let Some(mut redis) = RedisServer::start("with_allow").await else {
+        return;
+    };
+    let mock = MockOpenRouter::start().await;
+    let mut config = redis_config(&mock, &redis);
+    config.limits.on_backend_error = OnBackendError::Allow;
+    config.auth.keys[0].requests_per_minute = Some(1);
+    config.auth.keys[0].burst = Some(2);
+    let gw = TestGateway::start(config).await;
+    for _ in 0..2 {
+        assert_eq!(chat(&gw, ALICE_KEY).await.status(), 200);
+    }
+    assert_eq!(chat(&gw, ALICE_KEY).await.status(), 429);
+
+    redis.stop();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let response = chat(&gw, ALICE_KEY).await;
+        assert_eq!(response.status(), 200, "allowed while Redis is down");
+        assert!(
+            !response
+                .headers()
+                .contains_key("x-ratelimit-remaining-requests"),
+            "admitted unchecked: no limit headers"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "the backend timeout bounds the wait: {:?}",
+            started.elapsed()
+        );
+    }
+    let text = metrics_text(&gw).await;
+    let errors: f64 = ["timeout", "connection", "reply"]
+        .iter()
+        .map(|kind| {
+            metric(
+                &text,
+                &format!("orgate_limits_backend_errors_total{{kind=\"{kind}\"}}"),
+            )
+        })
+        .sum();
+    assert!(errors >= 1.0, "{text}");
+    assert!(
+        metric(
+            &text,
+            r#"orgate_limits_backend_fallbacks_total{decision="allow"}"#
+        ) >= 5.0,
+        "{text}"
+    );
+
+    // Back (empty: the burst is whole again), and limiting again: exactly the burst passes.
+    redis.restart().await;
+    let mut checked = chat(&gw, ALICE_KEY).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !checked
+        .headers()
+        .contains_key("x-ratelimit-remaining-requests")
+    {
+        assert!(Instant::now() < deadline, "Redis never checked again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        checked = chat(&gw, ALICE_KEY).await;
+    }
+    assert_eq!(checked.status(), 200);
+    assert_eq!(checked.headers()["x-ratelimit-remaining-requests"], "1");
+    assert_eq!(chat(&gw, ALICE_KEY).await.status(), 200);
+    assert_eq!(chat(&gw, ALICE_KEY).await.status(), 429);
+}
+
+#[tokio::test]
+async fn with_deny_or_a_budget_a_stopped_redis_refuses_with_503_until_it_returns() {
+    let Some(mut redis) = RedisServer::start("with_deny").await else {
+        return;
+    };
+    let mock = MockOpenRouter::start().await;
+    let mut config = redis_config(&mock, &redis);
+    // default: alice has a budget (denied), bob has none (allowed).
+    config.auth.keys[0].usd_per_day = Some(5.0);
+    let by_default = TestGateway::start(config.clone()).await;
+    config.limits.on_backend_error = OnBackendError::Deny;
+    let deny = TestGateway::start(config).await;
+    assert_eq!(chat(&by_default, ALICE_KEY).await.status(), 200);
+    assert_eq!(chat(&deny, BOB_KEY).await.status(), 200);
+
+    redis.stop();
+    for (gw, key) in [
+        (&by_default, ALICE_KEY),
+        (&deny, BOB_KEY),
+        (&deny, ALICE_KEY),
+    ] {
+        let refused = chat(gw, key).await;
+        assert_eq!(refused.status(), 503);
+        assert_eq!(refused.headers()["retry-after"], "1");
+        let (_, message) = error_of(refused).await;
+        assert!(
+            message.contains("limits backend is unavailable"),
+            "{message}"
+        );
+    }
+    assert_eq!(
+        chat(&by_default, BOB_KEY).await.status(),
+        200,
+        "default allows a key without a budget"
+    );
+    let text = metrics_text(&deny).await;
+    assert!(
+        metric(
+            &text,
+            r#"orgate_limits_backend_fallbacks_total{decision="deny"}"#
+        ) >= 2.0,
+        "{text}"
+    );
+    assert!(
+        !text.contains(r#"limit="backend""#),
+        "a backend failure is not a rate limit: {text}"
+    );
+
+    redis.restart().await;
+    until("admitted again", || chat(&deny, BOB_KEY), |s| s == 200).await;
+    until(
+        "admitted again",
+        || chat(&by_default, ALICE_KEY),
+        |s| s == 200,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_slow_redis_is_not_waited_for_and_leaves_no_lease_behind() {
+    let Some(redis) = RedisServer::start("a_slow_redis").await else {
+        return;
+    };
+    let mock = MockOpenRouter::start().await;
+    let mut config = redis_config(&mock, &redis);
+    // default: alice has a budget (denied), bob has none (allowed). A lease bob's timed-out
+    // check took late would hold his one slot for 30 s.
+    config.auth.keys[0].usd_per_day = Some(5.0);
+    config.auth.keys[1].max_concurrent = Some(1);
+    config.limits.lease_ttl = "30s".parse().unwrap();
+    let gw = TestGateway::start(config).await;
+    assert_eq!(chat(&gw, BOB_KEY).await.status(), 200);
+
+    // Redis holds every command for 2.5 s: the checks time out after backend_timeout (200ms).
+    let mut connection = redis.connection().await;
+    let () = redis::cmd("CLIENT")
+        .arg(&["PAUSE", "2500", "ALL"])
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let paused = Instant::now();
+    let response = chat(&gw, BOB_KEY).await;
+    assert_eq!(
+        response.status(),
+        200,
+        "default allows a key without a budget"
+    );
+    assert!(!response
+        .headers()
+        .contains_key("x-ratelimit-remaining-requests"));
+    assert_eq!(chat(&gw, ALICE_KEY).await.status(), 503);
+    assert!(
+        paused.elapsed() < Duration::from_millis(1500),
+        "not waited for: {:?}",
+        paused.elapsed()
+    );
+    let text = metrics_text(&gw).await;
+    assert!(
+        metric(
+            &text,
+            r#"orgate_limits_backend_errors_total{kind="timeout"}"#
+        ) >= 1.0,
+        "{text}"
+    );
+
+    // Once Redis answers again, bob's one slot is free: the late lease was removed.
+    let response = until("checked again", || chat(&gw, BOB_KEY), |_| true).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut response = response;
+    while !response
+        .headers()
+        .contains_key("x-ratelimit-remaining-requests")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "never checked again: {}",
+            response.status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        response = chat(&gw, BOB_KEY).await;
+    }
+    assert_eq!(response.status(), 200, "{:?}", response.text().await);
+    let leases: i64 = redis::cmd("ZCARD")
+        .arg("orgate:{bob}:leases")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert!(leases <= 1, "{leases} leases");
+    assert_eq!(chat(&gw, ALICE_KEY).await.status(), 200);
+}
+
+#[tokio::test]
+async fn the_scripts_calendar_matches_utc() {
+    let Some(redis) = RedisServer::start("the_scripts_calendar").await else {
+        return;
+    };
+    let script = redis::Script::new(include_str!("../src/limits/redis.lua"));
+    let mut connection = redis.connection().await;
+    const DAY: i64 = 86_400;
+    // (a moment, its day index, its day's end, its month index, its month's end)
+    let cases = [
+        (0, 0, DAY, 0, 31 * DAY),
+        // 2024-02-29 12:00 UTC: a leap day; March starts on day 19783.
+        (
+            19_782 * DAY + 43_200,
+            19_782,
+            19_783 * DAY,
+            649,
+            19_783 * DAY,
+        ),
+        // 2025-12-31 23:59:59 UTC: the year's last second; 2026-01-01 is day 20454.
+        (20_454 * DAY - 1, 20_453, 20_454 * DAY, 671, 20_454 * DAY),
+        // 2026-01-01 00:00:00 UTC; February starts on day 20485.
+        (20_454 * DAY, 20_454, 20_455 * DAY, 672, 20_485 * DAY),
+    ];
+    for (secs, day, day_end, month, month_end) in cases {
+        let got: Vec<i64> = script
+            .arg("periods")
+            .arg(secs)
+            .invoke_async(&mut connection)
+            .await
+            .unwrap();
+        assert_eq!(got, [day, day_end, month, month_end], "at {secs}");
+    }
+}
+
+#[tokio::test]
+async fn a_reload_keeps_the_connection_and_the_shared_state() {
+    let Some(redis) = RedisServer::start("a_reload_keeps").await else {
+        return;
+    };
+    let mock = MockOpenRouter::start().await;
+    let mut config = redis_config(&mock, &redis);
+    config.auth.keys[0].requests_per_minute = Some(1);
+    config.auth.keys[0].burst = Some(2);
+    let gw = TestGateway::start(config.clone()).await;
+    for _ in 0..2 {
+        assert_eq!(chat(&gw, ALICE_KEY).await.status(), 200);
+    }
+    // A reload that changes another key: alice's bucket, in Redis, stays spent.
+    config.auth.keys[1].burst = Some(7);
+    gw.reload(Ok(config)).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let response = chat(&gw, BOB_KEY).await;
+        if response.headers()["x-ratelimit-limit-requests"] == "7" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the reload never applied");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(chat(&gw, ALICE_KEY).await.status(), 429);
+}
