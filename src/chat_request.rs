@@ -59,7 +59,16 @@ impl<'a> ChatRequest<'a> {
     /// duplicate keys (the gateway and the upstream could read different ones) and a `messages`
     /// array.
     pub fn parse(body: &'a [u8]) -> Result<Self, GatewayError> {
-        let mut de = serde_json::Deserializer::from_slice(body);
+        // One SIMD pass for UTF-8; the str parser then skips its own per-string checks.
+        let text = simdutf8::compat::from_utf8(body).map_err(|e| {
+            let (line, column) = line_column(body, e.valid_up_to());
+            GatewayError::BadJson {
+                line,
+                column,
+                reason: "invalid UTF-8".to_owned(),
+            }
+        })?;
+        let mut de = serde_json::Deserializer::from_str(text);
         let entries = de.deserialize_map(EntriesVisitor).map_err(json_error)?;
         de.end().map_err(json_error)?;
         check_depth(body)?;
@@ -210,12 +219,7 @@ fn check_depth(body: &[u8]) -> Result<(), GatewayError> {
             b'[' | b'{' => {
                 depth += 1;
                 if depth > MAX_DEPTH {
-                    let line = 1 + memchr::memchr_iter(b'\n', &body[..i]).count();
-                    let column = i - body[..i]
-                        .iter()
-                        .rposition(|b| *b == b'\n')
-                        .map_or(0, |p| p + 1)
-                        + 1;
+                    let (line, column) = line_column(body, i);
                     return Err(GatewayError::BadJson {
                         line,
                         column,
@@ -229,6 +233,14 @@ fn check_depth(body: &[u8]) -> Result<(), GatewayError> {
         i += 1;
     }
     Ok(())
+}
+
+/// The 1-based line and column of byte `offset`, as serde_json counts them.
+fn line_column(body: &[u8], offset: usize) -> (usize, usize) {
+    let before = &body[..offset.min(body.len())];
+    let line = 1 + memchr::memchr_iter(b'\n', before).count();
+    let column = offset - memchr::memrchr(b'\n', before).map_or(0, |p| p + 1) + 1;
+    (line, column)
 }
 
 /// The JSON type of a raw value, for error messages.

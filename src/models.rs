@@ -55,7 +55,7 @@ async fn fetch_model_ids(snapshot: &Snapshot, metrics: &Metrics) -> Result<Vec<S
     let answer = upstream
         .send(
             Method::GET,
-            &upstream.url("/models", None),
+            upstream.url("/models", None),
             headers,
             bytes::Bytes::new(),
             metrics,

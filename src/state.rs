@@ -21,8 +21,6 @@ use crate::proxy::Upstream;
 pub enum StartupError {
     #[error("{0}")]
     Config(String),
-    #[error("cannot build the upstream client: {0}")]
-    Client(#[source] reqwest::Error),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -177,7 +175,7 @@ impl Snapshot {
                 upstream_auth: default_auth.clone(),
             })
         });
-        let upstream = Upstream::new(&config.upstream).map_err(StartupError::Client)?;
+        let upstream = Upstream::new(&config.upstream).map_err(StartupError::Config)?;
         Ok(Self {
             keys: KeyStore::new(keys, anonymous),
             upstream,

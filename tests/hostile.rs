@@ -60,7 +60,7 @@ async fn malformed_bodies_get_400_with_what_and_where() {
         (br#"{"messages":[NaN]}"#.to_vec(), "expected value"),
         (
             b"{\"messages\":[],\"model\":\"\xff\xfe\"}".to_vec(),
-            "invalid unicode",
+            "line 1, column 25: invalid UTF-8",
         ),
         (
             br#"{"messages":[],"model":"a","model":"b"}"#.to_vec(),

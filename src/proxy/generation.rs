@@ -76,7 +76,7 @@ impl Settlement {
             let sent = upstream
                 .send(
                     Method::GET,
-                    &url,
+                    url.clone(),
                     headers,
                     bytes::Bytes::new(),
                     &self.metrics,

@@ -170,7 +170,7 @@ async fn forward(
     let headers = upstream_request_headers(client_headers, &client.upstream_auth, upstream);
     let url = upstream.url(target.suffix, target.query);
     let answer = upstream
-        .send(target.method, &url, headers, body, metrics)
+        .send(target.method, url, headers, body, metrics)
         .await?;
     metrics.upstream_answered(target.route, answer.time_to_headers, facts.elapsed());
     if answer.response.status().is_server_error() {

@@ -15,8 +15,10 @@ use crate::metrics::Metrics;
 #[derive(Debug)]
 pub struct Upstream {
     client: reqwest::Client,
-    /// `upstream.base_url` without a trailing slash; every request URL starts with it.
-    base: String,
+    /// `upstream.base_url`, parsed once: every request URL is this with a longer path.
+    base: reqwest::Url,
+    /// The base's path without a trailing slash (`/api/v1`).
+    base_path: String,
     pub first_byte_timeout: Duration,
     pub idle_timeout: Duration,
     retries: u32,
@@ -35,7 +37,10 @@ pub struct UpstreamResponse {
 }
 
 impl Upstream {
-    pub fn new(config: &UpstreamConfig) -> Result<Self, reqwest::Error> {
+    pub fn new(config: &UpstreamConfig) -> Result<Self, String> {
+        // Validation already refused a base URL that does not parse.
+        let base =
+            reqwest::Url::parse(&config.base_url).map_err(|e| format!("upstream.base_url: {e}"))?;
         let client = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout.get())
             // Without it, a reused connection stalls ~40 ms on every small write (Nagle + delayed ACK).
@@ -45,7 +50,8 @@ impl Upstream {
             .redirect(reqwest::redirect::Policy::none())
             // The gateway is the proxy; an ambient HTTP(S)_PROXY must not reroute upstream traffic.
             .no_proxy()
-            .build()?;
+            .build()
+            .map_err(|e| format!("cannot build the upstream client: {e}"))?;
         let header = |value: &str| {
             (!value.is_empty())
                 .then(|| HeaderValue::from_str(value).ok())
@@ -53,7 +59,8 @@ impl Upstream {
         };
         Ok(Self {
             client,
-            base: config.base_url.trim_end_matches('/').to_owned(),
+            base_path: base.path().trim_end_matches('/').to_owned(),
+            base,
             first_byte_timeout: config.first_byte_timeout.get(),
             idle_timeout: config.idle_timeout.get(),
             retries: config.retries,
@@ -63,16 +70,15 @@ impl Upstream {
     }
 
     /// The upstream URL for an API path suffix (`/chat/completions`) and the client's query.
-    pub fn url(&self, suffix: &str, query: Option<&str>) -> String {
-        let mut url = String::with_capacity(
-            self.base.len() + suffix.len() + query.map_or(0, |q| q.len() + 1),
-        );
-        url.push_str(&self.base);
-        url.push_str(suffix);
-        if let Some(q) = query {
-            url.push('?');
-            url.push_str(q);
-        }
+    /// Built from the parsed base rather than parsed from a string: scheme and host are never
+    /// re-read (reqwest would re-parse, IDNA included, on every request).
+    pub fn url(&self, suffix: &str, query: Option<&str>) -> reqwest::Url {
+        let mut url = self.base.clone();
+        let mut path = String::with_capacity(self.base_path.len() + suffix.len());
+        path.push_str(&self.base_path);
+        path.push_str(suffix);
+        url.set_path(&path);
+        url.set_query(query);
         url
     }
 
@@ -81,7 +87,7 @@ impl Upstream {
     pub async fn send(
         &self,
         method: Method,
-        url: &str,
+        url: reqwest::Url,
         headers: HeaderMap,
         body: Bytes,
         metrics: &Metrics,
@@ -92,7 +98,7 @@ impl Upstream {
         loop {
             let request = self
                 .client
-                .request(method.clone(), url)
+                .request(method.clone(), url.clone())
                 .headers(headers.clone())
                 .body(body.clone());
             let outcome = tokio::time::timeout_at(deadline, request.send()).await;
