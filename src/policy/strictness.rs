@@ -195,7 +195,7 @@ pub(crate) struct AllowList {
 
 impl AllowList {
     fn admits(&self, name: &Name) -> bool {
-        self.entries.as_ref().map_or(true, |entries| {
+        self.entries.as_ref().is_none_or(|entries| {
             entries
                 .iter()
                 .any(|e| covers(self.vocabulary, &e.key, &name.key))
