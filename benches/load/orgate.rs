@@ -93,6 +93,12 @@ fn config(bin: &Path, listen: SocketAddr, upstream_port: u16) -> Result<String, 
             hash_key(bin, key)?
         ));
     }
+    // ORGATE_BENCH_REDIS=redis://127.0.0.1:PORT measures the shared limits backend instead of
+    // the in-memory one (start that redis-server yourself; BENCHMARKS.md shows how).
+    let backend = match std::env::var("ORGATE_BENCH_REDIS") {
+        Ok(url) if !url.is_empty() => format!("backend = \"redis\"\nredis_url = \"{url}\"\n"),
+        _ => String::new(),
+    };
     Ok(format!(
         r#"# Written by benches/load: the configuration orgate is measured with.
 [server]
@@ -109,7 +115,7 @@ allow_anonymous = false
 requests_per_minute = 100000000
 burst = 1000000
 max_concurrent = 0
-
+{backend}
 [policy]
 models.allow = ["openai/*", "anthropic/*", "google/*", "meta-llama/*"]
 models.deny = ["*:free"]
