@@ -34,7 +34,8 @@ impl SseScanner {
     /// Scans `chunk`, calling `on_event` with the data of each event that ends in it.
     pub fn feed(&mut self, chunk: &[u8], mut on_event: impl FnMut(&[u8])) {
         let mut rest = chunk;
-        if self.after_cr {
+        // An empty chunk says nothing about whether a `\n` follows the last `\r`.
+        if self.after_cr && !rest.is_empty() {
             self.after_cr = false;
             if let Some(stripped) = rest.strip_prefix(b"\n") {
                 rest = stripped;
@@ -185,6 +186,21 @@ mod tests {
         assert!(s.line.capacity() <= MAX_EVENT_DATA * 2);
         s.feed(b"\n\ndata: ok\n\n", |_| out += 1);
         assert_eq!(out, 1);
+    }
+
+    #[test]
+    fn an_empty_chunk_between_cr_and_lf_keeps_them_one_line_ending() {
+        // Found by fuzzing (fuzz/fuzz_targets/sse.rs): an empty chunk right after a `\r` used
+        // to forget it, so the `\n` that followed read as a blank line and split the event.
+        assert_eq!(
+            events_of(&[b"data: a\r", b"", b"\ndata: b\n\n"]),
+            vec![b"a\nb".to_vec()]
+        );
+        let mut s = SseScanner::new();
+        for chunk in [&b":\r"[..], b"", b"\n"] {
+            s.feed(chunk, |_| {});
+        }
+        assert!(!s.at_event_boundary());
     }
 
     proptest! {

@@ -509,10 +509,12 @@ fn error_event(watch: &SseWatch, why: &str, requested_model: Option<&str>) -> By
         }],
     });
     // Close whatever line or event the upstream left open, so ours is read as its own event.
+    // The blank line is `\r\n`: after an upstream that stopped on a bare `\r`, a lone `\n`
+    // would be read as the second half of that line ending, not as a blank line.
     let lead: &[u8] = if !watch.scanner.at_line_start() {
         b"\n\n"
     } else if !watch.scanner.at_event_boundary() {
-        b"\n"
+        b"\r\n"
     } else {
         b""
     };
@@ -556,5 +558,56 @@ mod tests {
         assert_eq!(json["id"], "gen-1");
         assert_eq!(json["choices"][0]["finish_reason"], "error");
         assert_eq!(json["error"]["code"], 502);
+    }
+
+    /// The events a client reads from `bytes`.
+    fn client_events(bytes: &[u8]) -> Vec<Vec<u8>> {
+        let mut events = Vec::new();
+        SseScanner::new().feed(bytes, |data| events.push(data.to_vec()));
+        events
+    }
+
+    #[test]
+    fn error_event_after_a_bare_cr_is_still_its_own_event() {
+        // Found writing the soak test (its broken streams may stop on a bare `\r`): a lone `\n`
+        // lead made `\r\n` one line ending, so the error event was read as part of the
+        // upstream's unfinished event.
+        for upstream in [
+            &b"data: x\r"[..],
+            b": c\r",
+            b"data: x\r\n",
+            b"data: x\n",
+            b"data: x\r\r",
+        ] {
+            let mut watch = SseWatch::default();
+            watch.feed(upstream);
+            let event = error_event(&watch, "boom", None);
+            let events = client_events(&[upstream, &event[..]].concat());
+            let last = events.last().expect("an event");
+            let json: serde_json::Value = serde_json::from_slice(last)
+                .unwrap_or_else(|e| panic!("{upstream:?}: last event is not the error ({e})"));
+            assert_eq!(json["choices"][0]["finish_reason"], "error");
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the upstream sent before it broke, the client reads the error as the last
+        /// event, on its own.
+        #[test]
+        fn error_event_is_always_the_last_event(pieces in proptest::collection::vec(
+            proptest::sample::select(vec!["data: x", "data:", ": c", "event: e", "x", "\r", "\n", "\r\n"]),
+            0..16,
+        )) {
+            let upstream = pieces.concat().into_bytes();
+            let mut watch = SseWatch::default();
+            watch.feed(&upstream);
+            let before = client_events(&upstream).len();
+            let event = error_event(&watch, "boom", None);
+            let events = client_events(&[&upstream[..], &event[..]].concat());
+            proptest::prop_assert!(events.len() > before);
+            let json: Result<serde_json::Value, _> = serde_json::from_slice(events.last().unwrap());
+            proptest::prop_assert!(json.is_ok(), "{:?}: the last event is not the error", pieces);
+            proptest::prop_assert_eq!(&json.unwrap()["choices"][0]["finish_reason"], "error");
+        }
     }
 }

@@ -26,6 +26,15 @@ pub fn api_suffix<'p>(path: &'p str, prefix: &str) -> Result<&'p str, GatewayErr
         if segment.is_empty() {
             return refuse("empty path segment");
         }
+        // None of these is in a path hyper parsed, and URL parsing would read them otherwise:
+        // it drops tabs and newlines, and controls and spaces at the ends, and ends the path at
+        // `?` or `#`; `.\t.` or `..#` would become `..` upstream.
+        if segment
+            .bytes()
+            .any(|b| b.is_ascii_control() || matches!(b, b' ' | b'?' | b'#'))
+        {
+            return refuse("control character, space, '?' or '#'");
+        }
         let lower = segment.to_ascii_lowercase();
         if lower.contains("%2f") || lower.contains("%5c") || segment.contains('\\') {
             return refuse("encoded slash or backslash");
@@ -71,6 +80,26 @@ mod tests {
             "/v1x/models",
         ] {
             assert!(api_suffix(bad, "/v1").is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn characters_a_url_parser_reads_differently_are_refused() {
+        // Found by fuzzing (fuzz/fuzz_targets/path.rs): URL parsing drops tabs and newlines
+        // anywhere and C0 controls and spaces at the ends, and ends the path at `?` or `#`, so
+        // `"%2e%2E\0"` and `"..#!"` became `..` once joined to the base. hyper never hands such
+        // a path over; the check does not rely on it.
+        for bad in [
+            "/v1/%2e%2E\0\u{c}",
+            "/v1/..#!",
+            "/v1/x/..?a=b",
+            "/v1/.\t./x",
+            "/v1/%2e\n%2e/x",
+            "/v1/x/.. ",
+            "/v1/models\r",
+            "/v1/a b",
+        ] {
+            assert!(api_suffix(bad, "/v1").is_err(), "{bad:?} should be refused");
         }
     }
 

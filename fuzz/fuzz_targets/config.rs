@@ -1,0 +1,60 @@
+//! Config parsing and validation: never panics, and a config read without problems renders
+//! (as `orgate check` prints it) to TOML that reads back to the same config and the same verdict.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use orgate::config::{parse_toml, validate};
+use orgate::policy::CompiledPolicy;
+
+fuzz_target!(|bytes: &[u8]| {
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return;
+    };
+    let (config, problems) = parse_toml(text);
+    let verdict = validate(&config);
+    // Every problem says why. (Its path may be empty: a section or key can be named `""`.)
+    for problem in problems.iter().chain(&verdict) {
+        assert!(
+            !problem.why.is_empty(),
+            "a problem without a reason: {problem}"
+        );
+    }
+    if !problems.is_empty() {
+        return;
+    }
+
+    let rendered = config.to_toml();
+    assert!(
+        !rendered.starts_with("# cannot render config"),
+        "a config read without problems does not render: {rendered}\nfrom:\n{text}"
+    );
+    let (reread, reread_problems) = parse_toml(&rendered);
+    assert!(
+        reread_problems.is_empty(),
+        "the rendered config does not read back: {reread_problems:?}\nrendered:\n{rendered}\nfrom:\n{text}"
+    );
+    assert_eq!(
+        reread.to_toml(),
+        rendered,
+        "the rendered config reads back to a different config\nfrom:\n{text}"
+    );
+    assert_eq!(
+        validate(&reread),
+        verdict,
+        "the rendered config gets a different verdict\nrendered:\n{rendered}"
+    );
+
+    // A config that validates gives every key a policy that compiles.
+    if verdict.is_empty() {
+        CompiledPolicy::for_key(&config, None).expect("[policy] compiles");
+        for name in config.policies.keys() {
+            CompiledPolicy::for_key(&config, Some(name)).expect("a named policy compiles");
+        }
+        for key in &config.auth.keys {
+            if let Some(name) = &key.policy {
+                CompiledPolicy::for_key(&config, Some(name))
+                    .expect("a key's policy exists and compiles");
+            }
+        }
+    }
+});

@@ -1,0 +1,122 @@
+//! The SSE scanner: never panics, reports the same events however the bytes are cut into
+//! chunks, and agrees with a plain line-by-line reading of the whole stream.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use orgate::sse::{SseScanner, MAX_EVENT_DATA};
+
+/// What the scanner reports for `chunks`, and whether it ends at a line start / event boundary.
+fn scan<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> (Vec<Vec<u8>>, bool, bool) {
+    let mut scanner = SseScanner::new();
+    let mut events = Vec::new();
+    for chunk in chunks {
+        scanner.feed(chunk, |data| {
+            assert!(data.len() <= MAX_EVENT_DATA, "event over the cap");
+            events.push(data.to_vec());
+        });
+    }
+    (events, scanner.at_line_start(), scanner.at_event_boundary())
+}
+
+/// The reference: the WHATWG reading of an event stream, restricted to what the scanner reports
+/// (the `data` of each event that has at least one `data` field), on the whole input at once.
+fn reference(bytes: &[u8]) -> (Vec<Vec<u8>>, bool, bool) {
+    let mut events = Vec::new();
+    let mut data: Vec<u8> = Vec::new();
+    let mut has_data = false;
+    let mut in_event = false;
+    let mut line_start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let end = match bytes[i] {
+            b'\n' => i + 1,
+            b'\r' if bytes.get(i + 1) == Some(&b'\n') => i + 2,
+            b'\r' => i + 1,
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        let line = &bytes[line_start..i];
+        if line.is_empty() {
+            if has_data {
+                events.push(std::mem::take(&mut data));
+            }
+            data.clear();
+            has_data = false;
+            in_event = false;
+        } else {
+            in_event = true;
+            let (name, value) = match line.iter().position(|&b| b == b':') {
+                Some(colon) => {
+                    let value = &line[colon + 1..];
+                    (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
+                }
+                None => (line, &[][..]),
+            };
+            if name == b"data" {
+                if has_data {
+                    data.push(b'\n');
+                }
+                has_data = true;
+                data.extend_from_slice(value);
+            }
+        }
+        i = end;
+        line_start = end;
+    }
+    let at_line_start = line_start == bytes.len();
+    (events, at_line_start, at_line_start && !in_event)
+}
+
+/// A small deterministic generator, seeded from the input, for chunk sizes.
+fn cuts(bytes: &[u8]) -> Vec<&[u8]> {
+    let mut state = bytes.iter().fold(0x9e37_79b9_7f4a_7c15_u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    }) | 1;
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        // Mostly short chunks, sometimes empty ones, now and then a long one.
+        let len = match state % 8 {
+            0 => 0,
+            7 => (state >> 8) as usize % 64,
+            n => n as usize,
+        }
+        .min(rest.len());
+        let (chunk, tail) = rest.split_at(len);
+        out.push(chunk);
+        rest = tail;
+    }
+    out
+}
+
+fuzz_target!(|bytes: &[u8]| {
+    let whole = scan([bytes]);
+    assert_eq!(whole, reference(bytes), "scanner and reference disagree");
+    assert_eq!(
+        scan(bytes.chunks(1)),
+        whole,
+        "byte-by-byte chunking changed the events"
+    );
+    assert_eq!(scan(cuts(bytes)), whole, "chunking changed the events");
+    // Every cut right after a CR (the CRLF-split case), and empty chunks in between.
+    let mut around_cr = Vec::new();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'\r' {
+            around_cr.push(&bytes[start..=i]);
+            around_cr.push(&[][..]);
+            start = i + 1;
+        }
+    }
+    around_cr.push(&bytes[start..]);
+    assert_eq!(
+        scan(around_cr),
+        whole,
+        "cutting after CR changed the events"
+    );
+});
