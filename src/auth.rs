@@ -91,13 +91,6 @@ impl KeyStore {
             _ => Err(GatewayError::UnknownKey),
         }
     }
-
-    pub fn clients(&self) -> impl Iterator<Item = &Arc<Client>> {
-        self.by_digest
-            .values()
-            .map(|(c, _)| c)
-            .chain(self.anonymous.iter())
-    }
 }
 
 /// The key a client presented: `Authorization: Bearer <key>`, else `x-api-key: <key>`.

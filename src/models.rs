@@ -6,7 +6,6 @@ use std::time::Duration;
 use http::{header, HeaderMap, HeaderValue, Method};
 use serde::Deserialize;
 
-use crate::auth::ANONYMOUS;
 use crate::metrics::Metrics;
 use crate::state::Snapshot;
 
@@ -43,14 +42,11 @@ async fn fetch_model_ids(snapshot: &Snapshot, metrics: &Metrics) -> Result<Vec<S
         id: String,
     }
     let upstream = &snapshot.upstream;
-    let auth = snapshot
-        .keys
-        .clients()
-        .next()
-        .map(|c| c.upstream_auth.clone())
-        .ok_or_else(|| format!("no upstream key for {ANONYMOUS}"))?;
     let mut headers = HeaderMap::new();
-    headers.insert(header::AUTHORIZATION, auth);
+    headers.insert(
+        header::AUTHORIZATION,
+        snapshot.default_upstream_auth.clone(),
+    );
     headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
     let answer = upstream
         .send(

@@ -79,6 +79,8 @@ pub struct Snapshot {
     pub upstream: Upstream,
     /// Per-key limiter state; carried over for unchanged keys on reload.
     pub limits: Limits,
+    /// `Bearer <upstream key>` from `upstream.api_key_env`, for the gateway's own requests.
+    pub default_upstream_auth: HeaderValue,
 }
 
 impl Snapshot {
@@ -180,6 +182,7 @@ impl Snapshot {
             keys: KeyStore::new(keys, anonymous),
             upstream,
             limits,
+            default_upstream_auth: default_auth,
             config,
         })
     }

@@ -148,6 +148,10 @@ impl<C: LimitClock> MemoryBackend<C> {
 }
 
 impl<C: LimitClock> KeyState<C> {
+    fn has_budget(&self) -> bool {
+        self.usd_per_day > 0.0 || self.usd_per_month > 0.0
+    }
+
     fn new(limits: KeyLimits, clock: &C, before: Option<&Self>, spending: Arc<Spending>) -> Self {
         let before_rate = before.and_then(|b| b.rate.as_ref());
         let rate = match before_rate {
@@ -211,7 +215,7 @@ impl<C: LimitClock> MemoryBackend<C> {
         let key = self.keys.get(key_id).unwrap_or(&self.anonymous);
         let mut headers = RateLimitHeaders::default();
 
-        if key.usd_per_day > 0.0 || key.usd_per_month > 0.0 {
+        if key.has_budget() {
             if let Err(spent) =
                 key.spending
                     .check(key.usd_per_day, key.usd_per_month, SystemTime::now())
@@ -272,9 +276,8 @@ impl<C: LimitClock> MemoryBackend<C> {
             }
         }
 
-        let has_budget = key.usd_per_day > 0.0 || key.usd_per_month > 0.0;
         let account =
-            (key.tokens.is_some() || has_budget || self.state_file.is_some()).then(|| {
+            (key.tokens.is_some() || key.has_budget() || self.state_file.is_some()).then(|| {
                 UsageAccount::new(Arc::new(Account {
                     tokens: key.tokens.clone(),
                     spending: Some(Arc::clone(&key.spending)),

@@ -44,7 +44,6 @@ pub use memory::{LimitClock, MemoryBackend};
 pub use middleware::enforce;
 pub use redis::{check_redis_url, RedisBackend};
 pub use settings::KeyLimits;
-pub use spend::Period as BudgetPeriod;
 pub use tokens::{ChargeUsage, UsageAccount};
 
 /// The limits of every key, behind the backend that keeps their counters. Cheap to clone.

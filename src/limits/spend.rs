@@ -16,7 +16,7 @@ const DAY_SECS: u64 = 86_400;
 
 /// A UTC calendar period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Period {
+pub(crate) enum Period {
     Day,
     Month,
 }
@@ -46,7 +46,7 @@ impl Period {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Period::Day => "day",
             Period::Month => "month",

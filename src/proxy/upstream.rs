@@ -33,7 +33,6 @@ pub struct Upstream {
 pub struct UpstreamResponse {
     pub response: reqwest::Response,
     pub time_to_headers: Duration,
-    pub retries: u32,
 }
 
 impl Upstream {
@@ -136,7 +135,6 @@ impl Upstream {
                 Ok(Ok(response)) => Ok(UpstreamResponse {
                     response,
                     time_to_headers: started.elapsed(),
-                    retries: attempt,
                 }),
                 Ok(Err(e)) => Err(classify(&e, self.first_byte_timeout)),
                 Err(_) => Err(GatewayError::UpstreamTimeout(self.first_byte_timeout)),
