@@ -1,10 +1,8 @@
 //! Client authentication and key injection.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 #[tokio::test]
 async fn requests_without_a_valid_key_get_401_and_are_not_forwarded() {

@@ -1,8 +1,6 @@
 //! Spend budgets per key, from the cost OpenRouter reports, kept across restarts.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 async fn chat(gw: &TestGateway, key: &str) -> reqwest::Response {
     gw.chat(key).body(chat_body(MODEL)).send().await.unwrap()

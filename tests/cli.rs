@@ -1,12 +1,10 @@
 //! The `orgate` binary as a user runs it: commands, exit codes, signals, logs.
 
-mod common;
-
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use common::process::{Served, BIN};
-use common::*;
+use crate::common::process::{Served, BIN};
+use crate::common::*;
 use futures_util::StreamExt;
 
 fn orgate(args: &[&str]) -> Command {

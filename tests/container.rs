@@ -3,12 +3,10 @@
 //! (its environment, a mounted config, the key as a `_FILE` secret, on 0.0.0.0) and answers
 //! the image's health check.
 
-mod common;
-
 use std::process::Command;
 
-use common::process::{Served, BIN};
-use common::*;
+use crate::common::process::{Served, BIN};
+use crate::common::*;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 

@@ -1,10 +1,8 @@
 //! Upstream faults before the first byte: timeouts, refusals and the retry rule.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 #[tokio::test]
 async fn an_upstream_that_refuses_connections_gives_502() {

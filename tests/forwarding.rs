@@ -1,11 +1,9 @@
 //! Faithful forwarding: what the client sends reaches the upstream unchanged (but for the
 //! credentials), and what the upstream answers reaches the client unchanged.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 #[tokio::test]
 async fn the_body_reaches_the_upstream_byte_for_byte() {
@@ -123,8 +121,7 @@ async fn the_upstream_answer_reaches_the_client_unchanged() {
     assert_eq!(response.headers()["x-generation-id"], "gen-mock-0");
     assert_eq!(response.headers()["content-type"], "application/json");
     let body = response.bytes().await.unwrap();
-    let expected =
-        serde_json::to_vec(&common::mock_openrouter::completion("gen-mock-0", MODEL)).unwrap();
+    let expected = serde_json::to_vec(&mock_openrouter::completion("gen-mock-0", MODEL)).unwrap();
     assert_eq!(body, expected);
 }
 

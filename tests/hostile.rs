@@ -1,12 +1,10 @@
 //! Hostile input: every bad request gets a clear answer, nothing odd reaches the upstream, and
 //! the gateway keeps serving.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -1,10 +1,8 @@
 //! Per-key limits through the real gateway: request rate, concurrency, tokens.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use futures_util::StreamExt;
 
 async fn chat(gw: &TestGateway, key: &str) -> reqwest::Response {

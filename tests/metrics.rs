@@ -1,10 +1,8 @@
 //! `GET /metrics`: values move as requests, streams, tokens and failures happen.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use futures_util::StreamExt;
 
 async fn scrape(gw: &TestGateway) -> String {

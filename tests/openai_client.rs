@@ -1,11 +1,9 @@
 //! The official-style OpenAI client (`async-openai`) pointed at the gateway, as a developer would.
 
-mod common;
-
+use crate::common::*;
 use async_openai::config::OpenAIConfig;
 use async_openai::types::{ChatCompletionRequestUserMessageArgs, CreateChatCompletionRequestArgs};
 use async_openai::Client;
-use common::*;
 use futures_util::StreamExt;
 
 fn client_for(gw: &TestGateway, key: &str) -> Client<OpenAIConfig> {

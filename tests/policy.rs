@@ -1,10 +1,8 @@
 //! The org's policy through the real gateway: what reaches the upstream, and what is refused.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 /// Starts a gateway whose `[policy]`/`[policies.*]` come from `policy_toml`; alice has the
@@ -481,7 +479,7 @@ async fn explain_shows_the_forwarded_body_and_each_rule_without_network() {
     let explain = |body: &str| {
         let file = dir.path().join("request.json");
         std::fs::write(&file, body).unwrap();
-        let output = std::process::Command::new(common::process::BIN)
+        let output = std::process::Command::new(crate::common::process::BIN)
             .args([
                 "explain",
                 "--key",

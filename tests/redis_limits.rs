@@ -2,13 +2,11 @@
 //! `redis-server`, started by each test on an ephemeral port. Without `redis-server` the tests
 //! print `SKIPPED:` and pass, except under CI (`CI` set), where they fail.
 
-mod common;
-
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::process::{Served, BIN};
-use common::*;
+use crate::common::process::{Served, BIN};
+use crate::common::*;
 use orgate::config::{Config, LimitsBackend, OnBackendError};
 use tokio::time::Instant;
 

@@ -1,11 +1,9 @@
 //! Live reload: new config for new requests, in-flight streams finish on the old one.
 
-mod common;
-
 use std::time::Duration;
 
-use common::process::Served;
-use common::*;
+use crate::common::process::Served;
+use crate::common::*;
 use futures_util::StreamExt;
 
 async fn chat(gw: &TestGateway, key: &str, model: &str) -> u16 {
@@ -137,7 +135,7 @@ async fn sighup_reloads_the_config_file() {
     );
     let base = format!("[upstream]\nbase_url = \"{}\"\n{keys}", mock.base_url);
     std::fs::write(&path, &base).unwrap();
-    let mut command = tokio::process::Command::new(common::process::BIN);
+    let mut command = tokio::process::Command::new(crate::common::process::BIN);
     command
         .env_clear()
         .args([

@@ -3,9 +3,7 @@
 //! Needs `python3` with the `openai` package (`.ci/run` installs it). Outside CI the test is
 //! skipped, loudly, when they are missing; in CI (`CI` set) their absence fails it.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[tokio::test]
 async fn the_official_python_sdk_works_through_the_gateway() {

@@ -1,9 +1,7 @@
 //! Keys never leak: not in responses, headers, logs (any level, either format) or metrics.
 
-mod common;
-
-use common::process::Served;
-use common::*;
+use crate::common::process::Served;
+use crate::common::*;
 use futures_util::StreamExt;
 
 const WRONG_KEY: &str = "sk-orgate-wrong-but-secret-looking-key-123";
@@ -115,7 +113,7 @@ burst = 1
         ),
     )
     .unwrap();
-    let mut command = tokio::process::Command::new(common::process::BIN);
+    let mut command = tokio::process::Command::new(crate::common::process::BIN);
     command
         .env_clear()
         .args([

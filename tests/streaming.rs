@@ -1,11 +1,9 @@
 //! Streams: bytes pass as they arrive, unchanged; a broken stream ends with an error event; a
 //! client that leaves cancels the upstream.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use futures_util::StreamExt;
 
 async fn start_stream(gw: &TestGateway, scenario: &str, delay_ms: u64) -> reqwest::Response {
