@@ -12,32 +12,59 @@ use http::{header, HeaderMap, HeaderValue};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use axum::response::IntoResponse;
+
 use crate::error::GatewayError;
+use crate::limits::UsageAccount;
+use crate::metrics::Metrics;
 use crate::policy::CompiledPolicy;
-use crate::state::AppState;
+use crate::state::{AppState, Snapshot};
 use crate::telemetry::RequestFacts;
 
-/// The auth middleware: identifies the caller (401 otherwise) and hands later layers the
-/// [`Client`] and the config [`Snapshot`](crate::state::Snapshot) this request will use
-/// throughout, loaded once here.
-pub async fn require_client(
+/// The API layer: identifies the caller (401 otherwise), checks its limits (429), and hands the
+/// handler an [`Admitted`]: the [`Client`], the config [`Snapshot`] this request uses
+/// throughout (loaded once here), and the account its usage is charged to. Auth and limits are
+/// one layer so that a request pays for one middleware and one extension, not several.
+pub async fn admit(
     axum::extract::State(state): axum::extract::State<AppState>,
     mut request: axum::extract::Request,
     next: axum::middleware::Next,
-) -> Result<axum::response::Response, GatewayError> {
+) -> Result<axum::response::Response, axum::response::Response> {
     if !state.is_ready() {
-        return Err(GatewayError::ShuttingDown);
+        return Err(GatewayError::ShuttingDown.into_response());
     }
     let snapshot = state.snapshot();
-    let client = snapshot.keys.authenticate(request.headers())?;
-    if let Some(facts) = request.extensions().get::<Arc<RequestFacts>>() {
+    let client = snapshot
+        .keys
+        .authenticate(request.headers())
+        .map_err(IntoResponse::into_response)?;
+    let facts = request.extensions().get::<Arc<RequestFacts>>().cloned();
+    if let Some(facts) = &facts {
         facts.set_key_id(client.id.clone());
         facts.hold_inflight(state.metrics().inflight(&client.id));
     }
-    request.extensions_mut().insert(state.metrics().clone());
-    request.extensions_mut().insert(client);
-    request.extensions_mut().insert(snapshot);
-    Ok(next.run(request).await)
+    let metrics = state.metrics();
+    let (limit_headers, account) =
+        crate::limits::check_request(&snapshot, &client, metrics, facts.as_deref()).await?;
+    request.extensions_mut().insert(Admitted {
+        metrics: metrics.clone(),
+        client,
+        snapshot,
+        account,
+    });
+    let mut response = next.run(request).await;
+    limit_headers.write_to(response.headers_mut());
+    Ok(response)
+}
+
+/// What [`admit`] hands the handler of an admitted request, as one request extension.
+#[derive(Debug, Clone)]
+pub struct Admitted {
+    pub metrics: Arc<Metrics>,
+    pub client: Arc<Client>,
+    pub snapshot: Arc<Snapshot>,
+    /// Where the response's usage is charged, when the key has a token limit or a budget.
+    pub account: Option<UsageAccount>,
 }
 
 /// The identity used for requests without a client key.

@@ -185,9 +185,10 @@ fn reload(state: &AppState, request: ReloadRequest) {
 /// 3. set `x-request-id` (the client's, else a new one), so it reaches logs and upstream;
 /// 4. copy `x-request-id` onto every response, errors included;
 /// 5. access log and request metrics: one line per request when its body ends;
-/// 6. on API routes only: auth (401) — loads the config snapshot and the caller once;
-/// 7. limits (429): rate, tokens, concurrency; the permit is held until the body ends;
-/// 8. handlers: chat (parse once, forward, stream) and the generic pass-through.
+/// 6. on API routes only, one layer: auth (401), which loads the config snapshot and the
+///    caller once, then limits (429): rate, tokens, concurrency; the permit is held until the
+///    body ends;
+/// 7. handlers: chat (parse once, forward, stream) and the generic pass-through.
 ///
 /// Unmatched paths and methods get 404/405 in the same error shape.
 pub fn router(state: AppState) -> Router {
@@ -196,8 +197,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/chat/completions", post(proxy::chat))
         .route("/api/v1/{*rest}", any(proxy::passthrough))
         .route("/v1/{*rest}", any(proxy::passthrough))
-        .route_layer(axum::middleware::from_fn(crate::limits::enforce))
-        .route_layer(from_fn_with_state(state.clone(), auth::require_client));
+        .route_layer(from_fn_with_state(state.clone(), auth::admit));
     let x_request_id = HeaderName::from_static("x-request-id");
     Router::new()
         .route("/healthz", get(healthz))
@@ -287,10 +287,46 @@ impl Default for NewRequestId {
     }
 }
 
+/// Writes the low `out.len()` hex digits of `value` into `out`, zero-padded.
+fn write_hex(out: &mut [u8], mut value: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for byte in out.iter_mut().rev() {
+        *byte = DIGITS[(value & 0xf) as usize];
+        value >>= 4;
+    }
+}
+
 impl MakeRequestId for NewRequestId {
     fn make_request_id<B>(&mut self, _: &http::Request<B>) -> Option<RequestId> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let id = format!("req-{:08x}{:012x}", self.prefix, n);
-        HeaderValue::from_str(&id).ok().map(RequestId::new)
+        // `req-` and 20 hex digits, written in place: one allocation (the header's) per id.
+        let mut id = *b"req-00000000000000000000";
+        write_hex(&mut id[4..12], u64::from(self.prefix));
+        write_hex(&mut id[12..], n);
+        HeaderValue::from_bytes(&id).ok().map(RequestId::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_the_prefix_and_a_counter_in_fixed_width_hex() {
+        let mut ids = NewRequestId {
+            prefix: 0x00c0_ffee,
+            counter: std::sync::Arc::new(AtomicU64::new(0xabc)),
+        };
+        let request = http::Request::new(());
+        let first = ids.make_request_id(&request).unwrap();
+        let second = ids.make_request_id(&request).unwrap();
+        assert_eq!(
+            first.header_value().to_str().unwrap(),
+            "req-00c0ffee000000000abc"
+        );
+        assert_eq!(
+            second.header_value().to_str().unwrap(),
+            "req-00c0ffee000000000abd"
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! Per-key limits: request rate, requests in flight, tokens per minute, and a gateway-wide rate.
 //!
-//! The limits middleware calls [`Limits::check`] once per request, with the key id auth found
+//! The API layer calls [`Limits::check`] once per request, with the key id auth found
 //! (or `anonymous`). A [`Refusal`] becomes the 429 (`GatewayError::from`, or `into_response`
 //! for the headers too). An [`Admission`] holds the request's concurrency [`Permit`] (keep it
 //! until the response body ends: dropping it releases the slot), the [`RateLimitHeaders`] for
@@ -16,7 +16,7 @@
 //! - `admission`: what a check returns, and the 429;
 //! - `backend`: the trait a backend implements; `memory`: the in-memory one; `redis`: the one
 //!   shared by every replica (`limits.backend = "redis"`), its server side in `redis.lua`;
-//! - `middleware`: the layer that checks each request and holds its permit.
+//! - `middleware`: the check of one request, which hands its permit to the request's facts.
 
 mod admission;
 mod backend;
@@ -41,7 +41,7 @@ pub use admission::{Admission, LimitKind, Permit, Refusal};
 pub use backend::{CheckFuture, LimitBackend};
 pub use headers::{format_reset, LimitStatus, RateLimitHeaders};
 pub use memory::{LimitClock, MemoryBackend};
-pub use middleware::enforce;
+pub use middleware::check_request;
 pub use redis::{check_redis_url, RedisBackend};
 pub use settings::KeyLimits;
 pub use tokens::{ChargeUsage, UsageAccount};

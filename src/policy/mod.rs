@@ -124,8 +124,20 @@ impl CompiledPolicy {
     /// Applies the policy to `req` in place, in this order: aliases, model rules, the
     /// `max_tokens` ceiling, plugins, routing knobs, the `provider` merge.
     pub fn apply(&self, req: &mut ChatRequest<'_>) -> Result<Applied, Refusal> {
+        self.apply_with(req, true)
+    }
+
+    /// [`apply`](Self::apply) for the request path when nobody reads the explanation: the same
+    /// decisions and the same actions, but a `provider` rewrite's action carries its rule and
+    /// no detail (an empty string), so a request pays for no rendering. Refusals still explain
+    /// themselves.
+    pub fn apply_quietly(&self, req: &mut ChatRequest<'_>) -> Result<Applied, Refusal> {
+        self.apply_with(req, false)
+    }
+
+    fn apply_with(&self, req: &mut ChatRequest<'_>, explain: bool) -> Result<Applied, Refusal> {
         let mut actions = Vec::new();
-        match self.apply_rules(req, &mut actions) {
+        match self.apply_rules(req, explain, &mut actions) {
             Ok(applied) => Ok(Applied { actions, ..applied }),
             Err(error) => Err(Refusal { error, actions }),
         }
@@ -134,6 +146,7 @@ impl CompiledPolicy {
     fn apply_rules(
         &self,
         req: &mut ChatRequest<'_>,
+        explain: bool,
         actions: &mut Vec<Action>,
     ) -> Result<Applied, GatewayError> {
         let requested = self.models.resolve(req, actions)?;
@@ -158,7 +171,7 @@ impl CompiledPolicy {
             Some(other) => return Err(fields::wrong_type("provider", "an object", &other)),
         };
         let merged =
-            provider::merge_into(client.as_ref(), &self.provider, tier_endpoints, actions)?;
+            provider::merge_into(client, &self.provider, tier_endpoints, explain, actions)?;
         if let Some(provider) = merged.provider {
             req.set("provider", &Value::Object(provider))?;
         }

@@ -19,10 +19,9 @@ pub use headers::{client_response_headers, upstream_request_headers};
 pub use path::api_suffix;
 pub use upstream::{Upstream, UpstreamResponse};
 
-use crate::auth::Client;
+use crate::auth::{Admitted, Client};
 use crate::chat_request::ChatRequest;
 use crate::error::GatewayError;
-use crate::limits::UsageAccount;
 use crate::metrics::Metrics;
 use crate::state::Snapshot;
 use crate::stream::{Billing, BodyKind, ResponseObserver, UpstreamBody};
@@ -30,14 +29,16 @@ use crate::telemetry::RequestFacts;
 
 /// `POST /api/v1/chat/completions` and `POST /v1/chat/completions`.
 pub async fn chat(
-    Extension(metrics): Extension<Arc<Metrics>>,
-    Extension(snapshot): Extension<Arc<Snapshot>>,
-    Extension(client): Extension<Arc<Client>>,
     Extension(facts): Extension<Arc<RequestFacts>>,
     request: Request,
 ) -> Result<Response, GatewayError> {
-    let (parts, body) = request.into_parts();
-    let account = parts.extensions.get::<UsageAccount>().cloned();
+    let (mut parts, body) = request.into_parts();
+    let Admitted {
+        metrics,
+        client,
+        snapshot,
+        account,
+    } = admitted(&mut parts)?;
     let bytes = read_body(
         body,
         &parts.headers,
@@ -46,7 +47,13 @@ pub async fn chat(
     .await?;
     let mut chat = ChatRequest::parse(&bytes)?;
     facts.set_stream(chat.stream());
-    let applied = match client.policy.apply(&mut chat) {
+    // The policy's explanation is rendered only when a debug log line will show it.
+    let applied = if tracing::enabled!(tracing::Level::DEBUG) {
+        client.policy.apply(&mut chat)
+    } else {
+        client.policy.apply_quietly(&mut chat)
+    };
+    let applied = match applied {
         Ok(applied) => applied,
         Err(refusal) => {
             facts.set_model(chat.model().ok().flatten().as_deref());
@@ -89,13 +96,16 @@ pub async fn chat(
 
 /// Any other `/api/v1/*` or `/v1/*`: the same path under the upstream base URL.
 pub async fn passthrough(
-    Extension(metrics): Extension<Arc<Metrics>>,
-    Extension(snapshot): Extension<Arc<Snapshot>>,
-    Extension(client): Extension<Arc<Client>>,
     Extension(facts): Extension<Arc<RequestFacts>>,
     request: Request,
 ) -> Result<Response, GatewayError> {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
+    let Admitted {
+        metrics,
+        client,
+        snapshot,
+        ..
+    } = admitted(&mut parts)?;
     let path = parts.uri.path();
     let prefix = if path.starts_with("/api/v1/") {
         "/api/v1"
@@ -127,6 +137,13 @@ pub async fn passthrough(
         observer,
     )
     .await
+}
+
+/// What the API layer ([`crate::auth::admit`]) learned, moved out of the request.
+fn admitted(parts: &mut http::request::Parts) -> Result<Admitted, GatewayError> {
+    parts.extensions.remove::<Admitted>().ok_or_else(|| {
+        GatewayError::Internal("an API route was reached without the admission layer".into())
+    })
 }
 
 /// Counts what the policy did and logs it, compact, at debug.

@@ -26,15 +26,20 @@ pub(crate) struct Merged {
 /// Merges the client's `provider` (already known to be an object, or absent) with the policy's.
 /// `tier_endpoints`: the request can reach service-tier endpoints, which base slugs in `ignore`
 /// do not cover, so the ignore list also names their tier endpoints.
+/// `explain`: write each rewrite's detail (for `orgate explain` and debug logs); without it a
+/// rewrite action carries its rule only, which is all the metrics need, and the request pays
+/// for no rendering. Refusals always say why.
 pub(crate) fn merge_into(
-    client: Option<&Map<String, Value>>,
+    client: Option<Map<String, Value>>,
     rules: &ProviderRules,
     tier_endpoints: bool,
+    explain: bool,
     actions: &mut Vec<Action>,
 ) -> Result<Merged, GatewayError> {
     let mut merge = Merge {
-        out: client.cloned().unwrap_or_default(),
+        out: client.unwrap_or_default(),
         changed: false,
+        explain,
         actions,
     };
     let mut merged = Merged::default();
@@ -58,17 +63,12 @@ pub(crate) fn merge_into(
     if let Some(rule) = &rules.quantizations {
         merge.allow_list("quantizations", "quantization", rule)?;
     }
-    if let Some(rule) = &rules.ignore {
-        let with_tiers;
-        let rule = if tier_endpoints {
-            with_tiers = Bound {
-                value: with_tier_endpoints(&rule.value),
-                rule: rule.rule.clone(),
-            };
-            &with_tiers
-        } else {
-            rule
-        };
+    let ignore = if tier_endpoints {
+        &rules.ignore_with_tiers
+    } else {
+        &rules.ignore
+    };
+    if let Some(rule) = ignore {
         merged.ignore = merge.ignore(rule)?;
     }
     if rules.max_price.iter().any(Option::is_some) {
@@ -95,7 +95,7 @@ pub fn merge(
 ) -> Result<Map<String, Value>, Refusal> {
     let rules = ProviderRules::from_policy(policy, "policy.provider");
     let mut actions = Vec::new();
-    match merge_into(client, &rules, false, &mut actions) {
+    match merge_into(client.cloned(), &rules, false, true, &mut actions) {
         Ok(merged) => Ok(merged
             .provider
             .unwrap_or_else(|| client.cloned().unwrap_or_default())),
@@ -104,7 +104,7 @@ pub fn merge(
 }
 
 /// `ignore = ["openai"]` must also keep out `openai/priority` and `openai/flex`.
-fn with_tier_endpoints(ignore: &DenyList) -> DenyList {
+pub(super) fn with_tier_endpoints(ignore: &DenyList) -> DenyList {
     let mut out = ignore.clone();
     for name in &ignore.entries {
         if name.key.contains('/') {
@@ -125,15 +125,28 @@ fn with_tier_endpoints(ignore: &DenyList) -> DenyList {
 struct Merge<'a> {
     out: Map<String, Value>,
     changed: bool,
+    /// Whether rewrites get their detail (see [`merge_into`]).
+    explain: bool,
     actions: &'a mut Vec<Action>,
 }
 
 impl Merge<'_> {
-    fn write(&mut self, field: &str, value: Value, rule: &str, detail: String) {
+    /// Sets `field` to `value`; `detail` says how, from the state before and the new value.
+    fn write(
+        &mut self,
+        field: &str,
+        value: Value,
+        rule: &str,
+        detail: impl FnOnce(&Self, &Value) -> String,
+    ) {
+        let detail = if self.explain {
+            format!("provider.{field}: {}", detail(self, &value))
+        } else {
+            String::new()
+        };
         self.out.insert(field.to_owned(), value);
         self.changed = true;
-        self.actions
-            .push(Action::rewrite(rule, format!("provider.{field}: {detail}")));
+        self.actions.push(Action::rewrite(rule, detail));
     }
 
     /// How the client's current value reads in an explanation.
@@ -153,25 +166,37 @@ impl Merge<'_> {
         };
         if replace {
             let how = if preference.forced { "forced by" } else { "by" };
-            let detail = format!(
-                "{} → {} {how} {}",
-                self.shown(field),
-                render(&preference.value),
-                preference.rule
+            self.write(
+                field,
+                preference.value.clone(),
+                &preference.rule,
+                |merge, value| {
+                    format!(
+                        "{} → {} {how} {}",
+                        merge.shown(field),
+                        render(value),
+                        preference.rule
+                    )
+                },
             );
-            self.write(field, preference.value.clone(), &preference.rule, detail);
         }
     }
 
     fn data_collection(&mut self, rule: &Bound<Required>) -> Result<(), GatewayError> {
         let client = read::data_collection(self.out.get("data_collection"))?;
         if client.stricter(&rule.value) != Some(client) {
-            let detail = format!(
-                "{} → \"deny\" by {}",
-                self.shown("data_collection"),
-                rule.rule
+            self.write(
+                "data_collection",
+                Value::from("deny"),
+                &rule.rule,
+                |merge, _| {
+                    format!(
+                        "{} → \"deny\" by {}",
+                        merge.shown("data_collection"),
+                        rule.rule
+                    )
+                },
             );
-            self.write("data_collection", Value::from("deny"), &rule.rule, detail);
         }
         Ok(())
     }
@@ -179,8 +204,9 @@ impl Merge<'_> {
     fn flag(&mut self, field: &str, rule: &Bound<Required>) -> Result<(), GatewayError> {
         let client = read::flag(self.out.get(field), field)?;
         if client.stricter(&rule.value) != Some(client) {
-            let detail = format!("{} → true by {}", self.shown(field), rule.rule);
-            self.write(field, Value::Bool(true), &rule.rule, detail);
+            self.write(field, Value::Bool(true), &rule.rule, |merge, _| {
+                format!("{} → true by {}", merge.shown(field), rule.rule)
+            });
         }
         Ok(())
     }
@@ -208,21 +234,19 @@ impl Merge<'_> {
             return Err(deny(self.actions, rule.rule.clone(), message));
         };
         if merged != client {
-            let result = spellings(merged.entries.iter().flatten());
-            let detail = match client.entries {
-                Some(_) => format!(
-                    "{} ∩ {} {} → {result}",
-                    self.shown(field),
-                    rule.rule,
-                    policy_side()
-                ),
-                None => format!("{} → {result} by {}", self.shown(field), rule.rule),
-            };
+            let client_sent = client.entries.is_some();
             self.write(
                 field,
                 names_value(merged.entries.iter().flatten()),
                 &rule.rule,
-                detail,
+                |merge, result| {
+                    let (before, result) = (merge.shown(field), render(result));
+                    if client_sent {
+                        format!("{before} ∩ {} {} → {result}", rule.rule, policy_side())
+                    } else {
+                        format!("{before} → {result} by {}", rule.rule)
+                    }
+                },
             );
         }
         Ok(merged
@@ -244,22 +268,20 @@ impl Merge<'_> {
             .stricter(&rule.value)
             .unwrap_or_else(|| client.clone());
         if merged != client {
-            let result = spellings(merged.entries.iter());
-            let detail = if client.entries.is_empty() {
-                format!("{} → {result} by {}", self.shown("ignore"), rule.rule)
-            } else {
-                let policy_side = spellings(rule.value.entries.iter());
-                format!(
-                    "{} ∪ {} {policy_side} → {result}",
-                    self.shown("ignore"),
-                    rule.rule
-                )
-            };
+            let client_sent = !client.entries.is_empty();
             self.write(
                 "ignore",
                 names_value(merged.entries.iter()),
                 &rule.rule,
-                detail,
+                |merge, result| {
+                    let (before, result) = (merge.shown("ignore"), render(result));
+                    if client_sent {
+                        let policy_side = spellings(rule.value.entries.iter());
+                        format!("{before} ∪ {} {policy_side} → {result}", rule.rule)
+                    } else {
+                        format!("{before} → {result} by {}", rule.rule)
+                    }
+                },
             );
         }
         Ok(merged.entries.into_iter().map(|n| n.key).collect())
@@ -278,33 +300,34 @@ impl Merge<'_> {
                 continue;
             };
             let value = number(merged.0.unwrap_or_default());
-            let before = prices
-                .get(*field)
-                .filter(|v| !v.is_null())
-                .map_or("unset".to_owned(), render);
-            let detail = match client.0 {
-                Some(_) => format!(
-                    "max_price.{field}: {before} lowered to {} by {}",
-                    render(&value),
-                    rule.rule
-                ),
-                None => format!(
-                    "max_price.{field}: unset → {} by {}",
-                    render(&value),
-                    rule.rule
-                ),
+            let detail = if self.explain {
+                let before = prices
+                    .get(*field)
+                    .filter(|v| !v.is_null())
+                    .map_or("unset".to_owned(), render);
+                match client.0 {
+                    Some(_) => format!(
+                        "provider.max_price.{field}: {before} lowered to {} by {}",
+                        render(&value),
+                        rule.rule
+                    ),
+                    None => format!(
+                        "provider.max_price.{field}: unset → {} by {}",
+                        render(&value),
+                        rule.rule
+                    ),
+                }
+            } else {
+                String::new()
             };
             prices.insert((*field).to_owned(), value);
-            lowered.push((rule.rule.clone(), detail));
+            lowered.push(Action::rewrite(rule.rule.clone(), detail));
         }
         if !lowered.is_empty() {
             self.out
                 .insert("max_price".to_owned(), Value::Object(prices));
             self.changed = true;
-            for (rule, detail) in lowered {
-                self.actions
-                    .push(Action::rewrite(rule, format!("provider.{detail}")));
-            }
+            self.actions.append(&mut lowered);
         }
         Ok(())
     }
@@ -340,13 +363,14 @@ impl Merge<'_> {
                 Value::Object(object)
             }
         };
-        let detail = format!(
-            "{} → {} by {}",
-            self.shown(field),
-            render(&value),
-            rule.rule
-        );
-        self.write(field, value, &rule.rule, detail);
+        self.write(field, value, &rule.rule, |merge, value| {
+            format!(
+                "{} → {} by {}",
+                merge.shown(field),
+                render(value),
+                rule.rule
+            )
+        });
         Ok(())
     }
 }

@@ -67,12 +67,29 @@ pub(crate) struct ProviderRules {
     min_throughput: Option<Bound<Each<Floor, 4>>>,
     max_latency: Option<Bound<Each<Ceiling, 4>>>,
     preferences: [Option<Preference>; 3],
+    /// `ignore` plus the service-tier endpoints of its base slugs (`openai/priority`, ...),
+    /// built once here rather than per request; merged instead of `ignore` when a request can
+    /// reach tier endpoints.
+    ignore_with_tiers: Option<Bound<DenyList>>,
 }
 
 impl ProviderRules {
     /// Compiles one layer; `path` is `policy.provider` or `policies.NAME.provider`. Empty lists,
     /// `false`, `"allow"` and zero performance preferences are unset.
     pub(crate) fn from_policy(policy: &ProviderPolicy, path: &str) -> Self {
+        Self::compile_one(policy, path).with_tier_ignore()
+    }
+
+    /// `ignore_with_tiers`, from `ignore`.
+    fn with_tier_ignore(mut self) -> Self {
+        self.ignore_with_tiers = self.ignore.as_ref().map(|rule| Bound {
+            value: merge::with_tier_endpoints(&rule.value),
+            rule: rule.rule.clone(),
+        });
+        self
+    }
+
+    fn compile_one(policy: &ProviderPolicy, path: &str) -> Self {
         let flag = |field: &str, on: Option<bool>| {
             (on == Some(true)).then(|| bound(path, field, Required(true)))
         };
@@ -153,6 +170,7 @@ impl ProviderRules {
                     policy.allow_fallbacks.map(Value::Bool),
                 ),
             ],
+            ignore_with_tiers: None,
         }
     }
 
@@ -182,7 +200,9 @@ impl ProviderRules {
             min_throughput: layer(self.min_throughput, named.min_throughput)?,
             max_latency: layer(self.max_latency, named.max_latency)?,
             preferences: [prefer(o0, r0), prefer(o1, r1), prefer(o2, r2)],
-        })
+            ignore_with_tiers: None,
+        }
+        .with_tier_ignore())
     }
 
     pub(crate) fn is_empty(&self) -> bool {

@@ -13,7 +13,7 @@ use crate::config::{
 use crate::error::GatewayError;
 use crate::policy::fields::number;
 use crate::policy::merge;
-use crate::policy::provider::{ProviderRules, StrictView};
+use crate::policy::provider::{merge_into, ProviderRules, StrictView};
 use crate::policy::strictness::Strict;
 
 /// Display names, slugs, case variants, a regional and a tier endpoint.
@@ -461,6 +461,34 @@ proptest! {
                 prop_assert!(matches!(refusal.error, GatewayError::PolicyDenied(_)), "{:?}", refusal.error);
                 prop_assert!(client_view.stricter(&policy_view).is_none());
                 prop_assert_eq!(refusal.actions.len(), refusal.actions.iter().position(|a| a.outcome == crate::policy::Outcome::Deny).map_or(0, |i| i + 1));
+            }
+        }
+    }
+
+    #[test]
+    fn the_quiet_merge_decides_exactly_as_the_explained_one(
+        client in option::of(client_provider()),
+        policy in provider_policy(),
+        tier_endpoints in any::<bool>(),
+    ) {
+        let rules = ProviderRules::from_policy(&policy, "policy.provider");
+        let (mut loud, mut quiet) = (Vec::new(), Vec::new());
+        let explained = merge_into(client.clone(), &rules, tier_endpoints, true, &mut loud);
+        let unexplained = merge_into(client, &rules, tier_endpoints, false, &mut quiet);
+        match (explained, unexplained) {
+            (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
+            (Err(a), Err(b)) => prop_assert_eq!(a.to_string(), b.to_string()),
+            (a, b) => prop_assert!(false, "explained {:?} but quiet {:?}", a, b),
+        }
+        let decisions = |actions: &[crate::policy::Action]| -> Vec<(String, crate::policy::Outcome)> {
+            actions.iter().map(|a| (a.rule.clone(), a.outcome)).collect()
+        };
+        prop_assert_eq!(decisions(&loud), decisions(&quiet));
+        for (loud, quiet) in loud.iter().zip(&quiet) {
+            prop_assert!(!loud.detail.is_empty());
+            match quiet.outcome {
+                crate::policy::Outcome::Rewrite => prop_assert_eq!(&quiet.detail, ""),
+                crate::policy::Outcome::Deny => prop_assert_eq!(&quiet.detail, &loud.detail),
             }
         }
     }
