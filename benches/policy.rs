@@ -55,7 +55,17 @@ fn body(message_bytes: usize) -> Bytes {
     Bytes::from(serde_json::to_vec(&body).expect("a JSON value serialises"))
 }
 
+/// The proxy's path: parse, apply without rendering the explanation, write the body.
 fn parse_apply_write(policy: &CompiledPolicy, original: &Bytes) -> Bytes {
+    let mut req = ChatRequest::parse(original).expect("the bench body parses");
+    policy
+        .apply_quietly(&mut req)
+        .expect("the bench body is allowed");
+    req.to_body(original)
+}
+
+/// `orgate explain`'s and debug logging's path: every rewrite explained.
+fn parse_explain_write(policy: &CompiledPolicy, original: &Bytes) -> Bytes {
     let mut req = ChatRequest::parse(original).expect("the bench body parses");
     policy.apply(&mut req).expect("the bench body is allowed");
     req.to_body(original)
@@ -72,6 +82,11 @@ fn bench(c: &mut Criterion) {
             BenchmarkId::new("parse+apply+to_body", name),
             &original,
             |b, original| b.iter(|| parse_apply_write(&rules, black_box(original))),
+        );
+        group.bench_with_input(
+            BenchmarkId::new("parse+apply explained+to_body", name),
+            &original,
+            |b, original| b.iter(|| parse_explain_write(&rules, black_box(original))),
         );
         group.bench_with_input(
             BenchmarkId::new("empty policy", name),
