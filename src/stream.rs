@@ -25,7 +25,7 @@ use crate::policy::Applied;
 use crate::proxy::Settlement;
 use crate::sse::SseScanner;
 use crate::state::Snapshot;
-use crate::usage::Usage;
+use crate::usage::{ResponseSummary, Usage};
 
 /// Non-streaming bodies are copied aside up to this size to read their `usage` at the end.
 const MAX_JSON_COPY: usize = 4 << 20;
@@ -318,9 +318,9 @@ impl UpstreamBody {
     /// The body ended cleanly: a JSON body's usage is read now.
     fn finish(&mut self) {
         if let Some(copy) = self.json.take() {
-            let head = response_head(&copy.bytes);
-            if let Some(usage) = Usage::from_json(&copy.bytes) {
-                self.observer.on_usage(&usage, head.model.as_deref());
+            let head = ResponseSummary::from_json(&copy.bytes);
+            if let Some(usage) = &head.usage {
+                self.observer.on_usage(usage, head.model.as_deref());
             }
             if let Some(provider) = &head.provider {
                 self.observer.verify_provider(provider);
@@ -453,17 +453,6 @@ pub enum BodyKind {
     Json,
     /// Anything else: passed on, not looked at.
     Opaque,
-}
-
-/// The `model` and `provider` a complete response body names.
-#[derive(Debug, Default, Deserialize)]
-struct ResponseHead {
-    model: Option<String>,
-    provider: Option<String>,
-}
-
-fn response_head(body: &[u8]) -> ResponseHead {
-    serde_json::from_slice(body).unwrap_or_default()
 }
 
 impl Drop for UpstreamBody {

@@ -4,6 +4,7 @@
 //! the token and cost metrics.
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 /// OpenRouter's `usage`. Every field is optional: providers differ in what they report.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -24,12 +25,7 @@ impl Usage {
     /// or the `data:` of the stream's last event). `None` when it is not JSON, when `usage` is
     /// `null` (the stream's earlier events), or when no usage field is present at all.
     pub fn from_json(bytes: &[u8]) -> Option<Usage> {
-        let mut fields: Fields = serde_json::from_slice(bytes).ok()?;
-        match fields.usage.take() {
-            Some(nested) => nested.into_usage(),
-            // `"usage": null` and a missing `usage` are alike here: the fields decide.
-            None => fields.into_usage(),
-        }
+        serde_json::from_slice::<Fields>(bytes).ok()?.usage()
     }
 
     /// The tokens to debit: `total_tokens`, else prompt plus completion.
@@ -42,17 +38,65 @@ impl Usage {
     }
 }
 
+/// What a complete chat response says about itself: the `model` and `provider` that answered,
+/// and its usage, read in one pass over the body.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ResponseSummary {
+    pub model: Option<String>,
+    pub provider: Option<String>,
+    pub usage: Option<Usage>,
+}
+
+impl ResponseSummary {
+    /// Reads a response body. A `model` or `provider` that is not a string is left out; a body
+    /// whose usage cannot be read still yields its `model` and `provider` (a second, rarer
+    /// pass), so that the provider check never depends on the usage being well formed.
+    pub fn from_json(bytes: &[u8]) -> Self {
+        let text = |raw: Option<&RawValue>| raw.and_then(|r| serde_json::from_str(r.get()).ok());
+        match serde_json::from_slice::<Fields>(bytes) {
+            Ok(fields) => Self {
+                model: text(fields.model),
+                provider: text(fields.provider),
+                usage: fields.usage(),
+            },
+            Err(_) => {
+                #[derive(Deserialize)]
+                struct Head<'a> {
+                    #[serde(borrow)]
+                    model: Option<&'a RawValue>,
+                    #[serde(borrow)]
+                    provider: Option<&'a RawValue>,
+                }
+                match serde_json::from_slice::<Head>(bytes) {
+                    Ok(head) => Self {
+                        model: text(head.model),
+                        provider: text(head.provider),
+                        usage: None,
+                    },
+                    Err(_) => Self::default(),
+                }
+            }
+        }
+    }
+}
+
 /// A stand-in for the tokens of a stream that ended without usage: about four bytes a token,
 /// rounded up, so a stream is never free.
 pub fn estimate_tokens(streamed_bytes: usize) -> u64 {
     u64::try_from(streamed_bytes.div_ceil(4)).unwrap_or(u64::MAX)
 }
 
-/// A `usage` object's fields, and the nested `usage` when these bytes are its envelope. Other
-/// fields (`choices`, `id`, ...) are skipped by the parser without being built.
+/// A `usage` object's fields, and the nested `usage` when these bytes are its envelope (with
+/// the envelope's `model` and `provider`, borrowed, unchecked). Other fields (`choices`, `id`,
+/// ...) are skipped by the parser without being built.
 #[derive(Deserialize)]
-struct Fields {
-    usage: Option<Box<Fields>>,
+struct Fields<'a> {
+    #[serde(borrow)]
+    usage: Option<Box<Fields<'a>>>,
+    #[serde(borrow)]
+    model: Option<&'a RawValue>,
+    #[serde(borrow)]
+    provider: Option<&'a RawValue>,
     prompt_tokens: Option<u64>,
     completion_tokens: Option<u64>,
     total_tokens: Option<u64>,
@@ -71,7 +115,16 @@ struct CompletionDetails {
     reasoning_tokens: Option<u64>,
 }
 
-impl Fields {
+impl Fields<'_> {
+    /// The nested `usage`, else these fields as one.
+    fn usage(mut self) -> Option<Usage> {
+        match self.usage.take() {
+            Some(nested) => nested.into_usage(),
+            // `"usage": null` and a missing `usage` are alike here: the fields decide.
+            None => self.into_usage(),
+        }
+    }
+
     fn into_usage(self) -> Option<Usage> {
         let usage = Usage {
             prompt_tokens: self.prompt_tokens,
@@ -150,6 +203,33 @@ mod tests {
         assert_eq!(usage.total_tokens, Some(9));
         assert_eq!(usage.cost, None);
         assert_eq!(usage.cached_tokens, None);
+    }
+
+    #[test]
+    fn a_response_summary_is_read_in_one_pass() {
+        let body = br#"{"id":"gen-1","provider":"Azure","model":"openai/gpt-4o",
+            "choices":[{"index":0,"message":{"role":"assistant","content":"hi"}}],
+            "usage":{"prompt_tokens":7,"completion_tokens":5,"cost":0.001}}"#;
+        let summary = ResponseSummary::from_json(body);
+        assert_eq!(summary.model.as_deref(), Some("openai/gpt-4o"));
+        assert_eq!(summary.provider.as_deref(), Some("Azure"));
+        assert_eq!(summary.usage, Usage::from_json(body));
+        assert_eq!(summary.usage.map(|u| u.tokens()), Some(12));
+    }
+
+    #[test]
+    fn a_bad_usage_does_not_hide_the_provider() {
+        let body = br#"{"provider":"Azure","model":7,"usage":{"prompt_tokens":"ten"}}"#;
+        let summary = ResponseSummary::from_json(body);
+        assert_eq!(summary.provider.as_deref(), Some("Azure"));
+        assert_eq!(summary.model, None);
+        assert_eq!(summary.usage, None);
+        assert_eq!(
+            ResponseSummary::from_json(b"not json"),
+            ResponseSummary::default()
+        );
+        let escaped = ResponseSummary::from_json(br#"{"provider":"Az\u0075re"}"#);
+        assert_eq!(escaped.provider.as_deref(), Some("Azure"));
     }
 
     #[test]

@@ -1,11 +1,26 @@
-//! `Usage::from_json`: never panics, and what it reports is what the JSON says.
+//! `Usage::from_json` and `ResponseSummary::from_json`: never panic, agree on the usage, and
+//! what they report is what the JSON says.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use orgate::usage::Usage;
+use orgate::usage::{ResponseSummary, Usage};
 use serde_json::Value;
 
 fuzz_target!(|bytes: &[u8]| {
+    let summary = ResponseSummary::from_json(bytes);
+    assert_eq!(
+        summary.usage,
+        Usage::from_json(bytes),
+        "one pass reads the same usage"
+    );
+    // Skipped fields are not decoded, so the body may still fail to parse as a `Value`; and
+    // derived structs read arrays positionally (see below), so objects only.
+    if let (Some(provider), Ok(Value::Object(object))) =
+        (&summary.provider, serde_json::from_slice::<Value>(bytes))
+    {
+        let sent = object.get("provider").and_then(Value::as_str);
+        assert_eq!(sent, Some(provider.as_str()));
+    }
     let Some(usage) = Usage::from_json(bytes) else {
         return;
     };
