@@ -8,8 +8,9 @@
 //! - [`server`]: `serve(config, listener, shutdown)`, the router and its layer stack.
 //! - [`config`]: the TOML schema, loading (file, `ORGATE_*`, `NAME_FILE` secrets), validation.
 //! - [`state`]: the [`Snapshot`](state::Snapshot) every request reads, built once from config.
-//! - [`auth`]: client keys (hashed, constant-time) and the auth middleware.
-//! - [`limits`]: per-key request rate, concurrency and tokens, and the limits layer.
+//! - [`auth`]: client keys (hashed, constant-time) and the API layer (`admit`), which
+//!   authenticates and then asks [`limits`] in one step.
+//! - [`limits`]: per-key request rate, concurrency, tokens and spend, and the per-request check.
 //! - [`policy`]: the org's rules on models and providers; pure, and explainable.
 //! - [`metrics`]: every Prometheus series; [`models`]: learning model ids for labels.
 //! - [`usage`]: what a response reports it used.
