@@ -8,11 +8,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use axum::response::IntoResponse;
 use http::{header, HeaderMap, HeaderValue};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-
-use axum::response::IntoResponse;
 
 use crate::error::GatewayError;
 use crate::limits::UsageAccount;
