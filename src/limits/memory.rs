@@ -61,16 +61,20 @@ struct KeyState<C: LimitClock> {
     tokens: Option<Arc<TokenBucket<C>>>,
     /// Spend budgets in USD (0 = none) and what was spent; the spending is kept across
     /// reloads and, with `state_dir`, restarts, whatever the budgets become.
+    has_budget: bool,
     usd_per_day: f64,
     usd_per_month: f64,
     spending: Arc<Spending>,
+    /// Where an admitted request's usage is charged, built once with the key: `None` when
+    /// nothing would read the charge (no token limit, no budget, no `state_dir`).
+    account: Option<UsageAccount>,
 }
 
 /// Where one key's usage is charged: its token bucket and its spending.
 #[derive(Debug)]
 struct Account<C: Clock> {
     tokens: Option<Arc<TokenBucket<C>>>,
-    spending: Option<Arc<Spending>>,
+    spending: Arc<Spending>,
 }
 
 impl<C: LimitClock> ChargeUsage for Account<C> {
@@ -78,9 +82,7 @@ impl<C: LimitClock> ChargeUsage for Account<C> {
         if let Some(bucket) = &self.tokens {
             bucket.debit(tokens);
         }
-        if let Some(spending) = &self.spending {
-            spending.charge(cost_usd, SystemTime::now());
-        }
+        self.spending.charge(cost_usd, SystemTime::now());
     }
 }
 
@@ -98,6 +100,7 @@ impl<C: LimitClock> MemoryBackend<C> {
     /// Builds the limiters for `config`, taking over those of `previous` whose values match.
     fn build(config: &Config, clock: C, previous: Option<&Self>) -> Self {
         let state_file = store::state_file(&config.limits.state_dir);
+        let keeps_spending = state_file.is_some();
         // Spending from the last run, for keys this run has not seen yet.
         let saved = match (&state_file, previous) {
             (Some(path), None) => store::load(path),
@@ -119,7 +122,7 @@ impl<C: LimitClock> MemoryBackend<C> {
                 let limits = KeyLimits::for_key(key, &config.limits);
                 let before = previous.and_then(|p| p.keys.get(key.id.as_str()));
                 let spending = spending_for(&key.id, before);
-                let state = KeyState::new(limits, &clock, before, spending);
+                let state = KeyState::new(limits, &clock, before, spending, keeps_spending);
                 (Box::from(key.id.as_str()), state)
             })
             .collect();
@@ -129,6 +132,7 @@ impl<C: LimitClock> MemoryBackend<C> {
             &clock,
             before,
             spending_for(crate::auth::ANONYMOUS, before),
+            keeps_spending,
         );
         let per_second = config.limits.global_requests_per_second;
         let global = match previous.and_then(|p| p.global.as_ref()) {
@@ -148,11 +152,15 @@ impl<C: LimitClock> MemoryBackend<C> {
 }
 
 impl<C: LimitClock> KeyState<C> {
-    fn has_budget(&self) -> bool {
-        self.usd_per_day > 0.0 || self.usd_per_month > 0.0
-    }
-
-    fn new(limits: KeyLimits, clock: &C, before: Option<&Self>, spending: Arc<Spending>) -> Self {
+    /// `keeps_spending`: spending is saved across restarts, so it is charged even without a
+    /// budget.
+    fn new(
+        limits: KeyLimits,
+        clock: &C,
+        before: Option<&Self>,
+        spending: Arc<Spending>,
+        keeps_spending: bool,
+    ) -> Self {
         let before_rate = before.and_then(|b| b.rate.as_ref());
         let rate = match before_rate {
             Some(rate) if rate.settings() == limits.rate() => Some(Arc::clone(rate)),
@@ -174,13 +182,21 @@ impl<C: LimitClock> KeyState<C> {
             }
             _ => TokenBucket::new(limits.tokens_per_minute, clock.clone()).map(Arc::new),
         };
+        let account = (tokens.is_some() || limits.has_budget() || keeps_spending).then(|| {
+            UsageAccount::new(Arc::new(Account {
+                tokens: tokens.clone(),
+                spending: Arc::clone(&spending),
+            }))
+        });
         Self {
             rate,
             in_flight,
             tokens,
+            has_budget: limits.has_budget(),
             usd_per_day: limits.usd_per_day,
             usd_per_month: limits.usd_per_month,
             spending,
+            account,
         }
     }
 }
@@ -215,7 +231,7 @@ impl<C: LimitClock> MemoryBackend<C> {
         let key = self.keys.get(key_id).unwrap_or(&self.anonymous);
         let mut headers = RateLimitHeaders::default();
 
-        if key.has_budget() {
+        if key.has_budget {
             if let Err(spent) =
                 key.spending
                     .check(key.usd_per_day, key.usd_per_month, SystemTime::now())
@@ -276,17 +292,10 @@ impl<C: LimitClock> MemoryBackend<C> {
             }
         }
 
-        let account =
-            (key.tokens.is_some() || key.has_budget() || self.state_file.is_some()).then(|| {
-                UsageAccount::new(Arc::new(Account {
-                    tokens: key.tokens.clone(),
-                    spending: Some(Arc::clone(&key.spending)),
-                }))
-            });
         Ok(Admission {
             permit,
             headers,
-            account,
+            account: key.account.clone(),
         })
     }
 }

@@ -120,6 +120,9 @@ pub struct RedisBackend {
 struct KeyEntry {
     limits: KeyLimits,
     names: Arc<KeyNames>,
+    /// Where an admitted request's usage is charged, built once with the key: only when a
+    /// token limit or a budget applies.
+    account: Option<UsageAccount>,
 }
 
 #[derive(Debug)]
@@ -143,10 +146,20 @@ impl KeyNames {
 }
 
 impl KeyEntry {
-    fn new(id: &str, limits: KeyLimits) -> Self {
+    fn new(id: &str, limits: KeyLimits, shared: &Arc<Shared>) -> Self {
+        let names = Arc::new(KeyNames::new(id));
+        let charged = limits.tokens_per_minute > 0 || limits.has_budget();
+        let account = charged.then(|| {
+            UsageAccount::new(Arc::new(Account {
+                shared: Arc::clone(shared),
+                names: Arc::clone(&names),
+                tokens_per_minute: limits.tokens_per_minute,
+            }))
+        });
         Self {
             limits,
-            names: Arc::new(KeyNames::new(id)),
+            names,
+            account,
         }
     }
 
@@ -158,11 +171,6 @@ impl KeyEntry {
             && l.max_concurrent == 0
             && l.tokens_per_minute == 0
             && !l.has_budget()
-    }
-
-    /// Where usage is charged: only when a token limit or a budget applies.
-    fn charged(&self) -> bool {
-        self.limits.tokens_per_minute > 0 || self.limits.has_budget()
     }
 }
 
@@ -452,10 +460,17 @@ impl RedisBackend {
             .iter()
             .map(|key| {
                 let limits = KeyLimits::for_key(key, &config.limits);
-                (Box::from(key.id.as_str()), KeyEntry::new(&key.id, limits))
+                (
+                    Box::from(key.id.as_str()),
+                    KeyEntry::new(&key.id, limits, &shared),
+                )
             })
             .collect();
-        let anonymous = KeyEntry::new(crate::auth::ANONYMOUS, KeyLimits::defaults(&config.limits));
+        let anonymous = KeyEntry::new(
+            crate::auth::ANONYMOUS,
+            KeyLimits::defaults(&config.limits),
+            &shared,
+        );
         Self {
             shared,
             keys,
@@ -596,17 +611,10 @@ impl RedisBackend {
             )),
             None => Permit::unlimited(),
         };
-        let account = entry.charged().then(|| {
-            UsageAccount::new(Arc::new(Account {
-                shared: Arc::clone(&self.shared),
-                names: Arc::clone(names),
-                tokens_per_minute: limits.tokens_per_minute,
-            }))
-        });
         Ok(Admission {
             permit,
             headers,
-            account,
+            account: entry.account.clone(),
         })
     }
 }
