@@ -5,7 +5,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::common::process::{Served, BIN};
+use crate::common::process::{serve_command, Served};
 use crate::common::*;
 use orgate::config::{Config, LimitsBackend, OnBackendError};
 use tokio::time::Instant;
@@ -311,14 +311,8 @@ async fn a_killed_replicas_leases_expire_after_lease_ttl() {
     )
     .unwrap();
     let replica = || {
-        let mut command = tokio::process::Command::new(BIN);
-        command
-            .env_clear()
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-            .arg(&path)
-            .env("OPENROUTER_API_KEY", UPSTREAM_KEY)
-            .env("ORGATE_TEST_REDIS_URL", redis.url())
-            .env("ORGATE_LOG_FORMAT", "json");
+        let mut command = serve_command(&path);
+        command.env("ORGATE_TEST_REDIS_URL", redis.url());
         command
     };
     let a = Served::start(&mut replica()).await;

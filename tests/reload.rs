@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::common::process::Served;
+use crate::common::process::{serve_command, Served};
 use crate::common::*;
 use futures_util::StreamExt;
 
@@ -135,19 +135,7 @@ async fn sighup_reloads_the_config_file() {
     );
     let base = format!("[upstream]\nbase_url = \"{}\"\n{keys}", mock.base_url);
     std::fs::write(&path, &base).unwrap();
-    let mut command = tokio::process::Command::new(crate::common::process::BIN);
-    command
-        .env_clear()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--config",
-            path.to_str().unwrap(),
-        ])
-        .env("OPENROUTER_API_KEY", UPSTREAM_KEY)
-        .env("ORGATE_LOG_FORMAT", "json");
-    let mut served = Served::start(&mut command).await;
+    let mut served = Served::start(&mut serve_command(&path)).await;
     let url = format!("http://{}/v1/chat/completions", served.addr);
     let send = |model: String| {
         http()

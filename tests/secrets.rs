@@ -1,6 +1,6 @@
 //! Keys never leak: not in responses, headers, logs (any level, either format) or metrics.
 
-use crate::common::process::Served;
+use crate::common::process::{serve_command, Served};
 use crate::common::*;
 use futures_util::StreamExt;
 
@@ -113,17 +113,8 @@ burst = 1
         ),
     )
     .unwrap();
-    let mut command = tokio::process::Command::new(crate::common::process::BIN);
+    let mut command = serve_command(&config);
     command
-        .env_clear()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--config",
-            config.to_str().unwrap(),
-        ])
-        .env("OPENROUTER_API_KEY", UPSTREAM_KEY)
         .env("ORGATE_LOG", "trace")
         .env("ORGATE_LOG_FORMAT", format);
     let mut served = if format == "json" {

@@ -8,6 +8,19 @@ use tokio::sync::mpsc;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_orgate");
 
+/// `orgate serve` on an ephemeral loopback port with the config at `config`, in an empty
+/// environment but for the upstream key and JSON logs (so [`Served::start`] reads the address).
+pub fn serve_command(config: &std::path::Path) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(BIN);
+    command
+        .env_clear()
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(config)
+        .env("OPENROUTER_API_KEY", super::UPSTREAM_KEY)
+        .env("ORGATE_LOG_FORMAT", "json");
+    command
+}
+
 /// A running `orgate serve` child with its stderr (JSON logs) collected line by line.
 pub struct Served {
     child: tokio::process::Child,
