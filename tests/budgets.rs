@@ -20,11 +20,7 @@ async fn a_spent_daily_budget_refuses_until_utc_midnight() {
     }
     let refused = chat(&gw, ALICE_KEY).await;
     assert_eq!(refused.status(), 429);
-    let retry_after: u64 = refused.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let retry_after = retry_after(&refused);
     assert!(
         (1..=86_400).contains(&retry_after),
         "until the UTC day rolls over: {retry_after}"
@@ -39,14 +35,7 @@ async fn a_spent_daily_budget_refuses_until_utc_midnight() {
         200,
         "other keys keep their own budgets"
     );
-    let text = http()
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = gw.metrics_text().await;
     assert!(
         text.contains(r#"orgate_ratelimited_total{key="alice",limit="budget"} 1"#),
         "{text}"

@@ -53,11 +53,7 @@ async fn a_burst_admits_exactly_burst_then_429_with_retry_after() {
     }
     let refused = chat(&gw, ALICE_KEY).await;
     assert_eq!(refused.status(), 429);
-    let retry_after: u64 = refused.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let retry_after = retry_after(&refused);
     assert!(
         (1..=10).contains(&retry_after),
         "one cell every 10 s: {retry_after}"

@@ -440,14 +440,7 @@ async fn policy_actions_and_provider_violations_are_counted() {
         .bytes()
         .await
         .unwrap();
-    let text = http()
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = gw.metrics_text().await;
     assert!(
         text.contains(r#"orgate_policy_actions_total{rule="policy.models.deny",action="deny"} 1"#),
         "{text}"

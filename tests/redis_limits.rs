@@ -171,17 +171,6 @@ where
     }
 }
 
-async fn metrics_text(gw: &TestGateway) -> String {
-    http()
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// The value of the first series line starting with `series`, or 0.
 fn metric(text: &str, series: &str) -> f64 {
     text.lines()
@@ -223,11 +212,7 @@ async fn a_burst_of_ten_admits_exactly_ten_across_two_replicas() {
     assert_eq!(admitted, 10, "the burst is shared, not per replica");
     assert_eq!(refused.len(), 10);
     let last = refused.pop().unwrap();
-    let retry_after: u64 = last.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let retry_after = retry_after(&last);
     assert!((1..=60).contains(&retry_after), "{retry_after}");
     assert_eq!(last.headers()["x-ratelimit-remaining-requests"], "0");
     let (code, message) = error_of(last).await;
@@ -238,7 +223,8 @@ async fn a_burst_of_ten_admits_exactly_ten_across_two_replicas() {
         "{message}"
     );
     assert_eq!(chat(&b, BOB_KEY).await.status(), 200, "bob has his own");
-    assert!(metrics_text(&a)
+    assert!(a
+        .metrics_text()
         .await
         .contains(r#"orgate_ratelimited_total{key="alice",limit="requests"}"#));
 }
@@ -384,11 +370,7 @@ async fn spend_debited_on_one_replica_refuses_the_key_on_the_other() {
         |s| s == 429,
     )
     .await;
-    let retry_after: u64 = refused.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let retry_after = retry_after(&refused);
     assert!((1..=86_400).contains(&retry_after), "{retry_after}");
     let (_, message) = error_of(refused).await;
     assert!(
@@ -484,7 +466,7 @@ async fn with_allow_a_stopped_redis_lets_requests_through_and_limits_return_with
             started.elapsed()
         );
     }
-    let text = metrics_text(&gw).await;
+    let text = gw.metrics_text().await;
     let errors: f64 = ["timeout", "connection", "reply"]
         .iter()
         .map(|kind| {
@@ -556,7 +538,7 @@ async fn with_deny_or_a_budget_a_stopped_redis_refuses_with_503_until_it_returns
         200,
         "default allows a key without a budget"
     );
-    let text = metrics_text(&deny).await;
+    let text = deny.metrics_text().await;
     assert!(
         metric(
             &text,
@@ -617,7 +599,7 @@ async fn a_slow_redis_is_not_waited_for_and_leaves_no_lease_behind() {
         "not waited for: {:?}",
         paused.elapsed()
     );
-    let text = metrics_text(&gw).await;
+    let text = gw.metrics_text().await;
     assert!(
         metric(
             &text,

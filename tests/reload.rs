@@ -14,14 +14,7 @@ async fn chat(gw: &TestGateway, key: &str, model: &str) -> u16 {
 }
 
 async fn metric(gw: &TestGateway, series: &str) -> f64 {
-    let text = http()
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = gw.metrics_text().await;
     text.lines()
         .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
         .map_or(0.0, |v| v.trim().parse().unwrap())

@@ -74,6 +74,18 @@ impl TestGateway {
             .bearer_auth(key)
     }
 
+    /// The text of `GET /metrics`.
+    pub async fn metrics_text(&self) -> String {
+        http()
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
@@ -124,6 +136,15 @@ pub fn stream_body() -> String {
 
 pub fn chat_body(model: &str) -> String {
     format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"Hi"}}]}}"#)
+}
+
+/// A response's `Retry-After`, in whole seconds.
+pub fn retry_after(response: &reqwest::Response) -> u64 {
+    response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 /// Parses an OpenRouter-shaped error and returns (code, message).
