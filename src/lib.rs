@@ -5,7 +5,8 @@
 //! byte for byte.
 //!
 //! # Layout
-//! - [`server`]: `serve(config, listener, shutdown)`, the router and its layer stack.
+//! - [`server`]: `serve(config, listener, shutdown)`, the router and its layer stack;
+//!   [`workers`]: the I/O threads that serve the connections it accepts.
 //! - [`config`]: the TOML schema, loading (file, `ORGATE_*`, `NAME_FILE` secrets), validation.
 //! - [`state`]: the [`Snapshot`](state::Snapshot) every request reads, built once from config.
 //! - [`auth`]: client keys (hashed, constant-time) and the API layer (`admit`), which
@@ -46,6 +47,7 @@ pub mod state;
 pub mod stream;
 pub mod telemetry;
 pub mod usage;
+pub mod workers;
 
 pub use config::Config;
 pub use server::{router, serve, serve_with_reloads, ReloadRequest};

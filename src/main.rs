@@ -40,7 +40,9 @@ fn serve(source: ConfigSource, env: &Env) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // This runtime only accepts, handles signals and reloads, and runs housekeeping; the
+    // connections are served by the I/O threads (`orgate::workers`).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -24,6 +24,7 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use crate::config::Config;
 use crate::error::GatewayError;
 use crate::state::{AppState, Snapshot, StartupError};
+use crate::workers::Workers;
 use crate::{auth, proxy, telemetry};
 
 /// Read buffer per connection; a request head larger than this gets 431.
@@ -63,6 +64,7 @@ pub async fn serve_with_reloads(
     let snapshot = Snapshot::build(config, &metrics)?;
     let grace = snapshot.config.server.shutdown_grace.get();
     let header_read_timeout = snapshot.config.server.header_read_timeout.get();
+    let io_threads = crate::workers::count_for(snapshot.config.server.workers);
     let state = AppState::new(snapshot, metrics);
     let snapshot = state.snapshot();
     state.metrics().learn_models(snapshot.configured_models());
@@ -82,8 +84,9 @@ pub async fn serve_with_reloads(
         .max_buf_size(MAX_HEAD_BYTES);
     http.http2().timer(TokioTimer::new());
     let connections = GracefulShutdown::new();
+    let workers = Workers::start(io_threads)?;
 
-    tracing::info!(addr = %listener.local_addr()?, "orgate listening");
+    tracing::info!(addr = %listener.local_addr()?, io_threads = workers.len(), "orgate listening");
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -104,16 +107,33 @@ pub async fn serve_with_reloads(
         };
         // Small SSE writes must leave at once, not wait for an ACK (Nagle).
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
-        let connection = http
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = connections.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+        // Deregistered here, registered again with the reactor of the I/O thread that serves it.
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "cannot hand over a connection");
+                continue;
             }
-        });
+        };
+        let (http, app, watcher) = (http.clone(), app.clone(), connections.watcher());
+        workers.dispatch(Box::new(move || {
+            Box::pin(async move {
+                let stream = match tokio::net::TcpStream::from_std(stream) {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        tracing::warn!(%peer, error = %e, "cannot take over a connection");
+                        return;
+                    }
+                };
+                let service = TowerToHyperService::new(app);
+                let connection = http
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .into_owned();
+                if let Err(e) = watcher.watch(connection).await {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+            })
+        }));
     }
 
     state.set_draining();
@@ -163,6 +183,12 @@ fn reload(state: &AppState, request: ReloadRequest) {
         }
     };
     let current = state.snapshot();
+    let (was, now) = (&current.config.server, &config.server);
+    if (was.listen, was.workers) != (now.listen, now.workers) {
+        tracing::warn!(
+            "server.listen and server.workers take effect at the next start, not on reload"
+        );
+    }
     match Snapshot::rebuild(config, &current) {
         Ok(snapshot) => {
             state.metrics().learn_models(snapshot.configured_models());

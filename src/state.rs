@@ -76,7 +76,9 @@ impl AppState {
 pub struct Snapshot {
     pub config: Config,
     pub keys: KeyStore,
-    pub upstream: Upstream,
+    /// Shared with the next snapshot when a reload leaves `[upstream]` alone: the warm
+    /// connection pools stay.
+    pub upstream: Arc<Upstream>,
     /// Per-key limiter state; carried over for unchanged keys on reload.
     pub limits: Limits,
     /// `Bearer <upstream key>` from `upstream.api_key_env`, for the gateway's own requests.
@@ -106,20 +108,28 @@ impl Snapshot {
     /// registry the gateway serves; `AppState::new` takes the same one).
     pub fn build(config: Config, metrics: &Arc<Metrics>) -> Result<Self, StartupError> {
         let limits = Limits::build(&config, metrics).map_err(StartupError::Config)?;
-        Self::build_with(config, limits)
+        Self::build_with(config, limits, None)
     }
 
     /// A snapshot for a reloaded `config` that keeps `previous`'s limiter state for every key
-    /// whose limits did not change (and the Redis backend's connection).
+    /// whose limits did not change (and the Redis backend's connection), and its upstream
+    /// client if `[upstream]` did not change.
     pub fn rebuild(config: Config, previous: &Snapshot) -> Result<Self, StartupError> {
         let limits = previous
             .limits
             .carry_over(&config)
             .map_err(StartupError::Config)?;
-        Self::build_with(config, limits)
+        let same_upstream = config.upstream == previous.config.upstream
+            && config.server.workers == previous.config.server.workers;
+        let upstream = same_upstream.then(|| previous.upstream.clone());
+        Self::build_with(config, limits, upstream)
     }
 
-    fn build_with(config: Config, limits: Limits) -> Result<Self, StartupError> {
+    fn build_with(
+        config: Config,
+        limits: Limits,
+        upstream: Option<Arc<Upstream>>,
+    ) -> Result<Self, StartupError> {
         let upstream_auth = |var: &str, used_by: &str| -> Result<HeaderValue, StartupError> {
             let key = config.secrets.get(var).ok_or_else(|| {
                 StartupError::Config(format!(
@@ -177,7 +187,16 @@ impl Snapshot {
                 upstream_auth: default_auth.clone(),
             })
         });
-        let upstream = Upstream::new(&config.upstream).map_err(StartupError::Config)?;
+        let upstream = match upstream {
+            Some(upstream) => upstream,
+            None => Arc::new(
+                Upstream::new(
+                    &config.upstream,
+                    crate::workers::count_for(config.server.workers),
+                )
+                .map_err(StartupError::Config)?,
+            ),
+        };
         Ok(Self {
             keys: KeyStore::new(keys, anonymous),
             upstream,

@@ -167,3 +167,21 @@ async fn sighup_reloads_the_config_file() {
     served.terminate();
     assert_eq!(served.finish().await.0, Some(0));
 }
+
+#[tokio::test]
+async fn a_reload_keeps_the_upstream_pools_unless_upstream_settings_change() {
+    use orgate::state::Snapshot;
+    let mock = MockOpenRouter::start().await;
+    let metrics = std::sync::Arc::new(orgate::metrics::Metrics::new());
+    let first = Snapshot::build(config_for(&mock), &metrics).unwrap();
+
+    let mut new_rules = config_for(&mock);
+    new_rules.policy.models.deny = vec!["openai/*".into()];
+    let second = Snapshot::rebuild(new_rules.clone(), &first).unwrap();
+    assert!(std::sync::Arc::ptr_eq(&first.upstream, &second.upstream));
+
+    let mut new_upstream = new_rules;
+    new_upstream.upstream.retries += 1;
+    let third = Snapshot::rebuild(new_upstream, &second).unwrap();
+    assert!(!std::sync::Arc::ptr_eq(&second.upstream, &third.upstream));
+}

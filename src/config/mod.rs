@@ -48,6 +48,8 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// A client must send its whole request head within this long (slowloris guard).
     pub header_read_timeout: Duration,
+    /// I/O threads serving connections; 0: one per CPU.
+    pub workers: u32,
 }
 
 impl Default for ServerConfig {
@@ -57,11 +59,12 @@ impl Default for ServerConfig {
             max_body: Size::mib(10),
             shutdown_grace: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
+            workers: 0,
         }
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct UpstreamConfig {
     /// Where every request goes; nothing a client sends can change it.

@@ -385,3 +385,16 @@ fn a_password_in_the_redis_url_is_not_printed() {
         .to_toml()
         .contains("redis_url = \"redis://redis:6379\""));
 }
+
+#[test]
+fn io_threads_default_to_one_per_cpu_and_are_bounded() {
+    let (config, problems) = parse_toml("");
+    assert!(problems.is_empty());
+    assert_eq!(config.server.workers, 0);
+    assert!(problems_of("[server]\nworkers = 4\n").is_empty());
+    assert_eq!(
+        problems_of("[server]\nworkers = 5000\n"),
+        ["server.workers: must be at most 1024 (0: one per CPU)"]
+    );
+    assert_eq!(problems_of("[server]\nworkers = -1\n").len(), 1);
+}

@@ -14,6 +14,8 @@ pub const QUANTIZATIONS: &[&str] = &[
 ];
 const SORT_BY: &[&str] = &["price", "throughput", "latency", "exacto"];
 const SORT_PARTITION: &[&str] = &["model", "none"];
+/// Each I/O thread has its own runtime and upstream pool; more than this is a typo.
+const MAX_WORKERS: u32 = 1024;
 
 /// Every problem in `config`, in the order of the file's sections.
 pub fn validate(config: &Config) -> Vec<Problem> {
@@ -26,6 +28,12 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         out.push(Problem::at(
             "server.header_read_timeout",
             "must be greater than 0",
+        ));
+    }
+    if server.workers > MAX_WORKERS {
+        out.push(Problem::at(
+            "server.workers",
+            format!("must be at most {MAX_WORKERS} (0: one per CPU)"),
         ));
     }
     if config.auth.keys.is_empty()

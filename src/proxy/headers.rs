@@ -111,7 +111,7 @@ mod tests {
             title: "Team app".into(),
             ..UpstreamConfig::default()
         };
-        let upstream = Upstream::new(&config).unwrap();
+        let upstream = Upstream::new(&config, 1).unwrap();
         let mut client = HeaderMap::new();
         client.insert(
             header::AUTHORIZATION,

@@ -14,7 +14,10 @@ use crate::metrics::Metrics;
 /// Where requests go, and how patiently.
 #[derive(Debug)]
 pub struct Upstream {
-    client: reqwest::Client,
+    /// One client (one connection pool) per I/O thread, and a last one for everything else:
+    /// an upstream connection is a task on the runtime that opened it, so sharing a pool
+    /// across threads would wake another thread for every response.
+    clients: Box<[reqwest::Client]>,
     /// `upstream.base_url`, parsed once: every request URL is this with a longer path.
     base: reqwest::Url,
     /// The base's path without a trailing slash (`/api/v1`).
@@ -36,28 +39,34 @@ pub struct UpstreamResponse {
 }
 
 impl Upstream {
-    pub fn new(config: &UpstreamConfig) -> Result<Self, String> {
+    /// The upstream for `config`, with a connection pool for each of `io_threads` threads.
+    pub fn new(config: &UpstreamConfig, io_threads: usize) -> Result<Self, String> {
         // Validation already refused a base URL that does not parse.
         let base =
             reqwest::Url::parse(&config.base_url).map_err(|e| format!("upstream.base_url: {e}"))?;
-        let client = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout.get())
-            // Without it, a reused connection stalls ~40 ms on every small write (Nagle + delayed ACK).
-            .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(90))
-            // A redirect would send the request (and our key) somewhere else: pass it back instead.
-            .redirect(reqwest::redirect::Policy::none())
-            // The gateway is the proxy; an ambient HTTP(S)_PROXY must not reroute upstream traffic.
-            .no_proxy()
-            .build()
-            .map_err(|e| format!("cannot build the upstream client: {e}"))?;
+        let client = || {
+            reqwest::Client::builder()
+                .connect_timeout(config.connect_timeout.get())
+                // Without it, a reused connection stalls ~40 ms on every small write (Nagle + delayed ACK).
+                .tcp_nodelay(true)
+                .pool_idle_timeout(Duration::from_secs(90))
+                // A redirect would send the request (and our key) somewhere else: pass it back instead.
+                .redirect(reqwest::redirect::Policy::none())
+                // The gateway is the proxy; an ambient HTTP(S)_PROXY must not reroute upstream traffic.
+                .no_proxy()
+                .build()
+                .map_err(|e| format!("cannot build the upstream client: {e}"))
+        };
+        let clients = (0..=io_threads)
+            .map(|_| client())
+            .collect::<Result<_, _>>()?;
         let header = |value: &str| {
             (!value.is_empty())
                 .then(|| HeaderValue::from_str(value).ok())
                 .flatten()
         };
         Ok(Self {
-            client,
+            clients,
             base_path: base.path().trim_end_matches('/').to_owned(),
             base,
             first_byte_timeout: config.first_byte_timeout.get(),
@@ -81,6 +90,13 @@ impl Upstream {
         url
     }
 
+    /// The calling thread's client: its I/O thread's, or the one for everything else.
+    fn client(&self) -> &reqwest::Client {
+        let last = self.clients.len() - 1;
+        let index = crate::workers::current().map_or(last, |i| i.min(last));
+        &self.clients[index]
+    }
+
     /// Sends a request, retrying connect errors and 502/503 answers. The first-byte deadline
     /// covers all attempts: the client waits at most `first_byte_timeout` for headers.
     pub async fn send(
@@ -96,7 +112,7 @@ impl Upstream {
         let mut attempt = 0;
         loop {
             let request = self
-                .client
+                .client()
                 .request(method.clone(), url.clone())
                 .headers(headers.clone())
                 .body(body.clone());
