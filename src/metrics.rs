@@ -69,7 +69,7 @@ struct KeyLimit {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RuleAction {
-    rule: String,
+    rule: Arc<str>,
     action: &'static str,
 }
 
@@ -120,6 +120,8 @@ pub struct Metrics {
     limits_backend_fallbacks: Family<DecisionLabel, Counter>,
     /// Model ids worth a label of their own: from config and the upstream's model list.
     known_models: ArcSwap<HashSet<Arc<str>>>,
+    /// The label of every model not in `known_models`, allocated once.
+    other_model: Arc<str>,
 }
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -255,6 +257,7 @@ impl Metrics {
             limits_backend_errors,
             limits_backend_fallbacks,
             known_models: ArcSwap::from_pointee(HashSet::new()),
+            other_model: Arc::from(OTHER_MODEL),
         }
     }
 
@@ -278,7 +281,7 @@ impl Metrics {
         let known = self.known_models.load();
         match model.and_then(|m| known.get(m)) {
             Some(m) => m.clone(),
-            None => Arc::from(OTHER_MODEL),
+            None => self.other_model.clone(),
         }
     }
 
@@ -373,10 +376,10 @@ impl Metrics {
     }
 
     /// `action`: rewrite or deny. `rule` is a config path (`policy.provider.only`).
-    pub fn policy_action(&self, rule: &str, action: &'static str) {
+    pub fn policy_action(&self, rule: &Arc<str>, action: &'static str) {
         self.policy_actions
             .get_or_create(&RuleAction {
-                rule: rule.to_owned(),
+                rule: rule.clone(),
                 action,
             })
             .inc();

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method};
 use serde::Deserialize;
 
@@ -11,6 +12,14 @@ use crate::state::Snapshot;
 
 /// The `User-Agent` of requests orgate makes on its own behalf.
 pub const USER_AGENT: &str = concat!("orgate/", env!("CARGO_PKG_VERSION"));
+
+/// The headers of the gateway's own upstream requests (`/models`, `/generation`).
+pub(crate) fn gateway_headers(upstream_auth: &HeaderValue) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(2);
+    headers.insert(header::AUTHORIZATION, upstream_auth.clone());
+    headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+    headers
+}
 
 /// Fetches `GET /models` once at start-up (retrying for a while: the upstream may not be
 /// reachable yet) and then hourly, and teaches `metrics` the ids it lists.
@@ -42,20 +51,16 @@ async fn fetch_model_ids(snapshot: &Snapshot, metrics: &Metrics) -> Result<Vec<S
         id: String,
     }
     let upstream = &snapshot.upstream;
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        header::AUTHORIZATION,
-        snapshot.default_upstream_auth.clone(),
-    );
-    headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
     let answer = upstream
-        .send(
-            Method::GET,
-            upstream.url("/models", None),
-            headers,
-            bytes::Bytes::new(),
-            metrics,
-        )
+        .send(metrics, || {
+            upstream.request(
+                Method::GET,
+                "/models",
+                None,
+                gateway_headers(&snapshot.default_upstream_auth),
+                Bytes::new(),
+            )
+        })
         .await
         .map_err(|e| e.to_string())?;
     if !answer.response.status().is_success() {

@@ -99,12 +99,21 @@ fn config(bin: &Path, listen: SocketAddr, upstream_port: u16) -> Result<String, 
         Ok(url) if !url.is_empty() => format!("backend = \"redis\"\nredis_url = \"{url}\"\n"),
         _ => String::new(),
     };
+    // ORGATE_BENCH_WORKERS=N sets server.workers (unset: orgate's default, one I/O thread per
+    // CPU; the key is then left out, so binaries older than it still run).
+    let workers = match std::env::var("ORGATE_BENCH_WORKERS") {
+        Ok(n) => match n.parse::<u32>() {
+            Ok(n) => format!("workers = {n}\n"),
+            Err(_) => return Err(format!("ORGATE_BENCH_WORKERS={n}: not a number")),
+        },
+        Err(_) => String::new(),
+    };
     Ok(format!(
         r#"# Written by benches/load: the configuration orgate is measured with.
 [server]
 listen = "{listen}"
 max_body = "10MiB"
-
+{workers}
 [upstream]
 base_url = "http://127.0.0.1:{upstream_port}/api/v1"
 

@@ -1,6 +1,7 @@
 //! What applying a policy did, for the log, the metrics and `orgate explain`.
 
 use std::fmt;
+use std::sync::Arc;
 
 use crate::error::GatewayError;
 
@@ -26,14 +27,14 @@ impl Outcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Action {
     /// The config path of the rule, e.g. `policy.models.deny` or `policies.strict.max_tokens`.
-    pub rule: String,
+    pub rule: Arc<str>,
     pub outcome: Outcome,
     /// For people: what changed, or why the request was refused.
     pub detail: String,
 }
 
 impl Action {
-    pub(crate) fn rewrite(rule: impl Into<String>, detail: impl Into<String>) -> Self {
+    pub(crate) fn rewrite(rule: impl Into<Arc<str>>, detail: impl Into<String>) -> Self {
         Self {
             rule: rule.into(),
             outcome: Outcome::Rewrite,
@@ -51,7 +52,7 @@ impl fmt::Display for Action {
 /// Records a refusal as the last action and returns the 403 that carries the same message.
 pub(crate) fn deny(
     actions: &mut Vec<Action>,
-    rule: impl Into<String>,
+    rule: impl Into<Arc<str>>,
     message: String,
 ) -> GatewayError {
     actions.push(Action {

@@ -2,6 +2,7 @@
 
 use crate::chat_request::ChatRequest;
 use crate::error::GatewayError;
+use std::sync::Arc;
 
 use super::action::Action;
 use super::fields;
@@ -12,7 +13,7 @@ use super::fields;
 pub(crate) fn cap_max_tokens(
     req: &mut ChatRequest<'_>,
     ceiling: u64,
-    rule: &str,
+    rule: &Arc<str>,
     actions: &mut Vec<Action>,
 ) -> Result<(), GatewayError> {
     let max_tokens = fields::token_count(fields::read(req, "max_tokens")?.as_ref(), "max_tokens")?;
@@ -27,7 +28,7 @@ pub(crate) fn cap_max_tokens(
         if let Some(asked) = asked.filter(|asked| *asked > ceiling) {
             req.set(field, &ceiling)?;
             actions.push(Action::rewrite(
-                rule,
+                rule.clone(),
                 format!("{field}: {asked} capped to {ceiling} by {rule}"),
             ));
         }
@@ -35,7 +36,7 @@ pub(crate) fn cap_max_tokens(
     if max_tokens.is_none() && max_completion_tokens.is_none() {
         req.set("max_tokens", &ceiling)?;
         actions.push(Action::rewrite(
-            rule,
+            rule.clone(),
             format!("max_tokens: unset → {ceiling} by {rule}"),
         ));
     }

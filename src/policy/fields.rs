@@ -56,6 +56,14 @@ pub(crate) fn strings(
     value: Option<&Value>,
     path: &str,
 ) -> Result<Option<Vec<String>>, GatewayError> {
+    strings_at(value, || path.to_owned())
+}
+
+/// [`strings`], with the path for the error message built only if there is an error.
+pub(crate) fn strings_at(
+    value: Option<&Value>,
+    path: impl Fn() -> String,
+) -> Result<Option<Vec<String>>, GatewayError> {
     match value {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Array(items)) => items
@@ -63,11 +71,11 @@ pub(crate) fn strings(
             .enumerate()
             .map(|(i, item)| match item {
                 Value::String(s) => Ok(s.clone()),
-                other => Err(wrong_type(&format!("{path}[{i}]"), "a string", other)),
+                other => Err(wrong_type(&format!("{}[{i}]", path()), "a string", other)),
             })
             .collect::<Result<Vec<_>, _>>()
             .map(Some),
-        Some(other) => Err(wrong_type(path, "an array of strings", other)),
+        Some(other) => Err(wrong_type(&path(), "an array of strings", other)),
     }
 }
 

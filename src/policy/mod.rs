@@ -35,6 +35,7 @@ pub use explain::{explain, Explanation};
 pub use provider::merge;
 
 use serde_json::Value;
+use std::sync::Arc;
 
 use crate::chat_request::ChatRequest;
 use crate::config::{Config, PolicyConfig};
@@ -51,7 +52,7 @@ pub struct CompiledPolicy {
     name: Option<String>,
     models: ModelRules,
     /// The lowest non-zero ceiling of the layers, and its rule.
-    max_tokens: Option<(u64, String)>,
+    max_tokens: Option<(u64, Arc<str>)>,
     plugins: PluginRules,
     provider: ProviderRules,
 }
@@ -80,7 +81,7 @@ impl CompiledPolicy {
         let max_tokens = layers
             .iter()
             .filter(|(_, policy)| policy.max_tokens > 0)
-            .map(|(path, policy)| (policy.max_tokens, format!("{path}.max_tokens")))
+            .map(|(path, policy)| (policy.max_tokens, format!("{path}.max_tokens").into()))
             .min_by_key(|(ceiling, _)| *ceiling);
         let mut provider = ProviderRules::from_policy(&org.provider, "policy.provider");
         if let (Some(path), Some((_, policy))) = (&named_path, named) {

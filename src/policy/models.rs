@@ -2,6 +2,7 @@
 //! checked against `model` and every entry of `models`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use serde_json::Value;
@@ -55,14 +56,14 @@ pub(crate) struct ModelRules {
     layers: Vec<ModelLayer>,
     aliases: BTreeMap<String, Alias>,
     /// The allow rule of the first layer that limits models at all, if any does.
-    restricted_by: Option<String>,
+    restricted_by: Option<Arc<str>>,
 }
 
 #[derive(Debug, Clone)]
 struct Alias {
     target: String,
     /// `policy.aliases` or `policies.NAME.aliases`.
-    rule: String,
+    rule: Arc<str>,
 }
 
 /// One layer's `models.allow` / `models.deny`; a model must pass every layer.
@@ -75,7 +76,7 @@ struct ModelLayer {
 #[derive(Debug, Clone)]
 struct Patterns {
     /// `policy.models.allow` or `policies.NAME.models.deny`: the rule in messages.
-    rule: String,
+    rule: Arc<str>,
     list: Vec<String>,
     set: GlobSet,
 }
@@ -108,7 +109,7 @@ impl Patterns {
             GlobSet::empty()
         });
         Self {
-            rule: path.to_owned(),
+            rule: path.into(),
             list: compiled,
             set,
         }
@@ -157,7 +158,7 @@ impl ModelRules {
             for (from, to) in &policy.aliases {
                 let alias = Alias {
                     target: to.clone(),
-                    rule: format!("{path}.aliases"),
+                    rule: format!("{path}.aliases").into(),
                 };
                 aliases.insert(from.clone(), alias);
             }
@@ -255,7 +256,7 @@ impl ModelRules {
                     quoted(id),
                     quoted(pattern)
                 );
-                return Err(deny(actions, rule.as_str(), message));
+                return Err(deny(actions, rule.clone(), message));
             }
         }
         for layer in &self.layers {
@@ -267,11 +268,11 @@ impl ModelRules {
                          it is allowed only if {rule} names it literally",
                         quoted(id)
                     );
-                    return Err(deny(actions, rule.as_str(), message));
+                    return Err(deny(actions, rule.clone(), message));
                 }
             } else if !layer.allow.set.is_match(id) {
                 let message = format!("model {} is not allowed by {rule}", quoted(id));
-                return Err(deny(actions, rule.as_str(), message));
+                return Err(deny(actions, rule.clone(), message));
             }
         }
         Ok(())

@@ -2,6 +2,7 @@
 //! tools in `tools`, `web_search_options`; plus the plugins that pick models themselves.
 
 use serde_json::Value;
+use std::sync::Arc;
 
 use crate::chat_request::ChatRequest;
 use crate::config::PolicyConfig;
@@ -26,7 +27,7 @@ struct DeniedPlugin {
     /// Lowercase plugin id.
     id: String,
     /// `policy.deny_plugins` or `policies.NAME.deny_plugins`: the first layer that lists it.
-    rule: String,
+    rule: Arc<str>,
 }
 
 impl PluginRules {
@@ -38,7 +39,7 @@ impl PluginRules {
                 if !denied.iter().any(|d| d.id == id) {
                     denied.push(DeniedPlugin {
                         id,
-                        rule: format!("{path}.deny_plugins"),
+                        rule: format!("{path}.deny_plugins").into(),
                     });
                 }
             }
@@ -50,7 +51,7 @@ impl PluginRules {
         self.denied
             .iter()
             .find(|d| d.id.eq_ignore_ascii_case(id))
-            .map(|d| d.rule.as_str())
+            .map(|d| &*d.rule)
     }
 
     /// Refuses a request that would use a denied plugin, or a model-picking plugin while the

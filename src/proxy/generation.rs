@@ -9,12 +9,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{header, HeaderMap, HeaderValue, Method};
+use bytes::Bytes;
+use http::{HeaderValue, Method};
 use serde::Deserialize;
 
 use crate::limits::UsageAccount;
 use crate::metrics::{Metrics, TokenCounts};
-use crate::models::USER_AGENT;
+use crate::models::gateway_headers;
 use crate::state::Snapshot;
 
 /// Pauses between lookups: OpenRouter may take a moment to have the record.
@@ -67,20 +68,18 @@ impl Settlement {
     async fn lookup(&self, id: &str) -> Option<TokenCounts> {
         let upstream = &self.snapshot.upstream;
         let query = format!("id={}", percent_encode(id));
-        let url = upstream.url("/generation", Some(&query));
         for pause in LOOKUP_PAUSES {
             tokio::time::sleep(pause).await;
-            let mut headers = HeaderMap::new();
-            headers.insert(header::AUTHORIZATION, self.upstream_auth.clone());
-            headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
             let sent = upstream
-                .send(
-                    Method::GET,
-                    url.clone(),
-                    headers,
-                    bytes::Bytes::new(),
-                    &self.metrics,
-                )
+                .send(&self.metrics, || {
+                    upstream.request(
+                        Method::GET,
+                        "/generation",
+                        Some(&query),
+                        gateway_headers(&self.upstream_auth),
+                        Bytes::new(),
+                    )
+                })
                 .await;
             let Ok(answer) = sent else {
                 continue;

@@ -184,10 +184,17 @@ async fn forward(
     mut observer: ResponseObserver,
 ) -> Result<Response, GatewayError> {
     let upstream = &snapshot.upstream;
-    let headers = upstream_request_headers(client_headers, &client.upstream_auth, upstream);
-    let url = upstream.url(target.suffix, target.query);
     let answer = upstream
-        .send(target.method, url, headers, body, metrics)
+        .send(metrics, || {
+            let headers = upstream_request_headers(client_headers, &client.upstream_auth, upstream);
+            upstream.request(
+                target.method.clone(),
+                target.suffix,
+                target.query,
+                headers,
+                body.clone(),
+            )
+        })
         .await?;
     metrics.upstream_answered(target.route, answer.time_to_headers, facts.elapsed());
     if answer.response.status().is_server_error() {

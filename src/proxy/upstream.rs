@@ -97,26 +97,39 @@ impl Upstream {
         &self.clients[index]
     }
 
-    /// Sends a request, retrying connect errors and 502/503 answers. The first-byte deadline
-    /// covers all attempts: the client waits at most `first_byte_timeout` for headers.
-    pub async fn send(
+    /// A request to send: `suffix` and `query` as in [`Upstream::url`], the headers whole
+    /// (set, not merged into reqwest's defaults: there are none), the body.
+    pub fn request(
         &self,
         method: Method,
-        url: reqwest::Url,
+        suffix: &str,
+        query: Option<&str>,
         headers: HeaderMap,
         body: Bytes,
+    ) -> reqwest::Request {
+        let mut request = reqwest::Request::new(method, self.url(suffix, query));
+        *request.headers_mut() = headers;
+        *request.body_mut() = Some(body.into());
+        request
+    }
+
+    /// Sends the request `build` makes, retrying connect errors and 502/503 answers. The
+    /// first-byte deadline covers all attempts: the client waits at most `first_byte_timeout`
+    /// for headers.
+    ///
+    /// Each attempt builds its request afresh rather than cloning the first: retries are rare,
+    /// and a header map cloned for every request just in case costs several allocations.
+    pub async fn send(
+        &self,
         metrics: &Metrics,
+        build: impl Fn() -> reqwest::Request,
     ) -> Result<UpstreamResponse, GatewayError> {
         let started = Instant::now();
         let deadline = started + self.first_byte_timeout;
         let mut attempt = 0;
         loop {
-            let request = self
-                .client()
-                .request(method.clone(), url.clone())
-                .headers(headers.clone())
-                .body(body.clone());
-            let outcome = tokio::time::timeout_at(deadline, request.send()).await;
+            let request = self.client().execute(build());
+            let outcome = tokio::time::timeout_at(deadline, request).await;
             let retryable = match &outcome {
                 Err(_) => {
                     metrics.upstream_error("timeout");

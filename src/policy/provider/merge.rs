@@ -1,6 +1,7 @@
 //! Merging the client's `provider` with the compiled policy side, field by field.
 
 use serde_json::{Map, Value};
+use std::sync::Arc;
 
 use crate::config::ProviderPolicy;
 use crate::error::GatewayError;
@@ -136,7 +137,7 @@ impl Merge<'_> {
         &mut self,
         field: &str,
         value: Value,
-        rule: &str,
+        rule: &Arc<str>,
         detail: impl FnOnce(&Self, &Value) -> String,
     ) {
         let detail = if self.explain {
@@ -146,7 +147,7 @@ impl Merge<'_> {
         };
         self.out.insert(field.to_owned(), value);
         self.changed = true;
-        self.actions.push(Action::rewrite(rule, detail));
+        self.actions.push(Action::rewrite(rule.clone(), detail));
     }
 
     /// How the client's current value reads in an explanation.
@@ -294,8 +295,9 @@ impl Merge<'_> {
         let mut lowered = Vec::new();
         for (field, rule) in PRICES.iter().zip(rules) {
             let Some(rule) = rule else { continue };
-            let path = format!("provider.max_price.{field}");
-            let client = Ceiling(read::price(prices.get(*field), &path)?);
+            let client = Ceiling(read::price(prices.get(*field), || {
+                format!("provider.max_price.{field}")
+            })?);
             let Some(merged) = client.stricter(&rule.value).filter(|m| *m != client) else {
                 continue;
             };

@@ -25,6 +25,7 @@ pub(crate) use merge::merge_into;
 pub(crate) use read::StrictView;
 
 use serde_json::{Map, Value};
+use std::sync::Arc;
 
 use crate::config::{DataCollection, Percentiles, ProviderPolicy, ProviderSort};
 
@@ -43,14 +44,14 @@ const PREFERENCES: [&str; 3] = ["order", "sort", "allow_fallbacks"];
 #[derive(Debug, Clone, PartialEq)]
 struct Bound<T> {
     value: T,
-    rule: String,
+    rule: Arc<str>,
 }
 
 /// A routing preference: a default for clients that give none, or forced over theirs.
 #[derive(Debug, Clone, PartialEq)]
 struct Preference {
     value: Value,
-    rule: String,
+    rule: Arc<str>,
     forced: bool,
 }
 
@@ -211,26 +212,26 @@ impl ProviderRules {
 
     /// The rule behind `ignore`, when the policy binds it.
     pub(crate) fn ignore_rule(&self) -> Option<&str> {
-        self.ignore.as_ref().map(|b| b.rule.as_str())
+        self.ignore.as_ref().map(|b| &*b.rule)
     }
 
     /// The rule behind `only`, when the policy binds it.
     pub(crate) fn only_rule(&self) -> Option<&str> {
-        self.only.as_ref().map(|b| b.rule.as_str())
+        self.only.as_ref().map(|b| &*b.rule)
     }
 
     /// The partition a forced `sort = { partition = ... }` fixes, and its rule.
     pub(crate) fn forced_partition(&self) -> Option<(&str, &str)> {
         let sort = self.preferences[1].as_ref().filter(|p| p.forced)?;
         let partition = sort.value.get("partition")?.as_str()?;
-        Some((partition, sort.rule.as_str()))
+        Some((partition, &*sort.rule))
     }
 }
 
 fn bound<T>(path: &str, field: &str, value: T) -> Bound<T> {
     Bound {
         value,
-        rule: format!("{path}.{field}"),
+        rule: format!("{path}.{field}").into(),
     }
 }
 
@@ -253,7 +254,7 @@ fn layer<T: Strict + Clone>(
             } else if value == org.value {
                 org.rule
             } else {
-                format!("{} + {}", org.rule, named.rule)
+                format!("{} + {}", org.rule, named.rule).into()
             };
             Ok(Some(Bound { value, rule }))
         }
@@ -277,12 +278,12 @@ fn preference(
     match (forced, default) {
         (Some(value), _) => Some(Preference {
             value,
-            rule: format!("{path}.force.{field}"),
+            rule: format!("{path}.force.{field}").into(),
             forced: true,
         }),
         (None, Some(value)) => Some(Preference {
             value,
-            rule: format!("{path}.{field}"),
+            rule: format!("{path}.{field}").into(),
             forced: false,
         }),
         (None, None) => None,

@@ -5,7 +5,7 @@
 use serde_json::{Map, Value};
 
 use crate::error::GatewayError;
-use crate::policy::fields::{render, strings, wrong_type};
+use crate::policy::fields::{render, strings_at, wrong_type};
 use crate::policy::strictness::{Each, Limit, Name, Required, Vocabulary, PERCENTILES};
 
 /// `data_collection`: `"deny"` is on, `"allow"` and unset are off.
@@ -36,7 +36,7 @@ pub(super) fn names(
     field: &str,
     vocabulary: Vocabulary,
 ) -> Result<Option<Vec<Name>>, GatewayError> {
-    let names = strings(value, &format!("provider.{field}"))?;
+    let names = strings_at(value, || format!("provider.{field}"))?;
     Ok(names
         .filter(|names| !names.is_empty())
         .map(|names| names.iter().map(|n| Name::new(vocabulary, n)).collect()))
@@ -52,17 +52,22 @@ pub(super) fn prices(value: Option<&Value>) -> Result<Map<String, Value>, Gatewa
 }
 
 /// One price: a number or a numeric string (OpenRouter's spec has said both).
-pub(super) fn price(value: Option<&Value>, path: &str) -> Result<Option<f64>, GatewayError> {
+/// `path` names it in the error, and is only built for one.
+pub(super) fn price(
+    value: Option<&Value>,
+    path: impl Fn() -> String,
+) -> Result<Option<f64>, GatewayError> {
     let parsed = match value {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::Number(n)) => n.as_f64(),
         Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
-        Some(other) => return Err(wrong_type(path, "a number or a numeric string", other)),
+        Some(other) => return Err(wrong_type(&path(), "a number or a numeric string", other)),
     };
     match parsed {
         Some(v) if v.is_finite() => Ok(Some(v)),
         _ => Err(GatewayError::BadRequest(format!(
-            "`{path}` must be a number or a numeric string, found {}",
+            "`{}` must be a number or a numeric string, found {}",
+            path(),
             value.map_or_else(String::new, render)
         ))),
     }
@@ -145,7 +150,7 @@ impl StrictView {
         let prices = prices(provider.get("max_price"))?;
         let mut max_price = [Ceiling(None); 5];
         for (slot, field) in max_price.iter_mut().zip(super::PRICES) {
-            *slot = Ceiling(price(prices.get(field), field)?);
+            *slot = Ceiling(price(prices.get(field), || field.to_owned())?);
         }
         Ok(Self {
             data_collection: data_collection(provider.get("data_collection"))?,

@@ -162,7 +162,7 @@ aliases = { fast = "anthropic/claude-haiku" }"#;
         chat(json!({ "model": "fast" })),
     );
     assert_eq!(out["model"], "anthropic/claude-haiku");
-    assert_eq!(applied.actions[0].rule, "policies.team.aliases");
+    assert_eq!(&*applied.actions[0].rule, "policies.team.aliases");
     let (_, out) = forwarded(&policy(toml), chat(json!({ "model": "fast" })));
     assert_eq!(out["model"], "openai/gpt-4o-mini");
 }
@@ -335,7 +335,7 @@ fn the_lower_non_zero_max_tokens_of_the_layers_wins() {
             &policy_named(toml, Some(name)),
             chat(json!({ "max_tokens": 5000 })),
         );
-        assert_eq!(applied.actions[0].rule, "policy.max_tokens");
+        assert_eq!(&*applied.actions[0].rule, "policy.max_tokens");
     }
     let only_named = "[policies.a]\nmax_tokens = 500";
     let (_, out) = forwarded(&policy_named(only_named, Some("a")), chat(json!({})));
@@ -850,7 +850,7 @@ force = { allow_fallbacks = true, order = ["azure"] }"#;
             "max_price": { "prompt": 5, "completion": 2 }
         })
     );
-    let rules: Vec<&str> = applied.actions.iter().map(|a| a.rule.as_str()).collect();
+    let rules: Vec<&str> = applied.actions.iter().map(|a| &*a.rule).collect();
     assert_eq!(
         rules,
         [

@@ -480,7 +480,7 @@ proptest! {
             (Err(a), Err(b)) => prop_assert_eq!(a.to_string(), b.to_string()),
             (a, b) => prop_assert!(false, "explained {:?} but quiet {:?}", a, b),
         }
-        let decisions = |actions: &[crate::policy::Action]| -> Vec<(String, crate::policy::Outcome)> {
+        let decisions = |actions: &[crate::policy::Action]| -> Vec<(std::sync::Arc<str>, crate::policy::Outcome)> {
             actions.iter().map(|a| (a.rule.clone(), a.outcome)).collect()
         };
         prop_assert_eq!(decisions(&loud), decisions(&quiet));
