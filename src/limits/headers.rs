@@ -7,7 +7,6 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 const LIMIT_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
@@ -35,40 +34,21 @@ pub struct RateLimitHeaders {
 }
 
 impl RateLimitHeaders {
-    /// Writes (replaces) the trios that apply. All six values are written into one buffer and
-    /// each header is a slice of it: one allocation, not one per value.
+    /// Writes (replaces) the trios that apply.
     pub fn write_to(&self, headers: &mut HeaderMap) {
-        let trios = [
-            (
+        if let Some(status) = &self.requests {
+            write_trio(
+                headers,
                 [&LIMIT_REQUESTS, &REMAINING_REQUESTS, &RESET_REQUESTS],
-                &self.requests,
-            ),
-            (
-                [&LIMIT_TOKENS, &REMAINING_TOKENS, &RESET_TOKENS],
-                &self.tokens,
-            ),
-        ];
-        let mut text = BytesMut::with_capacity(96);
-        let mut spans: [Option<(&HeaderName, usize, usize)>; 6] = [None; 6];
-        for (i, (names, status)) in trios.iter().enumerate() {
-            let Some(status) = status else { continue };
-            for (j, name) in names.iter().enumerate() {
-                let start = text.len();
-                let _ = match j {
-                    0 => write!(text, "{}", status.limit),
-                    1 => write!(text, "{}", status.remaining),
-                    _ => write_reset(&mut text, status.reset),
-                };
-                spans[i * 3 + j] = Some((name, start, text.len()));
-            }
+                status,
+            );
         }
-        let text = text.freeze();
-        headers.reserve(spans.iter().flatten().count());
-        for (name, start, end) in spans.into_iter().flatten() {
-            // Digits and unit letters: always a valid header value.
-            if let Ok(value) = HeaderValue::from_maybe_shared(text.slice(start..end)) {
-                headers.insert(name.clone(), value);
-            }
+        if let Some(status) = &self.tokens {
+            write_trio(
+                headers,
+                [&LIMIT_TOKENS, &REMAINING_TOKENS, &RESET_TOKENS],
+                status,
+            );
         }
     }
 
@@ -77,41 +57,50 @@ impl RateLimitHeaders {
     }
 }
 
+fn write_trio(
+    headers: &mut HeaderMap,
+    [limit, remaining, reset]: [&HeaderName; 3],
+    status: &LimitStatus,
+) {
+    headers.insert(limit.clone(), HeaderValue::from(status.limit));
+    headers.insert(remaining.clone(), HeaderValue::from(status.remaining));
+    // A formatted duration is ASCII digits and unit letters, always a valid header value.
+    if let Ok(value) = HeaderValue::try_from(format_reset(status.reset)) {
+        headers.insert(reset.clone(), value);
+    }
+}
+
 /// A duration the way OpenAI's headers (and Go's `Duration.String`) write it, rounded up to the
 /// millisecond so a client that waits this long is not early: `0s`, `250ms`, `1s`, `1.5s`,
 /// `6m0s`, `1h0m0s`.
 pub fn format_reset(d: Duration) -> String {
-    let mut out = String::with_capacity(12);
-    let _ = write_reset(&mut out, d);
-    out
-}
-
-fn write_reset(out: &mut impl std::fmt::Write, d: Duration) -> std::fmt::Result {
     let millis = d.as_nanos().div_ceil(1_000_000);
+    let mut out = String::with_capacity(12);
     if millis == 0 {
-        return out.write_str("0s");
+        out.push_str("0s");
+    } else if millis < 1000 {
+        let _ = write!(out, "{millis}ms");
+    } else {
+        let (hours, rest) = (millis / 3_600_000, millis % 3_600_000);
+        let (minutes, rest) = (rest / 60_000, rest % 60_000);
+        let (secs, frac) = (rest / 1000, rest % 1000);
+        if hours > 0 {
+            let _ = write!(out, "{hours}h");
+        }
+        if hours > 0 || minutes > 0 {
+            let _ = write!(out, "{minutes}m");
+        }
+        let _ = write!(out, "{secs}");
+        // Fractional seconds without trailing zeros, as Go writes them.
+        let _ = match frac {
+            0 => Ok(()),
+            f if f % 100 == 0 => write!(out, ".{}", f / 100),
+            f if f % 10 == 0 => write!(out, ".{:02}", f / 10),
+            f => write!(out, ".{f:03}"),
+        };
+        out.push('s');
     }
-    if millis < 1000 {
-        return write!(out, "{millis}ms");
-    }
-    let (hours, rest) = (millis / 3_600_000, millis % 3_600_000);
-    let (minutes, rest) = (rest / 60_000, rest % 60_000);
-    let (secs, frac) = (rest / 1000, rest % 1000);
-    if hours > 0 {
-        write!(out, "{hours}h")?;
-    }
-    if hours > 0 || minutes > 0 {
-        write!(out, "{minutes}m")?;
-    }
-    write!(out, "{secs}")?;
-    // Fractional seconds without trailing zeros, as Go writes them.
-    match frac {
-        0 => Ok(()),
-        f if f % 100 == 0 => write!(out, ".{}", f / 100),
-        f if f % 10 == 0 => write!(out, ".{:02}", f / 10),
-        f => write!(out, ".{f:03}"),
-    }?;
-    out.write_char('s')
+    out
 }
 
 #[cfg(test)]
