@@ -50,7 +50,7 @@ pub mod usage;
 pub mod workers;
 
 pub use config::Config;
-pub use server::{router, serve, serve_with_reloads, ReloadRequest};
+pub use server::{app, router, serve, serve_with_reloads, ReloadRequest};
 pub use state::StartupError;
 
 /// The name the style guide uses for the entry point.

@@ -73,7 +73,7 @@ pub async fn serve_with_reloads(
         snapshot,
         state.metrics().clone(),
     ));
-    let app = router(state.clone());
+    let app = app(state.clone());
     let persisting =
         keeps_state.then(|| tokio::spawn(persist_every(state.clone(), Duration::from_secs(2))));
 
@@ -205,18 +205,58 @@ fn reload(state: &AppState, request: ReloadRequest) {
     }
 }
 
-/// The routes and the layer stack, outermost first:
+/// The gateway as one service: [`router`] inside the layer stack, outermost first:
 /// 1. catch panics: a panic becomes an OpenRouter-shaped 500, never a dropped connection;
 /// 2. mark `authorization` / `x-api-key` sensitive, before anything could log them;
 /// 3. set `x-request-id` (the client's, else a new one), so it reaches logs and upstream;
 /// 4. copy `x-request-id` onto every response, errors included;
 /// 5. access log and request metrics: one line per request when its body ends;
-/// 6. on API routes only, one layer: auth (401), which loads the config snapshot and the
-///    caller once, then limits (429): rate, tokens, concurrency; the permit is held until the
-///    body ends;
-/// 7. handlers: chat (parse once, forward, stream) and the generic pass-through.
+/// 6. the router.
 ///
-/// Unmatched paths and methods get 404/405 in the same error shape.
+/// The stack wraps the router once rather than each route (`Router::layer`), so a request
+/// pays for these layers without a boxed, cloned copy of them per route.
+pub fn app(
+    state: AppState,
+) -> impl tower::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = http::Response<
+        impl http_body::Body<Data = bytes::Bytes, Error = impl Into<tower::BoxError>> + Send + 'static,
+    >,
+    Error = std::convert::Infallible,
+    Future = impl Future + Send + 'static,
+> + Clone
+       + Send
+       + Sync
+       + 'static {
+    let x_request_id = HeaderName::from_static("x-request-id");
+    ServiceBuilder::new()
+        // axum's body type from here on, as the router would do itself.
+        .map_request(|request: http::Request<hyper::body::Incoming>| {
+            request.map(axum::body::Body::new)
+        })
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+            HeaderName::from_static("x-api-key"),
+        ]))
+        .layer(SetRequestIdLayer::new(
+            x_request_id.clone(),
+            NewRequestId::default(),
+        ))
+        .layer(PropagateRequestIdLayer::new(x_request_id))
+        .layer(from_fn_with_state(state.clone(), telemetry::access_log))
+        .service(router(state))
+}
+
+/// The routes:
+/// - on API routes only, one layer: auth (401), which loads the config snapshot and the
+///   caller once, then limits (429): rate, tokens, concurrency; the permit is held until the
+///   body ends;
+/// - handlers: chat (parse once, forward, stream) and the generic pass-through;
+/// - health, readiness and metrics.
+///
+/// Unmatched paths and methods get 404/405 in the same error shape. Served by [`app`], which
+/// adds request ids, the access log and panic safety around it.
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/api/v1/chat/completions", post(proxy::chat))
@@ -224,29 +264,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/{*rest}", any(proxy::passthrough))
         .route("/v1/{*rest}", any(proxy::passthrough))
         .route_layer(from_fn_with_state(state.clone(), auth::admit));
-    let x_request_id = HeaderName::from_static("x-request-id");
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(state.clone())
+        .with_state(state)
         .merge(api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(
-            ServiceBuilder::new()
-                .layer(CatchPanicLayer::custom(panic_response))
-                .layer(SetSensitiveRequestHeadersLayer::new([
-                    header::AUTHORIZATION,
-                    HeaderName::from_static("x-api-key"),
-                ]))
-                .layer(SetRequestIdLayer::new(
-                    x_request_id.clone(),
-                    NewRequestId::default(),
-                ))
-                .layer(PropagateRequestIdLayer::new(x_request_id))
-                .layer(from_fn_with_state(state, telemetry::access_log)),
-        )
 }
 
 async fn healthz() -> &'static str {
