@@ -179,9 +179,12 @@ impl KeyEntry {
 struct Shared {
     url: String,
     client: redis::Client,
-    /// Connected on first use, then reconnecting on its own after a dropped connection;
+    /// One connection per I/O thread, and a last one for other threads (see
+    /// [`crate::workers::current`]): a connection is a task on the runtime that made it, so a
+    /// shared one would send every check through another thread. Each is connected on first
+    /// use on its thread, then reconnects on its own after a dropped connection; it is
     /// replaced when it stops answering altogether (see [`STALE_AFTER`]).
-    connection: ArcSwapOption<ConnectionManager>,
+    connections: Box<[ArcSwapOption<ConnectionManager>]>,
     /// One connection attempt at a time.
     connecting: tokio::sync::Mutex<()>,
     /// When a call last succeeded (ms since `start`).
@@ -263,7 +266,12 @@ impl From<RedisError> for CallError {
 }
 
 impl Shared {
-    fn new(url: String, timeout: Duration, metrics: Arc<Metrics>) -> Result<Self, String> {
+    fn new(
+        url: String,
+        timeout: Duration,
+        metrics: Arc<Metrics>,
+        io_threads: usize,
+    ) -> Result<Self, String> {
         check_redis_url(&url).map_err(|why| format!("limits.redis_url: {why}"))?;
         let client = redis::Client::open(url.as_str())
             .map_err(|e| format!("limits.redis_url: {}", e.detail().unwrap_or("invalid")))?;
@@ -273,7 +281,7 @@ impl Shared {
         Ok(Self {
             url,
             client,
-            connection: ArcSwapOption::empty(),
+            connections: (0..=io_threads).map(|_| ArcSwapOption::empty()).collect(),
             connecting: tokio::sync::Mutex::new(()),
             answered_at_ms: AtomicU64::new(0),
             script: Script::new(SCRIPT),
@@ -298,12 +306,20 @@ impl Shared {
         format!("{}-{n:x}", self.replica)
     }
 
+    /// This thread's connection slot.
+    fn slot(&self) -> &ArcSwapOption<ConnectionManager> {
+        let last = self.connections.len() - 1;
+        let index = crate::workers::current().map_or(last, |i| i.min(last));
+        &self.connections[index]
+    }
+
     async fn connection(&self) -> Result<ConnectionManager, RedisError> {
-        if let Some(connection) = self.connection.load_full() {
+        let slot = self.slot();
+        if let Some(connection) = slot.load_full() {
             return Ok(ConnectionManager::clone(&connection));
         }
         let _connecting = self.connecting.lock().await;
-        if let Some(connection) = self.connection.load_full() {
+        if let Some(connection) = slot.load_full() {
             return Ok(ConnectionManager::clone(&connection));
         }
         // One attempt per (re)connection, no backoff of its own: a failed attempt is retried by
@@ -314,8 +330,7 @@ impl Shared {
             .set_connection_timeout(self.timeout)
             .set_number_of_retries(0);
         let connection = ConnectionManager::new_with_config(self.client.clone(), config).await?;
-        self.connection
-            .store(Some(Arc::new(ConnectionManager::clone(&connection))));
+        slot.store(Some(Arc::new(ConnectionManager::clone(&connection))));
         Ok(connection)
     }
 
@@ -364,7 +379,7 @@ impl Shared {
                 .now_ms()
                 .saturating_sub(self.answered_at_ms.load(Ordering::Relaxed))
                 >= millis(STALE_AFTER)
-            && self.connection.swap(None).is_some()
+            && self.slot().swap(None).is_some()
         {
             tracing::debug!("no answer from Redis for a while: reconnecting");
         }
@@ -449,7 +464,12 @@ fn micros_duration(us: i64) -> Duration {
 impl RedisBackend {
     pub fn new(config: &Config, metrics: &Arc<Metrics>) -> Result<Self, String> {
         let url = redis_url(config)?;
-        let shared = Shared::new(url, config.limits.backend_timeout.get(), metrics.clone())?;
+        let shared = Shared::new(
+            url,
+            config.limits.backend_timeout.get(),
+            metrics.clone(),
+            crate::workers::count_for(config.server.workers),
+        )?;
         Ok(Self::with_shared(config, Arc::new(shared)))
     }
 
