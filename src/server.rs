@@ -64,7 +64,7 @@ pub async fn serve_with_reloads(
     let snapshot = Snapshot::build(config, &metrics)?;
     let grace = snapshot.config.server.shutdown_grace.get();
     let header_read_timeout = snapshot.config.server.header_read_timeout.get();
-    let io_threads = crate::workers::count_for(snapshot.config.server.workers);
+    let io_threads = snapshot.config.server.io_threads();
     let state = AppState::new(snapshot, metrics);
     let snapshot = state.snapshot();
     state.metrics().learn_models(snapshot.configured_models());

@@ -190,11 +190,8 @@ impl Snapshot {
         let upstream = match upstream {
             Some(upstream) => upstream,
             None => Arc::new(
-                Upstream::new(
-                    &config.upstream,
-                    crate::workers::count_for(config.server.workers),
-                )
-                .map_err(StartupError::Config)?,
+                Upstream::new(&config.upstream, config.server.io_threads())
+                    .map_err(StartupError::Config)?,
             ),
         };
         Ok(Self {

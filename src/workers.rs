@@ -123,12 +123,35 @@ impl Drop for Finished {
     }
 }
 
-/// How many I/O threads `server.workers` asks for: the number given, or with 0 one per CPU
-/// this process may run on.
-pub fn count_for(configured: u32) -> usize {
-    match configured {
-        0 => std::thread::available_parallelism().map_or(1, usize::from),
-        n => n as usize,
+/// One `T` for each I/O thread and one more shared by every other thread (the acceptor, tests):
+/// for things that belong to the runtime that made them, like an upstream connection pool or a
+/// Redis connection, whose tasks would otherwise wake another thread on every use.
+#[derive(Debug)]
+pub struct PerThread<T>(Box<[T]>);
+
+impl<T> PerThread<T> {
+    /// `make` is called once per slot: `io_threads` + 1 times.
+    pub fn new(io_threads: usize, mut make: impl FnMut() -> T) -> Self {
+        Self((0..=io_threads).map(|_| make()).collect())
+    }
+
+    /// [`PerThread::new`] with a `make` that can fail.
+    pub fn try_new<E>(
+        io_threads: usize,
+        mut make: impl FnMut() -> Result<T, E>,
+    ) -> Result<Self, E> {
+        (0..=io_threads)
+            .map(|_| make())
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+
+    /// The calling thread's: its I/O thread's, or the shared last one. An I/O thread beyond
+    /// the slots (a reload changed `server.workers`, which takes effect at restart) shares the
+    /// last one too.
+    pub fn get(&self) -> &T {
+        let last = self.0.len() - 1;
+        &self.0[current().map_or(last, |i| i.min(last))]
     }
 }
 
@@ -196,9 +219,28 @@ mod tests {
         assert_eq!(finished.await.unwrap(), Some(0));
     }
 
-    #[test]
-    fn zero_means_one_thread_per_cpu() {
-        assert!(count_for(0) >= 1);
-        assert_eq!(count_for(3), 3);
+    #[tokio::test]
+    async fn each_io_thread_gets_its_own_slot_and_others_share_the_last() {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let slots = Arc::new(PerThread::new(2, || next.fetch_add(1, Ordering::Relaxed)));
+        assert_eq!(*slots.get(), 2, "outside the I/O threads: the last slot");
+        let workers = Workers::start(3).unwrap();
+        let (seen, mut got) = mpsc::unbounded_channel();
+        // Jobs held open until the end, so that each goes to a thread with none.
+        let (_release, hold) = tokio::sync::watch::channel(());
+        for _ in 0..3 {
+            let (slots, seen, mut hold) = (slots.clone(), seen.clone(), hold.clone());
+            workers.dispatch(job(async move {
+                seen.send((current(), *slots.get())).unwrap();
+                let _ = hold.changed().await;
+            }));
+        }
+        let mut pairs = Vec::new();
+        for _ in 0..3 {
+            pairs.push(got.recv().await.unwrap());
+        }
+        pairs.sort();
+        // Thread 2 has no slot of its own (3 threads, 2 slots + 1): it shares the last.
+        assert_eq!(pairs, [(Some(0), 0), (Some(1), 1), (Some(2), 2)]);
     }
 }

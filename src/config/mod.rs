@@ -52,6 +52,17 @@ pub struct ServerConfig {
     pub workers: u32,
 }
 
+impl ServerConfig {
+    /// How many I/O threads `workers` asks for: the number given, or with 0 one per CPU this
+    /// process may run on.
+    pub fn io_threads(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n as usize,
+        }
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {

@@ -391,6 +391,10 @@ fn io_threads_default_to_one_per_cpu_and_are_bounded() {
     let (config, problems) = parse_toml("");
     assert!(problems.is_empty());
     assert_eq!(config.server.workers, 0);
+    assert!(config.server.io_threads() >= 1);
+    let mut three = config.server.clone();
+    three.workers = 3;
+    assert_eq!(three.io_threads(), 3);
     assert!(problems_of("[server]\nworkers = 4\n").is_empty());
     assert_eq!(
         problems_of("[server]\nworkers = 5000\n"),

@@ -51,6 +51,7 @@ use super::spend::to_micros;
 use super::tokens::{ChargeUsage, UsageAccount};
 use crate::config::{Config, OnBackendError};
 use crate::metrics::Metrics;
+use crate::workers::PerThread;
 
 /// The server side: checks, charges and lease renewals.
 const SCRIPT: &str = include_str!("redis.lua");
@@ -179,12 +180,11 @@ impl KeyEntry {
 struct Shared {
     url: String,
     client: redis::Client,
-    /// One connection per I/O thread, and a last one for other threads (see
-    /// [`crate::workers::current`]): a connection is a task on the runtime that made it, so a
-    /// shared one would send every check through another thread. Each is connected on first
+    /// One connection per I/O thread: a connection is a task on the runtime that made it, so
+    /// a shared one would send every check through another thread. Each is connected on first
     /// use on its thread, then reconnects on its own after a dropped connection; it is
     /// replaced when it stops answering altogether (see [`STALE_AFTER`]).
-    connections: Box<[ArcSwapOption<ConnectionManager>]>,
+    connections: PerThread<ArcSwapOption<ConnectionManager>>,
     /// One connection attempt at a time.
     connecting: tokio::sync::Mutex<()>,
     /// When a call last succeeded (ms since `start`).
@@ -281,7 +281,7 @@ impl Shared {
         Ok(Self {
             url,
             client,
-            connections: (0..=io_threads).map(|_| ArcSwapOption::empty()).collect(),
+            connections: PerThread::new(io_threads, ArcSwapOption::empty),
             connecting: tokio::sync::Mutex::new(()),
             answered_at_ms: AtomicU64::new(0),
             script: Script::new(SCRIPT),
@@ -306,15 +306,8 @@ impl Shared {
         format!("{}-{n:x}", self.replica)
     }
 
-    /// This thread's connection slot.
-    fn slot(&self) -> &ArcSwapOption<ConnectionManager> {
-        let last = self.connections.len() - 1;
-        let index = crate::workers::current().map_or(last, |i| i.min(last));
-        &self.connections[index]
-    }
-
     async fn connection(&self) -> Result<ConnectionManager, RedisError> {
-        let slot = self.slot();
+        let slot = self.connections.get();
         if let Some(connection) = slot.load_full() {
             return Ok(ConnectionManager::clone(&connection));
         }
@@ -379,7 +372,7 @@ impl Shared {
                 .now_ms()
                 .saturating_sub(self.answered_at_ms.load(Ordering::Relaxed))
                 >= millis(STALE_AFTER)
-            && self.slot().swap(None).is_some()
+            && self.connections.get().swap(None).is_some()
         {
             tracing::debug!("no answer from Redis for a while: reconnecting");
         }
@@ -468,7 +461,7 @@ impl RedisBackend {
             url,
             config.limits.backend_timeout.get(),
             metrics.clone(),
-            crate::workers::count_for(config.server.workers),
+            config.server.io_threads(),
         )?;
         Ok(Self::with_shared(config, Arc::new(shared)))
     }

@@ -10,14 +10,15 @@ use tokio::time::Instant;
 use crate::config::UpstreamConfig;
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
+use crate::workers::PerThread;
 
 /// Where requests go, and how patiently.
 #[derive(Debug)]
 pub struct Upstream {
-    /// One client (one connection pool) per I/O thread, and a last one for everything else:
-    /// an upstream connection is a task on the runtime that opened it, so sharing a pool
-    /// across threads would wake another thread for every response.
-    clients: Box<[reqwest::Client]>,
+    /// One client (one connection pool) per I/O thread: an upstream connection is a task on
+    /// the runtime that opened it, so a shared pool would wake another thread for every
+    /// response.
+    clients: PerThread<reqwest::Client>,
     /// `upstream.base_url`, parsed once: every request URL is this with a longer path.
     base: reqwest::Url,
     /// The base's path without a trailing slash (`/api/v1`).
@@ -57,9 +58,7 @@ impl Upstream {
                 .build()
                 .map_err(|e| format!("cannot build the upstream client: {e}"))
         };
-        let clients = (0..=io_threads)
-            .map(|_| client())
-            .collect::<Result<_, _>>()?;
+        let clients = PerThread::try_new(io_threads, client)?;
         let header = |value: &str| {
             (!value.is_empty())
                 .then(|| HeaderValue::from_str(value).ok())
@@ -88,13 +87,6 @@ impl Upstream {
         url.set_path(&path);
         url.set_query(query);
         url
-    }
-
-    /// The calling thread's client: its I/O thread's, or the one for everything else.
-    fn client(&self) -> &reqwest::Client {
-        let last = self.clients.len() - 1;
-        let index = crate::workers::current().map_or(last, |i| i.min(last));
-        &self.clients[index]
     }
 
     /// A request to send: `suffix` and `query` as in [`Upstream::url`], the headers whole
@@ -128,7 +120,7 @@ impl Upstream {
         let deadline = started + self.first_byte_timeout;
         let mut attempt = 0;
         loop {
-            let request = self.client().execute(build());
+            let request = self.clients.get().execute(build());
             let outcome = tokio::time::timeout_at(deadline, request).await;
             let retryable = match &outcome {
                 Err(_) => {
