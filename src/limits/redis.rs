@@ -51,7 +51,6 @@ use super::spend::to_micros;
 use super::tokens::{ChargeUsage, UsageAccount};
 use crate::config::{Config, OnBackendError};
 use crate::metrics::Metrics;
-use crate::workers::PerThread;
 
 /// The server side: checks, charges and lease renewals.
 const SCRIPT: &str = include_str!("redis.lua");
@@ -180,11 +179,9 @@ impl KeyEntry {
 struct Shared {
     url: String,
     client: redis::Client,
-    /// One connection per I/O thread: a connection is a task on the runtime that made it, so
-    /// a shared one would send every check through another thread. Each is connected on first
-    /// use on its thread, then reconnects on its own after a dropped connection; it is
+    /// Connected on first use, then reconnecting on its own after a dropped connection;
     /// replaced when it stops answering altogether (see [`STALE_AFTER`]).
-    connections: PerThread<ArcSwapOption<ConnectionManager>>,
+    connection: ArcSwapOption<ConnectionManager>,
     /// One connection attempt at a time.
     connecting: tokio::sync::Mutex<()>,
     /// When a call last succeeded (ms since `start`).
@@ -266,12 +263,7 @@ impl From<RedisError> for CallError {
 }
 
 impl Shared {
-    fn new(
-        url: String,
-        timeout: Duration,
-        metrics: Arc<Metrics>,
-        io_threads: usize,
-    ) -> Result<Self, String> {
+    fn new(url: String, timeout: Duration, metrics: Arc<Metrics>) -> Result<Self, String> {
         check_redis_url(&url).map_err(|why| format!("limits.redis_url: {why}"))?;
         let client = redis::Client::open(url.as_str())
             .map_err(|e| format!("limits.redis_url: {}", e.detail().unwrap_or("invalid")))?;
@@ -281,7 +273,7 @@ impl Shared {
         Ok(Self {
             url,
             client,
-            connections: PerThread::new(io_threads, ArcSwapOption::empty),
+            connection: ArcSwapOption::empty(),
             connecting: tokio::sync::Mutex::new(()),
             answered_at_ms: AtomicU64::new(0),
             script: Script::new(SCRIPT),
@@ -307,12 +299,11 @@ impl Shared {
     }
 
     async fn connection(&self) -> Result<ConnectionManager, RedisError> {
-        let slot = self.connections.get();
-        if let Some(connection) = slot.load_full() {
+        if let Some(connection) = self.connection.load_full() {
             return Ok(ConnectionManager::clone(&connection));
         }
         let _connecting = self.connecting.lock().await;
-        if let Some(connection) = slot.load_full() {
+        if let Some(connection) = self.connection.load_full() {
             return Ok(ConnectionManager::clone(&connection));
         }
         // One attempt per (re)connection, no backoff of its own: a failed attempt is retried by
@@ -323,7 +314,8 @@ impl Shared {
             .set_connection_timeout(self.timeout)
             .set_number_of_retries(0);
         let connection = ConnectionManager::new_with_config(self.client.clone(), config).await?;
-        slot.store(Some(Arc::new(ConnectionManager::clone(&connection))));
+        self.connection
+            .store(Some(Arc::new(ConnectionManager::clone(&connection))));
         Ok(connection)
     }
 
@@ -372,7 +364,7 @@ impl Shared {
                 .now_ms()
                 .saturating_sub(self.answered_at_ms.load(Ordering::Relaxed))
                 >= millis(STALE_AFTER)
-            && self.connections.get().swap(None).is_some()
+            && self.connection.swap(None).is_some()
         {
             tracing::debug!("no answer from Redis for a while: reconnecting");
         }
@@ -457,12 +449,7 @@ fn micros_duration(us: i64) -> Duration {
 impl RedisBackend {
     pub fn new(config: &Config, metrics: &Arc<Metrics>) -> Result<Self, String> {
         let url = redis_url(config)?;
-        let shared = Shared::new(
-            url,
-            config.limits.backend_timeout.get(),
-            metrics.clone(),
-            config.server.io_threads(),
-        )?;
+        let shared = Shared::new(url, config.limits.backend_timeout.get(), metrics.clone())?;
         Ok(Self::with_shared(config, Arc::new(shared)))
     }
 
