@@ -59,11 +59,10 @@ struct KeyState<C: LimitClock> {
     rate: Option<Arc<RequestRate<C>>>,
     in_flight: Option<InFlight>,
     tokens: Option<Arc<TokenBucket<C>>>,
-    /// Spend budgets in USD (0 = none) and what was spent; the spending is kept across
-    /// reloads and, with `state_dir`, restarts, whatever the budgets become.
-    has_budget: bool,
-    usd_per_day: f64,
-    usd_per_month: f64,
+    /// The spend budgets in USD per day and per month (0 = none of that period), when there
+    /// is one; and what was spent, kept across reloads and, with `state_dir`, restarts,
+    /// whatever the budgets become.
+    budget: Option<(f64, f64)>,
     spending: Arc<Spending>,
     /// Where an admitted request's usage is charged, built once with the key: `None` when
     /// nothing would read the charge (no token limit, no budget, no `state_dir`).
@@ -192,9 +191,9 @@ impl<C: LimitClock> KeyState<C> {
             rate,
             in_flight,
             tokens,
-            has_budget: limits.has_budget(),
-            usd_per_day: limits.usd_per_day,
-            usd_per_month: limits.usd_per_month,
+            budget: limits
+                .has_budget()
+                .then_some((limits.usd_per_day, limits.usd_per_month)),
             spending,
             account,
         }
@@ -231,11 +230,8 @@ impl<C: LimitClock> MemoryBackend<C> {
         let key = self.keys.get(key_id).unwrap_or(&self.anonymous);
         let mut headers = RateLimitHeaders::default();
 
-        if key.has_budget {
-            if let Err(spent) =
-                key.spending
-                    .check(key.usd_per_day, key.usd_per_month, SystemTime::now())
-            {
+        if let Some((per_day, per_month)) = key.budget {
+            if let Err(spent) = key.spending.check(per_day, per_month, SystemTime::now()) {
                 return Err(Refusal::budget(
                     key_id,
                     spent.period.as_str(),
