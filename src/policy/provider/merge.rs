@@ -140,14 +140,19 @@ impl Merge<'_> {
         rule: &Arc<str>,
         detail: impl FnOnce(&Self, &Value) -> String,
     ) {
-        let detail = if self.explain {
-            format!("provider.{field}: {}", detail(self, &value))
-        } else {
-            String::new()
-        };
+        let detail = self.explained(|| format!("provider.{field}: {}", detail(self, &value)));
         self.out.insert(field.to_owned(), value);
         self.changed = true;
         self.actions.push(Action::rewrite(rule.clone(), detail));
+    }
+
+    /// `detail()` when rewrites are explained, else nothing (see [`merge_into`]).
+    fn explained(&self, detail: impl FnOnce() -> String) -> String {
+        if self.explain {
+            detail()
+        } else {
+            String::new()
+        }
     }
 
     /// How the client's current value reads in an explanation.
@@ -302,7 +307,7 @@ impl Merge<'_> {
                 continue;
             };
             let value = number(merged.0.unwrap_or_default());
-            let detail = if self.explain {
+            let detail = self.explained(|| {
                 let before = prices
                     .get(*field)
                     .filter(|v| !v.is_null())
@@ -319,9 +324,7 @@ impl Merge<'_> {
                         rule.rule
                     ),
                 }
-            } else {
-                String::new()
-            };
+            });
             prices.insert((*field).to_owned(), value);
             lowered.push(Action::rewrite(rule.rule.clone(), detail));
         }
