@@ -3,8 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{header, HeaderMap, HeaderValue, Method};
 use serde::Deserialize;
 
 use crate::metrics::Metrics;
@@ -12,14 +10,6 @@ use crate::state::Snapshot;
 
 /// The `User-Agent` of requests orgate makes on its own behalf.
 pub const USER_AGENT: &str = concat!("orgate/", env!("CARGO_PKG_VERSION"));
-
-/// The headers of the gateway's own upstream requests (`/models`, `/generation`).
-pub(crate) fn gateway_headers(upstream_auth: &HeaderValue) -> HeaderMap {
-    let mut headers = HeaderMap::with_capacity(2);
-    headers.insert(header::AUTHORIZATION, upstream_auth.clone());
-    headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
-    headers
-}
 
 /// Fetches `GET /models` once at start-up (retrying for a while: the upstream may not be
 /// reachable yet) and then hourly, and teaches `metrics` the ids it lists.
@@ -53,13 +43,7 @@ async fn fetch_model_ids(snapshot: &Snapshot, metrics: &Metrics) -> Result<Vec<S
     let upstream = &snapshot.upstream;
     let answer = upstream
         .send(metrics, || {
-            upstream.request(
-                Method::GET,
-                "/models",
-                None,
-                gateway_headers(&snapshot.default_upstream_auth),
-                Bytes::new(),
-            )
+            upstream.own_get("/models", None, &snapshot.default_upstream_auth)
         })
         .await
         .map_err(|e| e.to_string())?;

@@ -9,13 +9,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{HeaderValue, Method};
+use http::HeaderValue;
 use serde::Deserialize;
 
 use crate::limits::UsageAccount;
 use crate::metrics::{Metrics, TokenCounts};
-use crate::models::gateway_headers;
 use crate::state::Snapshot;
 
 /// Pauses between lookups: OpenRouter may take a moment to have the record.
@@ -72,13 +70,7 @@ impl Settlement {
             tokio::time::sleep(pause).await;
             let sent = upstream
                 .send(&self.metrics, || {
-                    upstream.request(
-                        Method::GET,
-                        "/generation",
-                        Some(&query),
-                        gateway_headers(&self.upstream_auth),
-                        Bytes::new(),
-                    )
+                    upstream.own_get("/generation", Some(&query), &self.upstream_auth)
                 })
                 .await;
             let Ok(answer) = sent else {

@@ -4,12 +4,13 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use tokio::time::Instant;
 
 use crate::config::UpstreamConfig;
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
+use crate::models::USER_AGENT;
 use crate::workers::PerThread;
 
 /// Where requests go, and how patiently.
@@ -103,6 +104,20 @@ impl Upstream {
         *request.headers_mut() = headers;
         *request.body_mut() = Some(body.into());
         request
+    }
+
+    /// A `GET` the gateway makes on its own behalf (`/models`, `/generation`), with
+    /// `upstream_auth` and orgate's `User-Agent`.
+    pub fn own_get(
+        &self,
+        suffix: &str,
+        query: Option<&str>,
+        upstream_auth: &HeaderValue,
+    ) -> reqwest::Request {
+        let mut headers = HeaderMap::with_capacity(2);
+        headers.insert(header::AUTHORIZATION, upstream_auth.clone());
+        headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+        self.request(Method::GET, suffix, query, headers, Bytes::new())
     }
 
     /// Sends the request `build` makes, retrying connect errors and 502/503 answers. The
