@@ -318,11 +318,11 @@ impl UpstreamBody {
     /// The body ended cleanly: a JSON body's usage is read now.
     fn finish(&mut self) {
         if let Some(copy) = self.json.take() {
-            let head = ResponseSummary::from_json(&copy.bytes);
-            if let Some(usage) = &head.usage {
-                self.observer.on_usage(usage, head.model.as_deref());
+            let summary = ResponseSummary::from_json(&copy.bytes);
+            if let Some(usage) = &summary.usage {
+                self.observer.on_usage(usage, summary.model.as_deref());
             }
-            if let Some(provider) = &head.provider {
+            if let Some(provider) = &summary.provider {
                 self.observer.verify_provider(provider);
             }
         }

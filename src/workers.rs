@@ -124,8 +124,8 @@ impl Drop for Finished {
 }
 
 /// One `T` for each I/O thread and one more shared by every other thread (the acceptor, tests):
-/// for things that belong to the runtime that made them, like an upstream connection pool or a
-/// Redis connection, whose tasks would otherwise wake another thread on every use.
+/// for things that belong to the runtime that made them, like an upstream connection pool,
+/// whose tasks would otherwise wake another thread on every use.
 #[derive(Debug)]
 pub struct PerThread<T>(Box<[T]>);
 
