@@ -56,21 +56,23 @@ pub(crate) fn strings(
     value: Option<&Value>,
     path: &str,
 ) -> Result<Option<Vec<String>>, GatewayError> {
-    strings_at(value, || path.to_owned())
+    strings_at(value, || path.to_owned(), str::to_owned)
 }
 
-/// [`strings`], with the path for the error message built only if there is an error.
-pub(crate) fn strings_at(
+/// [`strings`], each string made into a `T` by `make`, with the path for the error message
+/// built only if there is an error.
+pub(crate) fn strings_at<T>(
     value: Option<&Value>,
     path: impl Fn() -> String,
-) -> Result<Option<Vec<String>>, GatewayError> {
+    make: impl Fn(&str) -> T,
+) -> Result<Option<Vec<T>>, GatewayError> {
     match value {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Array(items)) => items
             .iter()
             .enumerate()
             .map(|(i, item)| match item {
-                Value::String(s) => Ok(s.clone()),
+                Value::String(s) => Ok(make(s)),
                 other => Err(wrong_type(&format!("{}[{i}]", path()), "a string", other)),
             })
             .collect::<Result<Vec<_>, _>>()

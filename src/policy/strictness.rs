@@ -155,7 +155,18 @@ impl Name {
 /// Providers are compared as slugs: display names (`"Google AI Studio"`) become
 /// `google-ai-studio`, and case never matters. Quantizations only ignore case.
 pub(crate) fn normalise(vocabulary: Vocabulary, spelling: &str) -> String {
-    let lower = spelling.trim().to_lowercase();
+    let trimmed = spelling.trim();
+    if trimmed.is_ascii() {
+        // The usual case, in one pass and one allocation.
+        return trimmed
+            .bytes()
+            .map(|b| match (b, vocabulary) {
+                (b' ', Vocabulary::Provider) => '-',
+                _ => char::from(b.to_ascii_lowercase()),
+            })
+            .collect();
+    }
+    let lower = trimmed.to_lowercase();
     match vocabulary {
         Vocabulary::Provider => lower.replace(' ', "-"),
         Vocabulary::Quantization => lower,
@@ -257,6 +268,22 @@ impl DenyList {
             .iter()
             .any(|e| covers(self.vocabulary, &e.key, &name.key))
     }
+
+    /// The policy's entries that the union adds to this list, in the policy's order: those
+    /// neither this list nor an earlier addition excludes. Empty when this list is already at
+    /// least as strict; the merge then forwards it without building anything.
+    pub(crate) fn additions<'p>(&self, policy: &'p Self) -> Vec<&'p Name> {
+        let mut added: Vec<&Name> = Vec::new();
+        for name in &policy.entries {
+            let covered_by_added = added
+                .iter()
+                .any(|a| covers(self.vocabulary, &a.key, &name.key));
+            if !self.excludes(name) && !covered_by_added {
+                added.push(name);
+            }
+        }
+        added
+    }
 }
 
 impl Strict for DenyList {
@@ -266,11 +293,8 @@ impl Strict for DenyList {
 
     fn stricter(&self, policy: &Self) -> Option<Self> {
         let mut out = self.clone();
-        for name in &policy.entries {
-            if !out.excludes(name) {
-                out.entries.push(name.clone());
-            }
-        }
+        out.entries
+            .extend(self.additions(policy).into_iter().cloned());
         Some(out)
     }
 }

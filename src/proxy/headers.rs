@@ -72,15 +72,18 @@ pub fn upstream_request_headers(
     out
 }
 
-/// The upstream's response headers as the client gets them.
-pub fn client_response_headers(upstream: &HeaderMap) -> HeaderMap {
+/// The upstream's response headers as the client gets them. Most responses carry no
+/// hop-by-hop header at all, and are passed on as they are.
+pub fn client_response_headers(upstream: HeaderMap) -> HeaderMap {
+    let hop_by_hop = |name: &HeaderName| HOP_BY_HOP.contains(name) || name == header::UPGRADE;
+    if !upstream.keys().any(hop_by_hop) {
+        // Without `Connection` no other header can be named hop-by-hop.
+        return upstream;
+    }
     let mut out = HeaderMap::with_capacity(upstream.len());
-    let named_by_connection = connection_tokens(upstream);
-    for (name, value) in upstream {
-        if HOP_BY_HOP.contains(name)
-            || name == header::UPGRADE
-            || named_by_connection.contains(name)
-        {
+    let named_by_connection = connection_tokens(&upstream);
+    for (name, value) in &upstream {
+        if hop_by_hop(name) || named_by_connection.contains(name) {
             continue;
         }
         out.append(name.clone(), value.clone());
@@ -138,5 +141,29 @@ mod tests {
         assert!(out.get("x-title").is_none(), "the client's own title wins");
         assert_eq!(out["http-referer"], "https://example.org");
         assert_eq!(out["x-session-id"], "s1");
+    }
+
+    #[test]
+    fn response_hop_by_hop_headers_stay_behind_and_the_rest_pass_as_sent() {
+        let mut upstream = HeaderMap::new();
+        upstream.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        upstream.insert("x-generation-id", HeaderValue::from_static("gen-1"));
+        assert_eq!(client_response_headers(upstream.clone()), upstream);
+
+        upstream.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        upstream.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("x-upstream-hop"),
+        );
+        upstream.insert("x-upstream-hop", HeaderValue::from_static("1"));
+        let out = client_response_headers(upstream);
+        let names: Vec<&str> = out.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["content-type", "x-generation-id"]);
     }
 }

@@ -77,7 +77,7 @@ pub async fn chat(
         .with_provider_check(applied);
     let target = Target {
         method: Method::POST,
-        suffix: "/chat/completions",
+        suffix: upstream::CHAT_SUFFIX,
         query: parts.uri.query(),
         route: "chat",
     };
@@ -215,7 +215,7 @@ async fn forward(
     let body = UpstreamBody::new(body, kind, upstream.idle_timeout, observer);
     let mut out = Response::new(Body::new(body));
     *out.status_mut() = parts.status;
-    *out.headers_mut() = client_response_headers(&parts.headers);
+    *out.headers_mut() = client_response_headers(parts.headers);
     Ok(out)
 }
 

@@ -24,6 +24,8 @@ pub struct Upstream {
     base: reqwest::Url,
     /// The base's path without a trailing slash (`/api/v1`).
     base_path: String,
+    /// The URL of [`CHAT_SUFFIX`], built once: nearly every request goes there.
+    chat_url: reqwest::Url,
     pub first_byte_timeout: Duration,
     pub idle_timeout: Duration,
     retries: u32,
@@ -31,6 +33,19 @@ pub struct Upstream {
     pub referer: Option<HeaderValue>,
     /// `X-OpenRouter-Title` / `X-Title` to send when the client sent neither.
     pub title: Option<HeaderValue>,
+}
+
+/// The API path of chat completions, under the base URL.
+pub(crate) const CHAT_SUFFIX: &str = "/chat/completions";
+
+/// `base` with its path (`base_path`, no trailing slash) extended by `suffix`.
+fn url_with_path(base: &reqwest::Url, base_path: &str, suffix: &str) -> reqwest::Url {
+    let mut url = base.clone();
+    let mut path = String::with_capacity(base_path.len() + suffix.len());
+    path.push_str(base_path);
+    path.push_str(suffix);
+    url.set_path(&path);
+    url
 }
 
 /// An upstream response, and how long its headers took.
@@ -65,9 +80,11 @@ impl Upstream {
                 .then(|| HeaderValue::from_str(value).ok())
                 .flatten()
         };
+        let base_path = base.path().trim_end_matches('/').to_owned();
         Ok(Self {
             clients,
-            base_path: base.path().trim_end_matches('/').to_owned(),
+            chat_url: url_with_path(&base, &base_path, CHAT_SUFFIX),
+            base_path,
             base,
             first_byte_timeout: config.first_byte_timeout.get(),
             idle_timeout: config.idle_timeout.get(),
@@ -81,11 +98,10 @@ impl Upstream {
     /// Built from the parsed base rather than parsed from a string: scheme and host are never
     /// re-read (reqwest would re-parse, IDNA included, on every request).
     pub fn url(&self, suffix: &str, query: Option<&str>) -> reqwest::Url {
-        let mut url = self.base.clone();
-        let mut path = String::with_capacity(self.base_path.len() + suffix.len());
-        path.push_str(&self.base_path);
-        path.push_str(suffix);
-        url.set_path(&path);
+        if suffix == CHAT_SUFFIX && query.is_none() {
+            return self.chat_url.clone();
+        }
+        let mut url = url_with_path(&self.base, &self.base_path, suffix);
         url.set_query(query);
         url
     }
@@ -203,4 +219,33 @@ fn classify(e: &reqwest::Error, first_byte_timeout: Duration) -> GatewayError {
         source = cause.source();
     }
     GatewayError::UpstreamUnreachable(detail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_extend_the_base_path_whether_built_once_or_per_request() {
+        for base_url in ["https://up.example/api/v1", "https://up.example/api/v1/"] {
+            let config = UpstreamConfig {
+                base_url: base_url.into(),
+                ..UpstreamConfig::default()
+            };
+            let upstream = Upstream::new(&config, 1).unwrap();
+            let url = |suffix, query| upstream.url(suffix, query).to_string();
+            assert_eq!(
+                url(CHAT_SUFFIX, None),
+                "https://up.example/api/v1/chat/completions"
+            );
+            assert_eq!(
+                url(CHAT_SUFFIX, Some("trace=1")),
+                "https://up.example/api/v1/chat/completions?trace=1"
+            );
+            assert_eq!(
+                url("/generation", Some("id=gen-1")),
+                "https://up.example/api/v1/generation?id=gen-1"
+            );
+        }
+    }
 }

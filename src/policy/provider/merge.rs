@@ -270,14 +270,12 @@ impl Merge<'_> {
             entries: read::names(self.out.get("ignore"), "ignore", Vocabulary::Provider)?
                 .unwrap_or_default(),
         };
-        let merged = client
-            .stricter(&rule.value)
-            .unwrap_or_else(|| client.clone());
-        if merged != client {
+        let added = client.additions(&rule.value);
+        if !added.is_empty() {
             let client_sent = !client.entries.is_empty();
             self.write(
                 "ignore",
-                names_value(merged.entries.iter()),
+                names_value(client.entries.iter().chain(added.iter().copied())),
                 &rule.rule,
                 |merge, result| {
                     let (before, result) = (merge.shown("ignore"), render(result));
@@ -290,17 +288,21 @@ impl Merge<'_> {
                 },
             );
         }
-        Ok(merged.entries.into_iter().map(|n| n.key).collect())
+        let added_keys = added.iter().map(|n| n.key.clone());
+        let client_keys = client.entries.into_iter().map(|n| n.key);
+        Ok(client_keys.chain(added_keys).collect())
     }
 
     /// Each bound price: the lower of the two. A client's lower price stays as it was sent
     /// (number or numeric string); a policy's is written as a number.
     fn max_price(&mut self, rules: &[Option<Bound<Ceiling>>; 5]) -> Result<(), GatewayError> {
-        let mut prices = read::prices(self.out.get("max_price"))?;
+        let prices = read::prices(self.out.get("max_price"))?;
+        let price = |field: &str| prices.and_then(|p| p.get(field));
         let mut lowered = Vec::new();
+        let mut lowered_actions = Vec::new();
         for (field, rule) in PRICES.iter().zip(rules) {
             let Some(rule) = rule else { continue };
-            let client = Ceiling(read::price(prices.get(*field), || {
+            let client = Ceiling(read::price(price(field), || {
                 format!("provider.max_price.{field}")
             })?);
             let Some(merged) = client.stricter(&rule.value).filter(|m| *m != client) else {
@@ -308,8 +310,7 @@ impl Merge<'_> {
             };
             let value = number(merged.0.unwrap_or_default());
             let detail = self.explained(|| {
-                let before = prices
-                    .get(*field)
+                let before = price(field)
                     .filter(|v| !v.is_null())
                     .map_or("unset".to_owned(), render);
                 match client.0 {
@@ -325,15 +326,22 @@ impl Merge<'_> {
                     ),
                 }
             });
-            prices.insert((*field).to_owned(), value);
-            lowered.push(Action::rewrite(rule.rule.clone(), detail));
+            lowered.push(((*field).to_owned(), value));
+            lowered_actions.push(Action::rewrite(rule.rule.clone(), detail));
         }
-        if !lowered.is_empty() {
-            self.out
-                .insert("max_price".to_owned(), Value::Object(prices));
-            self.changed = true;
-            self.actions.append(&mut lowered);
+        if lowered.is_empty() {
+            return Ok(());
         }
+        // The client's object is rewritten in place: its other keys, and their order, stay.
+        match self.out.get_mut("max_price") {
+            Some(Value::Object(prices)) => prices.extend(lowered),
+            _ => {
+                let prices = Value::Object(lowered.into_iter().collect());
+                self.out.insert("max_price".to_owned(), prices);
+            }
+        }
+        self.changed = true;
+        self.actions.append(&mut lowered_actions);
         Ok(())
     }
 

@@ -36,17 +36,19 @@ pub(super) fn names(
     field: &str,
     vocabulary: Vocabulary,
 ) -> Result<Option<Vec<Name>>, GatewayError> {
-    let names = strings_at(value, || format!("provider.{field}"))?;
-    Ok(names
-        .filter(|names| !names.is_empty())
-        .map(|names| names.iter().map(|n| Name::new(vocabulary, n)).collect()))
+    let names = strings_at(
+        value,
+        || format!("provider.{field}"),
+        |n| Name::new(vocabulary, n),
+    )?;
+    Ok(names.filter(|names| !names.is_empty()))
 }
 
 /// `max_price`: an object (unknown keys included), or unset.
-pub(super) fn prices(value: Option<&Value>) -> Result<Map<String, Value>, GatewayError> {
+pub(super) fn prices(value: Option<&Value>) -> Result<Option<&Map<String, Value>>, GatewayError> {
     match value {
-        None | Some(Value::Null) => Ok(Map::new()),
-        Some(Value::Object(prices)) => Ok(prices.clone()),
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(prices)) => Ok(Some(prices)),
         Some(other) => Err(wrong_type("provider.max_price", "an object", other)),
     }
 }
@@ -150,7 +152,9 @@ impl StrictView {
         let prices = prices(provider.get("max_price"))?;
         let mut max_price = [Ceiling(None); 5];
         for (slot, field) in max_price.iter_mut().zip(super::PRICES) {
-            *slot = Ceiling(price(prices.get(field), || field.to_owned())?);
+            *slot = Ceiling(price(prices.and_then(|p| p.get(field)), || {
+                field.to_owned()
+            })?);
         }
         Ok(Self {
             data_collection: data_collection(provider.get("data_collection"))?,
