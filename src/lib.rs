@@ -22,7 +22,7 @@
 //! - [`error`]: `GatewayError`, the one way gateway errors become responses.
 //! - [`telemetry`]: log setup and the access log; [`shutdown`]: signals.
 //! - [`secret`]: `Secret<T>`, never printed; [`cli`]: the commands.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![cfg_attr(
     not(test),
     warn(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)
@@ -35,6 +35,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod limits;
+pub mod memory;
 pub mod metrics;
 pub mod models;
 pub mod policy;

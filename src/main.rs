@@ -29,6 +29,8 @@ fn main() -> ExitCode {
 }
 
 fn serve(source: ConfigSource, env: &Env) -> ExitCode {
+    // Before any thread starts: see orgate::memory. A refusal leaves glibc's defaults.
+    let _ = orgate::memory::keep_large_buffers();
     if let Err(e) = orgate::telemetry::init(env.get("ORGATE_LOG"), env.get("ORGATE_LOG_FORMAT")) {
         eprintln!("orgate: {e}");
         return ExitCode::FAILURE;
