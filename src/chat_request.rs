@@ -167,25 +167,68 @@ impl<'a> ChatRequest<'a> {
         if !self.edited {
             return original.clone();
         }
-        let mut out = Vec::with_capacity(original.len() + 256);
-        out.push(b'{');
+        // Nothing is shared below usize::MAX bytes: the whole body is the last piece.
+        self.write_pieces(original, usize::MAX, &mut Vec::new())
+    }
+
+    /// [`to_body`](Self::to_body) in pieces that, joined, are that body: every untouched value
+    /// of at least `shared_from` bytes is `original`'s own bytes (shared, not copied), and what
+    /// the gateway writes goes between them. A large body with a small edit (the policy's
+    /// `provider`) is sent without copying its `messages`.
+    pub fn to_pieces(&self, original: &Bytes, shared_from: usize) -> Vec<Bytes> {
+        if !self.edited {
+            return vec![original.clone()];
+        }
+        let mut pieces = Vec::new();
+        let last = self.write_pieces(original, shared_from, &mut pieces);
+        pieces.push(last);
+        pieces
+    }
+
+    /// Writes the edited body, pushing each piece but the last onto `pieces`; returns the last.
+    fn write_pieces(&self, original: &Bytes, shared_from: usize, pieces: &mut Vec<Bytes>) -> Bytes {
+        // A body shorter than `shared_from` shares nothing: it is all written, in one buffer.
+        let mut written = Vec::with_capacity(if original.len() < shared_from {
+            original.len() + 256
+        } else {
+            256
+        });
+        written.push(b'{');
         let mut first = true;
         for entry in &self.entries {
             let Some(raw) = entry.value.raw() else {
                 continue;
             };
             if !first {
-                out.push(b',');
+                written.push(b',');
             }
             first = false;
             // Writing a `str` as JSON cannot fail.
-            let _ = serde_json::to_writer(&mut out, entry.key.as_ref());
-            out.push(b':');
-            out.extend_from_slice(raw.get().as_bytes());
+            let _ = serde_json::to_writer(&mut written, entry.key.as_ref());
+            written.push(b':');
+            let value = raw.get().as_bytes();
+            let shared = match entry.value {
+                Slot::Original(_) if value.len() >= shared_from => shared_slice(original, value),
+                _ => None,
+            };
+            match shared {
+                Some(slice) => {
+                    pieces.push(Bytes::from(std::mem::take(&mut written)));
+                    pieces.push(slice);
+                }
+                None => written.extend_from_slice(value),
+            }
         }
-        out.push(b'}');
-        Bytes::from(out)
+        written.push(b'}');
+        Bytes::from(written)
     }
+}
+
+/// `part` as a slice of `original` sharing its memory, if that is where `part` lies.
+fn shared_slice(original: &Bytes, part: &[u8]) -> Option<Bytes> {
+    let start = (part.as_ptr() as usize).checked_sub(original.as_ptr() as usize)?;
+    let end = start.checked_add(part.len())?;
+    (end <= original.len()).then(|| original.slice(start..end))
 }
 
 /// How deeply a body may nest: serde_json's own limit for trees. Raw values are skipped without
@@ -447,5 +490,61 @@ mod tests {
         assert_eq!(v["m\"odel"], 1);
         assert!(v["messages"].is_array());
         assert!(req.stream());
+    }
+
+    #[test]
+    fn large_untouched_values_are_shared_not_copied() {
+        let content = "x".repeat(100_000);
+        let text = format!(
+            r#"{{"model":"a/b","messages":[{{"role":"user","content":"{content}"}}],"provider":{{"sort":"price"}}}}"#
+        );
+        let original = Bytes::from(text);
+        let mut req = ChatRequest::parse(&original).unwrap();
+        req.set("provider", &serde_json::json!({"data_collection": "deny"}))
+            .unwrap();
+        let pieces = req.to_pieces(&original, 64 * 1024);
+        assert_eq!(pieces.len(), 3, "head, the shared messages, tail");
+        let messages = &pieces[1];
+        let inside = original.as_ptr_range();
+        assert!(
+            inside.contains(&messages.as_ptr()),
+            "messages are the client's own bytes"
+        );
+        assert!(messages.starts_with(b"[{") && messages.ends_with(b"}]"));
+        assert_eq!(pieces.concat(), req.to_body(&original).to_vec());
+        // Below the threshold everything is written out: one piece.
+        assert_eq!(req.to_pieces(&original, usize::MAX).len(), 1);
+        // Unedited: the body itself.
+        let untouched = ChatRequest::parse(&original).unwrap();
+        assert_eq!(untouched.to_pieces(&original, 0), vec![original.clone()]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn pieces_join_into_the_body_whatever_is_shared(
+            values in proptest::collection::vec(("[a-z\\\"é ]{0,40}", 0usize..3), 1..6),
+            edit in 0usize..6,
+            shared_from in proptest::sample::select(vec![0usize, 1, 8, 30, usize::MAX]),
+        ) {
+            let mut object = serde_json::Map::new();
+            object.insert("messages".into(), serde_json::json!([]));
+            for (i, (text, shape)) in values.iter().enumerate() {
+                let value = match shape {
+                    0 => serde_json::json!(text),
+                    1 => serde_json::json!([text, i]),
+                    _ => serde_json::json!({ "k\"": text }),
+                };
+                object.insert(format!("f{i}\u{e9}"), value);
+            }
+            let original = Bytes::from(serde_json::to_vec(&object).unwrap());
+            let mut req = ChatRequest::parse(&original).unwrap();
+            if edit < values.len() {
+                req.set(&format!("f{edit}\u{e9}"), &serde_json::json!({"edited": edit})).unwrap();
+            } else {
+                req.remove("messages");
+            }
+            let joined = req.to_pieces(&original, shared_from).concat();
+            proptest::prop_assert_eq!(joined, req.to_body(&original).to_vec());
+        }
     }
 }

@@ -501,3 +501,36 @@ async fn explain_shows_the_forwarded_body_and_each_rule_without_network() {
     let (code, _) = explain("{not json");
     assert_eq!(code, Some(1));
 }
+
+#[tokio::test]
+async fn a_large_rewritten_body_arrives_whole_with_its_length_and_messages_untouched() {
+    let (mock, gw) = gateway_with("[policy.provider]\ndata_collection = \"deny\"\n").await;
+    // Big enough for the messages to be sent as the client's own bytes (proxy::outgoing),
+    // with escapes and non-ASCII in them, spelled the way a client might.
+    let content = "line \\\"quoted\\\" café 🚀\\n".repeat(8_000);
+    let messages = format!(r#"[{{"role":"user","content":"{content}"}}]"#);
+    let body = format!(
+        r#"{{"model":"{MODEL}","messages":{messages},"provider":{{"sort":"price"}},"stream":false}}"#
+    );
+    let response = gw.chat(ALICE_KEY).body(body.clone()).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.bytes().await.unwrap();
+    let sent = mock.next_request().await;
+    assert_eq!(
+        sent.header("content-length"),
+        Some(sent.body.len().to_string().as_str()),
+        "a length, not chunked"
+    );
+    assert_eq!(sent.header("transfer-encoding"), None);
+    let text = std::str::from_utf8(&sent.body).unwrap();
+    assert!(
+        text.starts_with(&format!(
+            r#"{{"model":"{MODEL}","messages":{messages},"provider":"#
+        )),
+        "the messages byte for byte, in place"
+    );
+    let sent = sent.json();
+    assert_eq!(sent["provider"]["data_collection"], "deny");
+    assert_eq!(sent["provider"]["sort"], "price");
+    assert_eq!(sent["stream"], false);
+}

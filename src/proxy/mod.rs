@@ -2,6 +2,7 @@
 
 mod generation;
 mod headers;
+mod outgoing;
 mod path;
 mod upstream;
 
@@ -16,6 +17,7 @@ use http::{header, HeaderMap, Method};
 
 pub use generation::Settlement;
 pub use headers::{client_response_headers, upstream_request_headers};
+pub use outgoing::OutgoingBody;
 pub use path::api_suffix;
 pub use upstream::{Upstream, UpstreamResponse};
 
@@ -64,7 +66,7 @@ pub async fn chat(
     record_policy(&metrics, &applied.actions, "rewrote the request");
     let model = applied.model.clone();
     facts.set_model(model.as_deref());
-    let body = chat.to_body(&bytes);
+    let body = OutgoingBody::chat(&chat, &bytes);
     let billing = Billing {
         account,
         snapshot: snapshot.clone(),
@@ -133,7 +135,7 @@ pub async fn passthrough(
         &facts,
         &parts.headers,
         target,
-        bytes,
+        bytes.into(),
         observer,
     )
     .await
@@ -180,7 +182,7 @@ async fn forward(
     facts: &RequestFacts,
     client_headers: &HeaderMap,
     target: Target<'_>,
-    body: Bytes,
+    body: OutgoingBody,
     mut observer: ResponseObserver,
 ) -> Result<Response, GatewayError> {
     let upstream = &snapshot.upstream;

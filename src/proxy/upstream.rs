@@ -13,6 +13,8 @@ use crate::metrics::Metrics;
 use crate::models::USER_AGENT;
 use crate::workers::PerThread;
 
+use super::OutgoingBody;
+
 /// Where requests go, and how patiently.
 #[derive(Debug)]
 pub struct Upstream {
@@ -114,11 +116,11 @@ impl Upstream {
         suffix: &str,
         query: Option<&str>,
         headers: HeaderMap,
-        body: Bytes,
+        body: OutgoingBody,
     ) -> reqwest::Request {
         let mut request = reqwest::Request::new(method, self.url(suffix, query));
         *request.headers_mut() = headers;
-        *request.body_mut() = Some(body.into());
+        *request.body_mut() = Some(body.into_reqwest());
         request
     }
 
@@ -133,7 +135,7 @@ impl Upstream {
         let mut headers = HeaderMap::with_capacity(2);
         headers.insert(header::AUTHORIZATION, upstream_auth.clone());
         headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
-        self.request(Method::GET, suffix, query, headers, Bytes::new())
+        self.request(Method::GET, suffix, query, headers, Bytes::new().into())
     }
 
     /// Sends the request `build` makes, retrying connect errors and 502/503 answers. The
