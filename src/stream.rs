@@ -10,12 +10,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use memchr::memmem::Finder;
 use serde::Deserialize;
 use tokio::time::{Instant, Sleep};
 
@@ -65,6 +66,11 @@ impl SseWatch {
     }
 }
 
+/// The substring searches every event goes through, built once: building a searcher costs
+/// more than searching a typical event with it.
+static USAGE_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\""));
+static ERROR_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"error\""));
+
 /// Reads what matters from one event's data. Cheap substring checks come first: most events are
 /// content deltas that need no parsing at all.
 fn observe_event(facts: &mut StreamFacts, data: &[u8]) {
@@ -73,13 +79,13 @@ fn observe_event(facts: &mut StreamFacts, data: &[u8]) {
         facts.saw_done = true;
         return;
     }
-    if memchr::memmem::find(data, b"\"usage\"").is_some() {
+    if USAGE_KEY.find(data).is_some() {
         if let Some(usage) = Usage::from_json(data) {
             facts.usage = Some(usage);
         }
     }
     let first = !facts.head_seen;
-    let maybe_error = memchr::memmem::find(data, b"\"error\"").is_some();
+    let maybe_error = ERROR_KEY.find(data).is_some();
     if !first && !maybe_error {
         return;
     }
