@@ -3,6 +3,7 @@
 //! The access log writes one line per request when its response body is finished (or dropped
 //! because the client left), so a stream's line carries its real duration and byte count.
 
+use std::fmt;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -119,15 +120,12 @@ pub async fn access_log(
     let started = Instant::now();
     let facts = Arc::new(RequestFacts::new(started));
     request.extensions_mut().insert(facts.clone());
-    let request_id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    // Both are kept as they came (shared with the request, not copied): they are read only
+    // if the access log is on.
+    let request_id = RequestId(request.headers().get("x-request-id").cloned());
     let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let route = route_label(&path);
+    let uri = request.uri().clone();
+    let route = route_label(uri.path());
     let span = tracing::info_span!("request", id = %request_id);
     let response = next.run(request).instrument(span.clone()).await;
     let (parts, body) = response.into_parts();
@@ -135,7 +133,7 @@ pub async fn access_log(
         started,
         request_id,
         method,
-        path,
+        uri,
         status: parts.status.as_u16(),
         error_kind: parts.extensions.get::<ErrorKind>().map(|k| k.0),
         error_detail: parts.extensions.get::<ErrorDetail>().map(|d| d.0.clone()),
@@ -157,9 +155,9 @@ pub async fn access_log(
 
 struct AccessRecord {
     started: Instant,
-    request_id: String,
+    request_id: RequestId,
     method: http::Method,
-    path: String,
+    uri: http::Uri,
     status: u16,
     error_kind: Option<&'static str>,
     error_detail: Option<String>,
@@ -191,7 +189,7 @@ impl Drop for AccessRecord {
             request_id = %self.request_id,
             key,
             method = %self.method,
-            path = %self.path,
+            path = %self.uri.path(),
             model,
             status = self.status,
             duration_ms = total.as_secs_f64() * 1e3,
@@ -202,6 +200,16 @@ impl Drop for AccessRecord {
             detail = self.error_detail.as_deref().unwrap_or(""),
             "request"
         );
+    }
+}
+
+/// The request's `x-request-id` as logged: empty when absent or not text.
+struct RequestId(Option<http::HeaderValue>);
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let id = self.0.as_ref().and_then(|v| v.to_str().ok());
+        f.write_str(id.unwrap_or(""))
     }
 }
 
