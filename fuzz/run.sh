@@ -10,7 +10,8 @@
 # committed); what the fuzzer adds there (hash-named files), fuzz/artifacts/ and fuzz/target/
 # are git-ignored. A crash is saved as fuzz/artifacts/<target>/crash-*; to replay it:
 #   RUSTC_BOOTSTRAP=1 cargo fuzz run -s none <target> fuzz/artifacts/<target>/crash-...
-# FUZZ_SANITIZER=address turns AddressSanitizer on (slower; orgate itself has no unsafe code).
+# FUZZ_SANITIZER=address turns AddressSanitizer on (slower; orgate's only unsafe code is one
+# mallopt call at start, src/memory.rs, which no target reaches).
 set -euo pipefail
 
 seconds=${1:-20}

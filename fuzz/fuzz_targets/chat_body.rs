@@ -5,7 +5,8 @@
 //!   itself would parse again (an object, no duplicate keys, `messages` an array), with
 //!   `messages` byte for byte and the surviving keys in their original order;
 //! - a body the policy forwarded unedited is the original bytes;
-//! - the forwarded body passes the same policy again, unchanged.
+//! - the forwarded body passes the same policy again, unchanged;
+//! - the pieces a large body is sent in join into the forwarded body.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -118,6 +119,11 @@ fuzz_target!(|bytes: &[u8]| {
             continue;
         };
         let body = req.to_body(&original);
+        // The pieces a large body is sent in join into that very body, whatever is shared.
+        for shared_from in [0, 16] {
+            let joined = req.to_pieces(&original, shared_from).concat();
+            assert_eq!(joined, body.to_vec(), "pieces (shared from {shared_from}) differ");
+        }
         if !req.is_edited() {
             assert_eq!(body, original, "an unedited body was not forwarded as sent");
             continue;
