@@ -1,7 +1,8 @@
 //! How the process asks glibc's allocator to treat large buffers.
 //!
 //! By default glibc gives the free memory at the top of a heap back to the kernel as soon as
-//! 128 KiB of it are free, and it serves blocks above a moving threshold with their own `mmap`.
+//! more than a threshold of it is free (128 KiB at first, then twice the largest mapped block
+//! it has freed), and it serves blocks above a moving threshold with their own `mmap`.
 //! A gateway copies each request body (up to `server.max_body`) a few times, so every large
 //! request handed its buffers back to the kernel and page-faulted fresh ones in: with 1 MiB
 //! bodies, page faults and `madvise` were ~40 % of orgate's CPU (BENCHMARKS.md). The heaps
