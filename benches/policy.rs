@@ -1,6 +1,7 @@
 //! Policy application on a chat body, end to end as the chat handler runs it: parse the body,
 //! apply the policy (aliases, model globs, caps, plugins, provider merge), write the body back.
 //! A small request, and a ~1 MB one whose size is all in `messages` (never parsed as a tree).
+//! `parse+apply+outgoing body` is the handler's own path: a large body is sent in pieces.
 
 use std::hint::black_box;
 
@@ -9,6 +10,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use orgate::chat_request::ChatRequest;
 use orgate::config::parse_toml;
 use orgate::policy::CompiledPolicy;
+use orgate::proxy::OutgoingBody;
 use serde_json::json;
 
 const POLICY: &str = r#"
@@ -64,6 +66,16 @@ fn parse_apply_write(policy: &CompiledPolicy, original: &Bytes) -> Bytes {
     req.to_body(original)
 }
 
+/// What the chat handler sends: as [`parse_apply_write`], but a large body goes as pieces that
+/// share its messages with the client's bytes (`OutgoingBody::chat`).
+fn parse_apply_send(policy: &CompiledPolicy, original: &Bytes) -> OutgoingBody {
+    let mut req = ChatRequest::parse(original).expect("the bench body parses");
+    policy
+        .apply_quietly(&mut req)
+        .expect("the bench body is allowed");
+    OutgoingBody::chat(&req, original)
+}
+
 /// `orgate explain`'s and debug logging's path: every rewrite explained.
 fn parse_explain_write(policy: &CompiledPolicy, original: &Bytes) -> Bytes {
     let mut req = ChatRequest::parse(original).expect("the bench body parses");
@@ -82,6 +94,11 @@ fn bench(c: &mut Criterion) {
             BenchmarkId::new("parse+apply+to_body", name),
             &original,
             |b, original| b.iter(|| parse_apply_write(&rules, black_box(original))),
+        );
+        group.bench_with_input(
+            BenchmarkId::new("parse+apply+outgoing body", name),
+            &original,
+            |b, original| b.iter(|| parse_apply_send(&rules, black_box(original))),
         );
         group.bench_with_input(
             BenchmarkId::new("parse+apply explained+to_body", name),
