@@ -130,12 +130,7 @@ impl Drop for Finished {
 pub struct PerThread<T>(Box<[T]>);
 
 impl<T> PerThread<T> {
-    /// `make` is called once per slot: `io_threads` + 1 times.
-    pub fn new(io_threads: usize, mut make: impl FnMut() -> T) -> Self {
-        Self((0..=io_threads).map(|_| make()).collect())
-    }
-
-    /// [`PerThread::new`] with a `make` that can fail.
+    /// `make` is called once per slot: `io_threads` + 1 times; the first error is returned.
     pub fn try_new<E>(
         io_threads: usize,
         mut make: impl FnMut() -> Result<T, E>,
@@ -222,7 +217,8 @@ mod tests {
     #[tokio::test]
     async fn each_io_thread_gets_its_own_slot_and_others_share_the_last() {
         let next = std::sync::atomic::AtomicUsize::new(0);
-        let slots = Arc::new(PerThread::new(2, || next.fetch_add(1, Ordering::Relaxed)));
+        let slot = || Ok::<_, std::convert::Infallible>(next.fetch_add(1, Ordering::Relaxed));
+        let slots = Arc::new(PerThread::try_new(2, slot).unwrap());
         assert_eq!(*slots.get(), 2, "outside the I/O threads: the last slot");
         let workers = Workers::start(3).unwrap();
         let (seen, mut got) = mpsc::unbounded_channel();
