@@ -36,24 +36,19 @@ impl OutgoingBody {
     }
 
     /// The body made of `pieces`, in order.
-    pub fn from_pieces(mut pieces: Vec<Bytes>) -> Self {
-        match pieces.len() {
-            0 => OutgoingBody::Whole(Bytes::new()),
-            1 => OutgoingBody::Whole(pieces.pop().unwrap_or_default()),
-            _ => OutgoingBody::Pieces(pieces.into()),
+    pub fn from_pieces(pieces: Vec<Bytes>) -> Self {
+        match <[Bytes; 1]>::try_from(pieces) {
+            Ok([whole]) => OutgoingBody::Whole(whole),
+            Err(pieces) => OutgoingBody::Pieces(pieces.into()),
         }
     }
 
     /// Its length in bytes.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         match self {
             OutgoingBody::Whole(bytes) => bytes.len(),
             OutgoingBody::Pieces(pieces) => pieces.iter().map(Bytes::len).sum(),
         }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// The body reqwest sends. Pieces go with their exact total as `Content-Length`, as a
@@ -61,14 +56,7 @@ impl OutgoingBody {
     pub fn into_reqwest(self) -> reqwest::Body {
         match self {
             OutgoingBody::Whole(bytes) => bytes.into(),
-            OutgoingBody::Pieces(pieces) => {
-                let remaining = pieces.iter().map(|p| p.len() as u64).sum();
-                reqwest::Body::wrap(PiecesBody {
-                    pieces,
-                    next: 0,
-                    remaining,
-                })
-            }
+            OutgoingBody::Pieces(pieces) => reqwest::Body::wrap(PiecesBody { pieces, next: 0 }),
         }
     }
 }
@@ -82,8 +70,8 @@ impl From<Bytes> for OutgoingBody {
 /// The pieces as an HTTP body, one frame each, with an exact size.
 struct PiecesBody {
     pieces: Arc<[Bytes]>,
+    /// The first piece not yet sent.
     next: usize,
-    remaining: u64,
 }
 
 impl Body for PiecesBody {
@@ -98,7 +86,6 @@ impl Body for PiecesBody {
             return Poll::Ready(None);
         };
         self.next += 1;
-        self.remaining -= piece.len() as u64;
         Poll::Ready(Some(Ok(Frame::data(piece))))
     }
 
@@ -107,7 +94,8 @@ impl Body for PiecesBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.remaining)
+        let unsent = self.pieces.get(self.next..).unwrap_or_default();
+        SizeHint::with_exact(unsent.iter().map(|p| p.len() as u64).sum())
     }
 }
 
@@ -124,17 +112,21 @@ mod tests {
             Bytes::from_static(b",\"provider\":{}}"),
         ]);
         assert_eq!(body.len(), 32);
-        let body = PiecesBody {
+        let mut body = PiecesBody {
             pieces: match body {
                 OutgoingBody::Pieces(pieces) => pieces,
                 OutgoingBody::Whole(_) => panic!("three pieces make a Pieces body"),
             },
             next: 0,
-            remaining: 32,
         };
         assert_eq!(body.size_hint().exact(), Some(32));
-        let bytes = body.collect().await.unwrap().to_bytes();
-        assert_eq!(&bytes[..], b"{\"messages\":[1,2],\"provider\":{}}");
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(body.size_hint().exact(), Some(20), "what is left to send");
+        let rest = body.collect().await.unwrap().to_bytes();
+        assert_eq!(
+            [first, rest].concat(),
+            b"{\"messages\":[1,2],\"provider\":{}}"
+        );
         assert!(matches!(
             OutgoingBody::from_pieces(vec![Bytes::from_static(b"{}")]),
             OutgoingBody::Whole(_)
