@@ -275,10 +275,11 @@ impl DenyList {
     pub(crate) fn additions<'p>(&self, policy: &'p Self) -> Vec<&'p Name> {
         let mut added: Vec<&Name> = Vec::new();
         for name in &policy.entries {
-            let covered_by_added = added
-                .iter()
-                .any(|a| covers(self.vocabulary, &a.key, &name.key));
-            if !self.excludes(name) && !covered_by_added {
+            let covered = self.excludes(name)
+                || added
+                    .iter()
+                    .any(|a| covers(self.vocabulary, &a.key, &name.key));
+            if !covered {
                 added.push(name);
             }
         }
