@@ -22,6 +22,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::mock::now_us;
+use crate::procs;
 use crate::spec::{histogram, Load, LoadResult, LoadSpec, Summary};
 
 /// The path every target is called on: orgate serves it, nginx passes it on, and it is what
@@ -39,16 +40,8 @@ pub(crate) fn run(spec: &str) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // One thread: cheap per request, and it leaves the other core to the target.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("loadgen: runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = procs::role_runtime("loadgen") else {
+        return ExitCode::FAILURE;
     };
     let result = runtime.block_on(async {
         match spec.load {

@@ -9,6 +9,7 @@
 //! The same executable plays every part: `--role mock` and `--role loadgen` re-run it (via
 //! `current_exe`) so the orchestrator, the mock and the load generator never share a process.
 
+mod floor;
 mod loadgen;
 mod mock;
 mod nginx;
@@ -31,7 +32,9 @@ usage: cargo bench --bench load -- [options]
   --scenario NAME[,..] run only these: nonstream-c1 nonstream-c32 stream-100 stream-1000
                        body-1mb idle-10k
   --duration SECS      measured time of the timed scenarios (default 5; idle-10k holds 2×)
-  --targets LIST       any of direct,nginx,orgate (default all three)
+  --targets LIST       any of direct,nginx,orgate,floor-hyper,floor-reqwest (default
+                       direct,nginx,orgate; the floors are orgate's stack with none of
+                       its work, see benches/load/floor.rs)
   --rounds N           run every scenario N times, targets in rotating order, and report
                        medians (default 3; 1 with --quick)
   --orgate PATH        use this orgate binary instead of building one";
@@ -42,6 +45,10 @@ pub(crate) enum Target {
     Direct,
     Nginx,
     Orgate,
+    /// orgate's server, threads and upstream client (reqwest), doing nothing else.
+    FloorReqwest,
+    /// The same with hyper-util's client in place of reqwest.
+    FloorHyper,
 }
 
 impl Target {
@@ -50,6 +57,8 @@ impl Target {
             Target::Direct => "direct",
             Target::Nginx => "nginx",
             Target::Orgate => "orgate",
+            Target::FloorReqwest => "floor-reqwest",
+            Target::FloorHyper => "floor-hyper",
         }
     }
 }
@@ -94,6 +103,13 @@ fn main() -> ExitCode {
     if let Some(i) = args.iter().position(|a| a == "--role") {
         return match args.get(i + 1).map(String::as_str) {
             Some("mock") => mock::run(),
+            Some("floor") => match (
+                value_of(&args, "--upstream").and_then(|p| p.parse().ok()),
+                value_of(&args, "--client"),
+            ) {
+                (Some(port), Some(client)) => floor::run(port, client),
+                _ => fail("floor: --upstream PORT and --client reqwest|hyper are required"),
+            },
             Some("loadgen") => match value_of(&args, "--spec") {
                 Some(spec) => loadgen::run(spec),
                 None => fail("loadgen: --spec JSON is required"),
@@ -167,6 +183,8 @@ fn parse(args: &[String]) -> Result<Options, String> {
                         "direct" => Ok(Target::Direct),
                         "nginx" => Ok(Target::Nginx),
                         "orgate" => Ok(Target::Orgate),
+                        "floor-reqwest" => Ok(Target::FloorReqwest),
+                        "floor-hyper" => Ok(Target::FloorHyper),
                         other => Err(format!("unknown target {other:?}")),
                     })
                     .collect::<Result<_, _>>()?;
@@ -426,6 +444,24 @@ fn run_one(
             let bin = orgate_bin.ok_or("orgate not built")?;
             let (g, a) = orgate::start(bin, dir.path(), mock_port)?;
             (Some(g), a)
+        }
+        Target::FloorReqwest | Target::FloorHyper => {
+            let client = if target == Target::FloorHyper {
+                "hyper"
+            } else {
+                "reqwest"
+            };
+            let args = [
+                "--upstream".to_owned(),
+                mock_port.to_string(),
+                "--client".to_owned(),
+                client.to_owned(),
+            ];
+            // Profiled like orgate when asked (see BENCHMARKS.md).
+            let wrap = std::env::var("ORGATE_BENCH_WRAP").ok();
+            let wrap = wrap.as_deref().filter(|w| !w.trim().is_empty());
+            let (g, port) = procs::start_listening_role("floor", &args, wrap)?;
+            (Some(g), ([127, 0, 0, 1], port).into())
         }
     };
     let pid = proxy.as_ref().map(procs::Guard::pid);

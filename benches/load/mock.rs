@@ -11,7 +11,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::pin::Pin;
 use std::process::ExitCode;
 use std::task::{ready, Context, Poll};
@@ -27,6 +27,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpSocket;
 use tokio::time::{Instant, Sleep};
 
+use crate::procs;
+
 /// An OpenRouter-shaped non-streaming completion (provider, usage with cost, native finish
 /// reason), about the size of a short real answer.
 const COMPLETION: &str = r#"{"id":"gen-1732000000-bench0000000000000","provider":"OpenAI","model":"openai/gpt-4o-mini","object":"chat.completion","created":1732000000,"choices":[{"logprobs":null,"finish_reason":"stop","native_finish_reason":"stop","index":0,"message":{"role":"assistant","content":"Hello! I am a fast mock upstream, answering at once so that only the path in front of me is measured.","refusal":null,"reasoning":null}}],"system_fingerprint":"fp_bench","usage":{"prompt_tokens":24,"completion_tokens":23,"total_tokens":47,"cost":0.0000174,"is_byok":false,"prompt_tokens_details":{"cached_tokens":0},"completion_tokens_details":{"reasoning_tokens":0}}}"#;
@@ -34,23 +36,10 @@ const COMPLETION: &str = r#"{"id":"gen-1732000000-bench0000000000000","provider"
 /// Runs the mock until its stdin closes (the orchestrator exited or dropped it). Prints the
 /// port it listens on, on one line, first.
 pub(crate) fn run() -> ExitCode {
-    // One thread: the mock's own cost stays small and predictable on a 2-core machine, and the
-    // other cores are left to the proxy and the load generator.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("mock: runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = procs::role_runtime("mock") else {
+        return ExitCode::FAILURE;
     };
-    // A parent that dies must not leave the mock behind: its end of our stdin closes.
-    std::thread::spawn(|| {
-        let _ = std::io::stdin().read_to_end(&mut Vec::new());
-        std::process::exit(0);
-    });
+    procs::exit_with_parent();
     match runtime.block_on(serve()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

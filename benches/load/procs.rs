@@ -55,8 +55,22 @@ impl Drop for Guard {
 /// Starts this same executable in another role (`--role mock` …): the mock and the load
 /// generator are separate processes from the orchestrator and from each other.
 pub(crate) fn spawn_role(role: &str, args: &[String]) -> std::io::Result<Child> {
+    spawn_wrapped_role(role, args, None)
+}
+
+/// [`spawn_role`] under a command (`ORGATE_BENCH_WRAP`, split on whitespace), when given.
+fn spawn_wrapped_role(role: &str, args: &[String], wrap: Option<&str>) -> std::io::Result<Child> {
     let exe = std::env::current_exe()?;
-    Command::new(exe)
+    let mut wrap = wrap.unwrap_or_default().split_whitespace();
+    let mut command = match wrap.next() {
+        Some(tool) => {
+            let mut c = Command::new(tool);
+            c.args(wrap).arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    };
+    command
         .arg("--role")
         .arg(role)
         .args(args)
@@ -66,22 +80,53 @@ pub(crate) fn spawn_role(role: &str, args: &[String]) -> std::io::Result<Child> 
         .spawn()
 }
 
+/// A role's runtime: one thread, so that the role's own cost stays small and predictable on a
+/// 2-core machine. `None` (said on stderr) if it cannot be built.
+pub(crate) fn role_runtime(role: &str) -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| eprintln!("{role}: runtime: {e}"))
+        .ok()
+}
+
+/// Ends this process when the orchestrator goes (its end of our stdin closes), so that a
+/// parent that dies leaves no server behind.
+pub(crate) fn exit_with_parent() {
+    std::thread::spawn(|| {
+        let _ = std::io::stdin().read_to_end(&mut Vec::new());
+        std::process::exit(0);
+    });
+}
+
 /// Starts a mock upstream and returns it with the port it reported.
 pub(crate) fn start_mock() -> Result<(Guard, u16), String> {
-    let mut child = spawn_role("mock", &[]).map_err(|e| format!("cannot start the mock: {e}"))?;
-    let stdout: ChildStdout = child.stdout.take().ok_or("mock: no stdout")?;
+    start_listening_role("mock", &[], None)
+}
+
+/// Starts a role that listens on a port of its choosing and prints it on its first line (the
+/// mock, the floor proxy), under `wrap` if given, and returns it with that port.
+pub(crate) fn start_listening_role(
+    role: &str,
+    args: &[String],
+    wrap: Option<&str>,
+) -> Result<(Guard, u16), String> {
+    let mut child = spawn_wrapped_role(role, args, wrap)
+        .map_err(|e| format!("cannot start the {role}: {e}"))?;
+    let stdout: ChildStdout = child.stdout.take().ok_or(format!("{role}: no stdout"))?;
     let guard = Guard {
         child,
-        term_first: false,
+        // A profiler must be let write its output.
+        term_first: wrap.is_some(),
     };
     let mut line = String::new();
     BufReader::new(stdout)
         .read_line(&mut line)
-        .map_err(|e| format!("mock: {e}"))?;
+        .map_err(|e| format!("{role}: {e}"))?;
     let port = line
         .trim()
         .parse()
-        .map_err(|_| format!("mock: expected a port, got {line:?}"))?;
+        .map_err(|_| format!("{role}: expected a port, got {line:?}"))?;
     Ok((guard, port))
 }
 

@@ -1,0 +1,209 @@
+//! The floor (`--role floor`): the cheapest proxy that can be built from orgate's own parts,
+//! to tell what the stack costs from what orgate's work costs.
+//!
+//! The same I/O threads as orgate (`orgate::workers`: one single-threaded runtime per CPU,
+//! each connection on one thread from accept to close, an upstream client per thread), the
+//! same hyper server connection, the body gathered as orgate gathers a chat body, and the
+//! request sent on with nothing else done: no auth, no limits, no JSON, no metrics, no log.
+//! The response streams back as it comes. `--client reqwest` sends with reqwest configured as
+//! orgate configures it; `--client hyper` with hyper-util's pooled client directly, which is
+//! what reqwest wraps. Whatever orgate costs above the first is its own work; the gap
+//! between the two is reqwest's.
+
+use std::convert::Infallible;
+use std::error::Error as StdError;
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{header, Request, Response, StatusCode, Uri};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use orgate::workers::{PerThread, Workers};
+
+use crate::procs;
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+type HyperClient = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
+
+/// Which client sends the request upstream.
+enum Clients {
+    Reqwest(PerThread<reqwest::Client>),
+    Hyper(PerThread<HyperClient>),
+}
+
+struct Floor {
+    clients: Clients,
+    upstream: Authority,
+    /// The chat URL parsed once, as orgate keeps its own (reqwest takes a parsed `Url`).
+    chat_url: reqwest::Url,
+}
+
+const CHAT_PATH: &str = "/api/v1/chat/completions";
+
+/// Runs the floor proxy in front of `127.0.0.1:upstream_port` until its stdin closes. Prints
+/// the port it listens on, on one line, first.
+pub(crate) fn run(upstream_port: u16, client: &str) -> ExitCode {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let clients = match client {
+        "reqwest" => PerThread::try_new(threads, || {
+            // As orgate's `Upstream::new` builds it.
+            reqwest::Client::builder()
+                .tcp_nodelay(true)
+                .pool_idle_timeout(Duration::from_secs(90))
+                .redirect(reqwest::redirect::Policy::none())
+                .no_proxy()
+                .build()
+        })
+        .map(Clients::Reqwest)
+        .map_err(|e| e.to_string()),
+        "hyper" => PerThread::try_new(threads, || {
+            let mut connector = HttpConnector::new();
+            connector.set_nodelay(true);
+            Ok::<_, Infallible>(
+                hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(Duration::from_secs(90))
+                    .pool_timer(TokioTimer::new())
+                    .build(connector),
+            )
+        })
+        .map(Clients::Hyper)
+        .map_err(|e| e.to_string()),
+        other => Err(format!("unknown client {other:?}: reqwest or hyper")),
+    };
+    let floor = match clients.and_then(|clients| {
+        let upstream =
+            Authority::try_from(format!("127.0.0.1:{upstream_port}")).map_err(|e| e.to_string())?;
+        let chat_url = reqwest::Url::parse(&format!("http://{upstream}{CHAT_PATH}"))
+            .map_err(|e| e.to_string())?;
+        Ok(Arc::new(Floor {
+            clients,
+            upstream,
+            chat_url,
+        }))
+    }) {
+        Ok(floor) => floor,
+        Err(e) => {
+            eprintln!("floor: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(runtime) = procs::role_runtime("floor") else {
+        return ExitCode::FAILURE;
+    };
+    procs::exit_with_parent();
+    match runtime.block_on(serve(floor, threads)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("floor: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(floor: Arc<Floor>, threads: usize) -> std::io::Result<()> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(([127, 0, 0, 1], 0).into())?;
+    let listener = socket.listen(4096)?;
+    let mut out = std::io::stdout();
+    writeln!(out, "{}", listener.local_addr()?.port())?;
+    out.flush()?;
+    // As orgate's server builds it, header-read timeout and head limit included.
+    let mut http = auto::Builder::new(TokioExecutor::new());
+    http.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .max_buf_size(64 * 1024);
+    let workers = Workers::start(threads)?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        let stream = stream.into_std()?;
+        let (http, floor) = (http.clone(), floor.clone());
+        workers.dispatch(Box::new(move || {
+            Box::pin(async move {
+                let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
+                    return;
+                };
+                let service = service_fn(move |request| forward(floor.clone(), request));
+                let _ = http.serve_connection(TokioIo::new(stream), service).await;
+            })
+        }));
+    }
+}
+
+async fn forward(
+    floor: Arc<Floor>,
+    request: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let (mut parts, body) = request.into_parts();
+    let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
+        return Ok(status(StatusCode::BAD_REQUEST));
+    };
+    parts.headers.remove(header::HOST);
+    parts.headers.remove(header::CONNECTION);
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let response = match &floor.clients {
+        Clients::Reqwest(clients) => {
+            let url = if path.as_str() == CHAT_PATH {
+                floor.chat_url.clone()
+            } else {
+                match reqwest::Url::parse(&format!("http://{}{path}", floor.upstream)) {
+                    Ok(url) => url,
+                    Err(_) => return Ok(status(StatusCode::BAD_REQUEST)),
+                }
+            };
+            let mut request = reqwest::Request::new(parts.method, url);
+            *request.headers_mut() = parts.headers;
+            *request.body_mut() = Some(body.into());
+            match clients.get().execute(request).await {
+                Ok(response) => http::Response::<reqwest::Body>::from(response)
+                    .map(|b| b.map_err(BoxError::from).boxed_unsync()),
+                Err(_) => status(StatusCode::BAD_GATEWAY),
+            }
+        }
+        Clients::Hyper(clients) => {
+            let uri = Uri::builder()
+                .scheme(Scheme::HTTP)
+                .authority(floor.upstream.clone())
+                .path_and_query(path)
+                .build();
+            let Ok(uri) = uri else {
+                return Ok(status(StatusCode::BAD_REQUEST));
+            };
+            let mut request = Request::new(Full::new(body));
+            *request.method_mut() = parts.method;
+            *request.uri_mut() = uri;
+            *request.headers_mut() = parts.headers;
+            match clients.get().request(request).await {
+                Ok(response) => response.map(|b| b.map_err(BoxError::from).boxed_unsync()),
+                Err(_) => status(StatusCode::BAD_GATEWAY),
+            }
+        }
+    };
+    Ok(response)
+}
+
+fn status(code: StatusCode) -> Response<ProxyBody> {
+    let mut response = Response::new(
+        Full::new(Bytes::new())
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = code;
+    response
+}
