@@ -20,3 +20,4 @@ mod reload;
 mod sdk_python;
 mod secrets;
 mod streaming;
+mod upstream_tls;

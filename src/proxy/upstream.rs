@@ -73,6 +73,11 @@ impl Upstream {
                 .redirect(reqwest::redirect::Policy::none())
                 // The gateway is the proxy; an ambient HTTP(S)_PROXY must not reroute upstream traffic.
                 .no_proxy()
+                // HTTP/1.1 even where the upstream offers HTTP/2 (OpenRouter does, by ALPN): over
+                // HTTP/2 a thread's requests share one connection, so past the server's stream
+                // limit they queue behind streams that last minutes, and one broken connection
+                // fails them all. A connection per request in flight, as nginx keeps upstream.
+                .http1_only()
                 .build()
                 .map_err(|e| format!("cannot build the upstream client: {e}"))
         };
