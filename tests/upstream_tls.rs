@@ -145,7 +145,8 @@ async fn requests_in_flight_each_get_their_own_upstream_connection_over_tls() {
         ),
     )
     .unwrap();
-    // The test's certificate is the only one the gateway's TLS client needs to trust.
+    // The gateway's TLS client trusts the test's certificate through SSL_CERT_FILE: the test
+    // build's reqwest loads native roots too (the dev-dependency's features).
     let mut command = serve_command(&config);
     command.env("SSL_CERT_FILE", &ca);
     let served = Served::start(&mut command).await;
