@@ -3,6 +3,8 @@
 //! Read from a non-streaming body and from a stream's usage event; it feeds the token limits and
 //! the token and cost metrics.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -25,7 +27,7 @@ impl Usage {
     /// or the `data:` of the stream's last event). `None` when it is not JSON, when `usage` is
     /// `null` (the stream's earlier events), or when no usage field is present at all.
     pub fn from_json(bytes: &[u8]) -> Option<Usage> {
-        serde_json::from_slice::<Fields>(bytes).ok()?.usage()
+        parse::<Fields>(bytes).ok()?.usage()
     }
 
     /// The tokens to debit: `total_tokens`, else prompt plus completion.
@@ -38,22 +40,21 @@ impl Usage {
     }
 }
 
-/// What a complete chat response says about itself: the `model` and `provider` that answered,
-/// and its usage, read in one pass over the body.
+/// What a complete chat response says about itself: the `model` and `provider` that answered
+/// (borrowed from the body unless escaped), and its usage, read in one pass over the body.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct ResponseSummary {
-    pub model: Option<String>,
-    pub provider: Option<String>,
+pub struct ResponseSummary<'a> {
+    pub model: Option<Cow<'a, str>>,
+    pub provider: Option<Cow<'a, str>>,
     pub usage: Option<Usage>,
 }
 
-impl ResponseSummary {
+impl<'a> ResponseSummary<'a> {
     /// Reads a response body. A `model` or `provider` that is not a string is left out; a body
     /// whose usage cannot be read still yields its `model` and `provider` (a second, rarer
     /// pass), so that the provider check never depends on the usage being well formed.
-    pub fn from_json(bytes: &[u8]) -> Self {
-        let text = |raw: Option<&RawValue>| raw.and_then(|r| serde_json::from_str(r.get()).ok());
-        match serde_json::from_slice::<Fields>(bytes) {
+    pub fn from_json(bytes: &'a [u8]) -> Self {
+        match parse::<Fields>(bytes) {
             Ok(fields) => Self {
                 model: text(fields.model),
                 provider: text(fields.provider),
@@ -67,7 +68,7 @@ impl ResponseSummary {
                     #[serde(borrow)]
                     provider: Option<&'a RawValue>,
                 }
-                match serde_json::from_slice::<Head>(bytes) {
+                match parse::<Head>(bytes) {
                     Ok(head) => Self {
                         model: text(head.model),
                         provider: text(head.provider),
@@ -77,6 +78,26 @@ impl ResponseSummary {
                 }
             }
         }
+    }
+}
+
+/// Parses `bytes` as `T`. UTF-8 is checked once for the whole body when it is valid (SIMD),
+/// so that the parser does not check every key and string again; a body that is not valid
+/// UTF-8 throughout is parsed as bytes, which checks only the strings it reads.
+fn parse<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> serde_json::Result<T> {
+    match simdutf8::basic::from_utf8(bytes) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(bytes),
+    }
+}
+
+/// A JSON string's text, borrowed when it has no escapes (nearly always); `None` for any other
+/// JSON value, or a string that does not decode.
+fn text(raw: Option<&RawValue>) -> Option<Cow<'_, str>> {
+    let raw = raw?.get();
+    match raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+        Some(inner) if !inner.contains('\\') => Some(Cow::Borrowed(inner)),
+        _ => serde_json::from_str::<String>(raw).ok().map(Cow::Owned),
     }
 }
 
@@ -91,12 +112,23 @@ pub fn estimate_tokens(streamed_bytes: usize) -> u64 {
 /// ...) are skipped by the parser without being built.
 #[derive(Deserialize)]
 struct Fields<'a> {
-    #[serde(borrow)]
-    usage: Option<Box<Fields<'a>>>,
+    usage: Option<UsageFields>,
     #[serde(borrow)]
     model: Option<&'a RawValue>,
     #[serde(borrow)]
     provider: Option<&'a RawValue>,
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    total_tokens: Option<u64>,
+    cost: Option<f64>,
+    prompt_tokens_details: Option<PromptDetails>,
+    completion_tokens_details: Option<CompletionDetails>,
+}
+
+/// A nested `usage` object: the same fields, and nothing nested further (a flat struct, so the
+/// envelope needs no box for it).
+#[derive(Deserialize)]
+struct UsageFields {
     prompt_tokens: Option<u64>,
     completion_tokens: Option<u64>,
     total_tokens: Option<u64>,
@@ -117,14 +149,24 @@ struct CompletionDetails {
 
 impl Fields<'_> {
     /// The nested `usage`, else these fields as one.
-    fn usage(mut self) -> Option<Usage> {
-        match self.usage.take() {
+    fn usage(self) -> Option<Usage> {
+        match self.usage {
             Some(nested) => nested.into_usage(),
             // `"usage": null` and a missing `usage` are alike here: the fields decide.
-            None => self.into_usage(),
+            None => UsageFields {
+                prompt_tokens: self.prompt_tokens,
+                completion_tokens: self.completion_tokens,
+                total_tokens: self.total_tokens,
+                cost: self.cost,
+                prompt_tokens_details: self.prompt_tokens_details,
+                completion_tokens_details: self.completion_tokens_details,
+            }
+            .into_usage(),
         }
     }
+}
 
+impl UsageFields {
     fn into_usage(self) -> Option<Usage> {
         let usage = Usage {
             prompt_tokens: self.prompt_tokens,
@@ -230,6 +272,19 @@ mod tests {
         );
         let escaped = ResponseSummary::from_json(br#"{"provider":"Az\u0075re"}"#);
         assert_eq!(escaped.provider.as_deref(), Some("Azure"));
+    }
+
+    #[test]
+    fn model_and_provider_are_borrowed_unless_escaped() {
+        let summary =
+            ResponseSummary::from_json(br#"{"model":"openai/gpt-4o","provider":"Az\u0075re"}"#);
+        assert!(matches!(
+            summary.model,
+            Some(Cow::Borrowed("openai/gpt-4o"))
+        ));
+        assert!(matches!(summary.provider, Some(Cow::Owned(ref p)) if p == "Azure"));
+        let odd = ResponseSummary::from_json(br#"{"model":null,"provider":{"name":"Azure"}}"#);
+        assert_eq!((odd.model, odd.provider), (None, None));
     }
 
     #[test]

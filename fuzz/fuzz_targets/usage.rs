@@ -19,7 +19,7 @@ fuzz_target!(|bytes: &[u8]| {
         (&summary.provider, serde_json::from_slice::<Value>(bytes))
     {
         let sent = object.get("provider").and_then(Value::as_str);
-        assert_eq!(sent, Some(provider.as_str()));
+        assert_eq!(sent, Some(provider.as_ref()));
     }
     let Some(usage) = Usage::from_json(bytes) else {
         return;
