@@ -5,6 +5,7 @@
 
 use std::borrow::Cow;
 
+use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -27,7 +28,7 @@ impl Usage {
     /// or the `data:` of the stream's last event). `None` when it is not JSON, when `usage` is
     /// `null` (the stream's earlier events), or when no usage field is present at all.
     pub fn from_json(bytes: &[u8]) -> Option<Usage> {
-        parse::<Fields>(bytes).ok()?.usage()
+        parse::<Envelope>(bytes).ok()?.usage()
     }
 
     /// The tokens to debit: `total_tokens`, else prompt plus completion.
@@ -54,7 +55,7 @@ impl<'a> ResponseSummary<'a> {
     /// whose usage cannot be read still yields its `model` and `provider` (a second, rarer
     /// pass), so that the provider check never depends on the usage being well formed.
     pub fn from_json(bytes: &'a [u8]) -> Self {
-        match parse::<Fields>(bytes) {
+        match parse::<Envelope>(bytes) {
             Ok(fields) => Self {
                 model: text(fields.model),
                 provider: text(fields.provider),
@@ -110,9 +111,12 @@ pub fn estimate_tokens(streamed_bytes: usize) -> u64 {
 /// A `usage` object's fields, and the nested `usage` when these bytes are its envelope (with
 /// the envelope's `model` and `provider`, borrowed, unchecked). Other fields (`choices`, `id`,
 /// ...) are skipped by the parser without being built.
+///
+/// `Nested` is what `usage` holds: [`Envelope`] makes it these same fields one level down, with
+/// nothing read below that, so the nesting needs no box.
 #[derive(Deserialize)]
-struct Fields<'a> {
-    usage: Option<UsageFields>,
+struct Fields<'a, Nested = IgnoredAny> {
+    usage: Option<Nested>,
     #[serde(borrow)]
     model: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -125,17 +129,8 @@ struct Fields<'a> {
     completion_tokens_details: Option<CompletionDetails>,
 }
 
-/// A nested `usage` object: the same fields, and nothing nested further (a flat struct, so the
-/// envelope needs no box for it).
-#[derive(Deserialize)]
-struct UsageFields {
-    prompt_tokens: Option<u64>,
-    completion_tokens: Option<u64>,
-    total_tokens: Option<u64>,
-    cost: Option<f64>,
-    prompt_tokens_details: Option<PromptDetails>,
-    completion_tokens_details: Option<CompletionDetails>,
-}
+/// A response body, a stream event's data, or a bare `usage` object.
+type Envelope<'a> = Fields<'a, Fields<'a>>;
 
 #[derive(Deserialize)]
 struct PromptDetails {
@@ -147,26 +142,18 @@ struct CompletionDetails {
     reasoning_tokens: Option<u64>,
 }
 
-impl Fields<'_> {
+impl Envelope<'_> {
     /// The nested `usage`, else these fields as one.
-    fn usage(self) -> Option<Usage> {
-        match self.usage {
+    fn usage(mut self) -> Option<Usage> {
+        match self.usage.take() {
             Some(nested) => nested.into_usage(),
             // `"usage": null` and a missing `usage` are alike here: the fields decide.
-            None => UsageFields {
-                prompt_tokens: self.prompt_tokens,
-                completion_tokens: self.completion_tokens,
-                total_tokens: self.total_tokens,
-                cost: self.cost,
-                prompt_tokens_details: self.prompt_tokens_details,
-                completion_tokens_details: self.completion_tokens_details,
-            }
-            .into_usage(),
+            None => self.into_usage(),
         }
     }
 }
 
-impl UsageFields {
+impl<Nested> Fields<'_, Nested> {
     fn into_usage(self) -> Option<Usage> {
         let usage = Usage {
             prompt_tokens: self.prompt_tokens,
