@@ -1,14 +1,13 @@
 //! The server: the accept loop, the router and its layer stack.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::Router;
-use http::{header, HeaderName, HeaderValue, Method, Uri};
+use http::{header, HeaderName, Method, Uri};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -16,9 +15,6 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
 use crate::config::Config;
@@ -208,10 +204,10 @@ fn reload(state: &AppState, request: ReloadRequest) {
 /// The gateway as one service: [`router`] inside the layer stack, outermost first:
 /// 1. catch panics: a panic becomes an OpenRouter-shaped 500, never a dropped connection;
 /// 2. mark `authorization` / `x-api-key` sensitive, before anything could log them;
-/// 3. set `x-request-id` (the client's, else a new one), so it reaches logs and upstream;
-/// 4. copy `x-request-id` onto every response, errors included;
-/// 5. access log and request metrics: one line per request when its body ends;
-/// 6. the router.
+/// 3. request ids, access log and request metrics ([`telemetry::AccessLogLayer`]): set
+///    `x-request-id` (the client's, else a new one) so it reaches logs and upstream, copy it
+///    onto every response, errors included, and write one line per request when its body ends;
+/// 4. the router.
 ///
 /// The stack wraps the router once rather than each route (`Router::layer`), so a request
 /// pays for these layers without a boxed, cloned copy of them per route.
@@ -228,7 +224,6 @@ pub fn app(
        + Send
        + Sync
        + 'static {
-    let x_request_id = HeaderName::from_static("x-request-id");
     ServiceBuilder::new()
         // axum's body type from here on, as the router would do itself.
         .map_request(|request: http::Request<hyper::body::Incoming>| {
@@ -239,12 +234,7 @@ pub fn app(
             header::AUTHORIZATION,
             HeaderName::from_static("x-api-key"),
         ]))
-        .layer(SetRequestIdLayer::new(
-            x_request_id.clone(),
-            NewRequestId::default(),
-        ))
-        .layer(PropagateRequestIdLayer::new(x_request_id))
-        .layer(from_fn_with_state(state.clone(), telemetry::access_log))
+        .layer(telemetry::AccessLogLayer::new(state.metrics().clone()))
         .service(router(state))
 }
 
@@ -316,68 +306,4 @@ fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
         .unwrap_or("(no message)");
     tracing::error!(panic = detail, "a request handler panicked");
     GatewayError::Internal(format!("panic: {detail}")).into_response()
-}
-
-/// Request ids: a random per-process prefix and a counter. Unique and cheap: no syscall, no
-/// lock per request.
-#[derive(Clone, Debug)]
-struct NewRequestId {
-    prefix: u32,
-    counter: std::sync::Arc<AtomicU64>,
-}
-
-impl Default for NewRequestId {
-    fn default() -> Self {
-        let mut seed = [0u8; 4];
-        // A fixed prefix only makes ids of different runs alike; it is not a failure.
-        let _ = getrandom::fill(&mut seed);
-        Self {
-            prefix: u32::from_le_bytes(seed),
-            counter: std::sync::Arc::new(AtomicU64::new(0)),
-        }
-    }
-}
-
-/// Writes the low `out.len()` hex digits of `value` into `out`, zero-padded.
-fn write_hex(out: &mut [u8], mut value: u64) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for byte in out.iter_mut().rev() {
-        *byte = DIGITS[(value & 0xf) as usize];
-        value >>= 4;
-    }
-}
-
-impl MakeRequestId for NewRequestId {
-    fn make_request_id<B>(&mut self, _: &http::Request<B>) -> Option<RequestId> {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        // `req-` and 20 hex digits, written in place: one allocation (the header's) per id.
-        let mut id = *b"req-00000000000000000000";
-        write_hex(&mut id[4..12], u64::from(self.prefix));
-        write_hex(&mut id[12..], n);
-        HeaderValue::from_bytes(&id).ok().map(RequestId::new)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_ids_are_the_prefix_and_a_counter_in_fixed_width_hex() {
-        let mut ids = NewRequestId {
-            prefix: 0x00c0_ffee,
-            counter: std::sync::Arc::new(AtomicU64::new(0xabc)),
-        };
-        let request = http::Request::new(());
-        let first = ids.make_request_id(&request).unwrap();
-        let second = ids.make_request_id(&request).unwrap();
-        assert_eq!(
-            first.header_value().to_str().unwrap(),
-            "req-00c0ffee000000000abc"
-        );
-        assert_eq!(
-            second.header_value().to_str().unwrap(),
-            "req-00c0ffee000000000abd"
-        );
-    }
 }

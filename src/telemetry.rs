@@ -3,26 +3,29 @@
 //! The access log writes one line per request when its response body is finished (or dropped
 //! because the client left), so a stream's line carries its real duration and byte count.
 
+use std::convert::Infallible;
 use std::fmt;
+use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::middleware::Next;
 use axum::response::Response;
 use bytes::Bytes;
+use http::header::HeaderName;
+use http::HeaderValue;
 use http_body::{Body as _, Frame, SizeHint};
+use tracing::instrument::Instrumented;
 use tracing::Instrument;
 use tracing_subscriber::EnvFilter;
 
 use crate::auth::ANONYMOUS;
 use crate::error::{ErrorDetail, ErrorKind};
 use crate::metrics::{GaugeGuard, Metrics};
-use crate::state::AppState;
 
 /// Sets up the global subscriber: filter from `ORGATE_LOG` (default `info`), format from
 /// `ORGATE_LOG_FORMAT` (`json`, or `pretty`, the default on a terminal). Logs go to stderr so
@@ -110,47 +113,205 @@ impl RequestFacts {
     }
 }
 
-/// The access-log middleware: opens the request's span and wraps the response body so the
-/// line is written, and the request counted, when the body is done.
-pub async fn access_log(
-    axum::extract::State(state): axum::extract::State<AppState>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let started = Instant::now();
-    let facts = Arc::new(RequestFacts::new(started));
-    request.extensions_mut().insert(facts.clone());
-    // Both are kept as they came (shared with the request, not copied): they are read only
-    // if the access log is on.
-    let request_id = RequestId(request.headers().get("x-request-id").cloned());
-    let method = request.method().clone();
-    let uri = request.uri().clone();
-    let route = route_label(uri.path());
-    let span = tracing::info_span!("request", id = %request_id);
-    let response = next.run(request).instrument(span.clone()).await;
-    let (parts, body) = response.into_parts();
-    let record = AccessRecord {
-        started,
-        request_id,
-        method,
-        uri,
-        status: parts.status.as_u16(),
-        error_kind: parts.extensions.get::<ErrorKind>().map(|k| k.0),
-        error_detail: parts.extensions.get::<ErrorDetail>().map(|d| d.0.clone()),
-        facts,
-        bytes: 0,
-        ended: false,
-        span,
-        route,
-        metrics: state.metrics().clone(),
-    };
-    Response::from_parts(
-        parts,
-        Body::new(LoggedBody {
-            inner: body,
-            record,
-        }),
-    )
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Request ids, the access log and the request metrics, as one layer around the router:
+/// - `x-request-id` is the client's, else a new one written into the request (so it reaches
+///   the upstream), and is copied onto every response that has none, errors included;
+/// - the request's span carries the id, for every log line of the request;
+/// - one access-log line, and the request counted, when the response body ends or the client
+///   goes.
+///
+/// One hand-written layer with a concrete future rather than tower-http's two request-id
+/// layers and an axum `from_fn`: those box the future, clone the router into a boxed service
+/// and keep the id in request and response extensions, ~8 allocations per request.
+#[derive(Debug, Clone)]
+pub struct AccessLogLayer {
+    metrics: Arc<Metrics>,
+    ids: NewRequestId,
+}
+
+impl AccessLogLayer {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            metrics,
+            ids: NewRequestId::default(),
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for AccessLogLayer {
+    type Service = AccessLog<S>;
+
+    fn layer(&self, inner: S) -> AccessLog<S> {
+        AccessLog {
+            inner,
+            metrics: self.metrics.clone(),
+            ids: self.ids.clone(),
+        }
+    }
+}
+
+/// See [`AccessLogLayer`].
+#[derive(Debug, Clone)]
+pub struct AccessLog<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+    ids: NewRequestId,
+}
+
+impl<S> tower::Service<Request> for AccessLog<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = http::Response<LoggedBody>;
+    type Error = Infallible;
+    type Future = AccessLogFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        let started = Instant::now();
+        let request_id = match request.headers().get(&X_REQUEST_ID) {
+            Some(id) => id.clone(),
+            None => {
+                let id = self.ids.next();
+                request
+                    .headers_mut()
+                    .insert(X_REQUEST_ID.clone(), id.clone());
+                id
+            }
+        };
+        let facts = Arc::new(RequestFacts::new(started));
+        request.extensions_mut().insert(facts.clone());
+        // Kept as they came (shared with the request, not copied): read only if the access log
+        // is on.
+        let method = request.method().clone();
+        let uri = request.uri().clone();
+        let route = route_label(uri.path());
+        let request_id = RequestId(Some(request_id));
+        let span = tracing::info_span!("request", id = %request_id);
+        AccessLogFuture {
+            inner: self.inner.call(request).instrument(span.clone()),
+            open: Some(OpenRecord {
+                started,
+                request_id,
+                method,
+                uri,
+                route,
+                facts,
+                span,
+                metrics: self.metrics.clone(),
+            }),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The router's future, then the response with its id and its logged body.
+    pub struct AccessLogFuture<F> {
+        #[pin]
+        inner: Instrumented<F>,
+        open: Option<OpenRecord>,
+    }
+}
+
+/// What the access record knows before the response.
+struct OpenRecord {
+    started: Instant,
+    request_id: RequestId,
+    method: http::Method,
+    uri: http::Uri,
+    route: &'static str,
+    facts: Arc<RequestFacts>,
+    span: tracing::Span,
+    metrics: Arc<Metrics>,
+}
+
+impl<F> Future for AccessLogFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<http::Response<LoggedBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Ok(response) = ready!(this.inner.poll(cx));
+        let Some(open) = this.open.take() else {
+            panic!("AccessLogFuture polled after it completed");
+        };
+        let (mut parts, body) = response.into_parts();
+        if let (false, Some(id)) = (
+            parts.headers.contains_key(&X_REQUEST_ID),
+            &open.request_id.0,
+        ) {
+            parts.headers.insert(X_REQUEST_ID.clone(), id.clone());
+        }
+        let record = AccessRecord {
+            started: open.started,
+            request_id: open.request_id,
+            method: open.method,
+            uri: open.uri,
+            status: parts.status.as_u16(),
+            error_kind: parts.extensions.get::<ErrorKind>().map(|k| k.0),
+            error_detail: parts.extensions.get::<ErrorDetail>().map(|d| d.0.clone()),
+            facts: open.facts,
+            bytes: 0,
+            ended: false,
+            span: open.span,
+            route: open.route,
+            metrics: open.metrics,
+        };
+        Poll::Ready(Ok(http::Response::from_parts(
+            parts,
+            LoggedBody {
+                inner: body,
+                record,
+            },
+        )))
+    }
+}
+
+/// Request ids: a random per-process prefix and a counter. Unique and cheap: no syscall, no
+/// lock per request.
+#[derive(Clone, Debug)]
+struct NewRequestId {
+    prefix: u32,
+    counter: Arc<AtomicU64>,
+}
+
+impl Default for NewRequestId {
+    fn default() -> Self {
+        let mut seed = [0u8; 4];
+        // A fixed prefix only makes ids of different runs alike; it is not a failure.
+        let _ = getrandom::fill(&mut seed);
+        Self {
+            prefix: u32::from_le_bytes(seed),
+            counter: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+impl NewRequestId {
+    /// `req-` and 20 hex digits, written in place: one allocation (the header's) per id.
+    fn next(&self) -> HeaderValue {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let mut id = *b"req-00000000000000000000";
+        write_hex(&mut id[4..12], u64::from(self.prefix));
+        write_hex(&mut id[12..], n);
+        HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("req-"))
+    }
+}
+
+/// Writes the low `out.len()` hex digits of `value` into `out`, zero-padded.
+fn write_hex(out: &mut [u8], mut value: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for byte in out.iter_mut().rev() {
+        *byte = DIGITS[(value & 0xf) as usize];
+        value >>= 4;
+    }
 }
 
 struct AccessRecord {
@@ -225,9 +386,18 @@ fn route_label(path: &str) -> &'static str {
 }
 
 /// A response body that counts bytes and marks the record complete at its end.
-struct LoggedBody {
+pub struct LoggedBody {
     inner: Body,
     record: AccessRecord,
+}
+
+impl fmt::Debug for LoggedBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoggedBody")
+            .field("route", &self.record.route)
+            .field("bytes", &self.record.bytes)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Drop for LoggedBody {
@@ -267,5 +437,20 @@ impl http_body::Body for LoggedBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_the_prefix_and_a_counter_in_fixed_width_hex() {
+        let ids = NewRequestId {
+            prefix: 0x00c0_ffee,
+            counter: Arc::new(AtomicU64::new(0xabc)),
+        };
+        assert_eq!(ids.next(), "req-00c0ffee000000000abc");
+        assert_eq!(ids.next(), "req-00c0ffee000000000abd");
     }
 }
