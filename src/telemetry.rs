@@ -193,8 +193,11 @@ where
         let route = route_label(uri.path());
         let request_id = RequestId(Some(request_id));
         let span = tracing::info_span!("request", id = %request_id);
+        // The router's own work happens when its future is polled, but whatever it does on
+        // the call is inside the request's span too.
+        let inner = span.in_scope(|| self.inner.call(request));
         AccessLogFuture {
-            inner: self.inner.call(request).instrument(span.clone()),
+            inner: inner.instrument(span.clone()),
             open: Some(OpenRecord {
                 started,
                 request_id,
