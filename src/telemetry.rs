@@ -246,11 +246,11 @@ where
             panic!("AccessLogFuture polled after it completed");
         };
         let (mut parts, body) = response.into_parts();
-        if let (false, Some(id)) = (
-            parts.headers.contains_key(&X_REQUEST_ID),
-            &open.request_id.0,
-        ) {
-            parts.headers.insert(X_REQUEST_ID.clone(), id.clone());
+        // A response that names its own id (none of ours does) keeps it.
+        if !parts.headers.contains_key(&X_REQUEST_ID) {
+            if let Some(id) = &open.request_id.0 {
+                parts.headers.insert(X_REQUEST_ID.clone(), id.clone());
+            }
         }
         let record = AccessRecord {
             started: open.started,
