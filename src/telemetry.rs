@@ -191,14 +191,14 @@ where
         let method = request.method().clone();
         let uri = request.uri().clone();
         let route = route_label(uri.path());
-        let request_id = RequestId(Some(request_id));
+        let request_id = RequestId(request_id);
         let span = tracing::info_span!("request", id = %request_id);
         // The router's own work happens when its future is polled, but whatever it does on
         // the call is inside the request's span too.
         let inner = span.in_scope(|| self.inner.call(request));
         AccessLogFuture {
             inner: inner.instrument(span.clone()),
-            open: Some(OpenRecord {
+            open: Some(RequestRecord {
                 started,
                 request_id,
                 method,
@@ -217,12 +217,12 @@ pin_project_lite::pin_project! {
     pub struct AccessLogFuture<F> {
         #[pin]
         inner: Instrumented<F>,
-        open: Option<OpenRecord>,
+        open: Option<RequestRecord>,
     }
 }
 
 /// What the access record knows before the response.
-struct OpenRecord {
+struct RequestRecord {
     started: Instant,
     request_id: RequestId,
     method: http::Method,
@@ -248,24 +248,17 @@ where
         let (mut parts, body) = response.into_parts();
         // A response that names its own id (none of ours does) keeps it.
         if !parts.headers.contains_key(&X_REQUEST_ID) {
-            if let Some(id) = &open.request_id.0 {
-                parts.headers.insert(X_REQUEST_ID.clone(), id.clone());
-            }
+            parts
+                .headers
+                .insert(X_REQUEST_ID.clone(), open.request_id.0.clone());
         }
         let record = AccessRecord {
-            started: open.started,
-            request_id: open.request_id,
-            method: open.method,
-            uri: open.uri,
+            request: open,
             status: parts.status.as_u16(),
             error_kind: parts.extensions.get::<ErrorKind>().map(|k| k.0),
             error_detail: parts.extensions.get::<ErrorDetail>().map(|d| d.0.clone()),
-            facts: open.facts,
             bytes: 0,
             ended: false,
-            span: open.span,
-            route: open.route,
-            metrics: open.metrics,
         };
         Poll::Ready(Ok(http::Response::from_parts(
             parts,
@@ -317,30 +310,26 @@ fn write_hex(out: &mut [u8], mut value: u64) {
     }
 }
 
+/// The request's record with what its response added: written out when dropped.
 struct AccessRecord {
-    started: Instant,
-    request_id: RequestId,
-    method: http::Method,
-    uri: http::Uri,
+    request: RequestRecord,
     status: u16,
     error_kind: Option<&'static str>,
     error_detail: Option<String>,
-    facts: Arc<RequestFacts>,
     bytes: u64,
     ended: bool,
-    span: tracing::Span,
-    route: &'static str,
-    metrics: Arc<Metrics>,
 }
 
 impl Drop for AccessRecord {
     fn drop(&mut self) {
-        let _entered = self.span.enter();
-        let key_id = self.facts.key_id.get().unwrap_or(&ANONYMOUS_ID);
-        let model = self.facts.model.get().map(String::as_str);
-        let total = self.started.elapsed();
-        self.metrics
-            .request_done(key_id, self.route, model, self.status, total);
+        let request = &self.request;
+        let _entered = request.span.enter();
+        let key_id = request.facts.key_id.get().unwrap_or(&ANONYMOUS_ID);
+        let model = request.facts.model.get().map(String::as_str);
+        let total = request.started.elapsed();
+        request
+            .metrics
+            .request_done(key_id, request.route, model, self.status, total);
         let key: &str = key_id;
         let model = model.unwrap_or("-");
         let outcome = if self.ended {
@@ -350,15 +339,15 @@ impl Drop for AccessRecord {
         };
         tracing::info!(
             target: "orgate::access",
-            request_id = %self.request_id,
+            request_id = %request.request_id,
             key,
-            method = %self.method,
-            path = %self.uri.path(),
+            method = %request.method,
+            path = %request.uri.path(),
             model,
             status = self.status,
             duration_ms = total.as_secs_f64() * 1e3,
             bytes = self.bytes,
-            stream = self.facts.stream.load(Ordering::Relaxed),
+            stream = request.facts.stream.load(Ordering::Relaxed),
             outcome,
             error = self.error_kind.unwrap_or("-"),
             detail = self.error_detail.as_deref().unwrap_or(""),
@@ -367,13 +356,12 @@ impl Drop for AccessRecord {
     }
 }
 
-/// The request's `x-request-id` as logged: empty when absent or not text.
-struct RequestId(Option<http::HeaderValue>);
+/// The request's `x-request-id` as logged: empty when not text (a client's may not be).
+struct RequestId(HeaderValue);
 
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let id = self.0.as_ref().and_then(|v| v.to_str().ok());
-        f.write_str(id.unwrap_or(""))
+        f.write_str(self.0.to_str().unwrap_or(""))
     }
 }
 
@@ -397,7 +385,7 @@ pub struct LoggedBody {
 impl fmt::Debug for LoggedBody {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LoggedBody")
-            .field("route", &self.record.route)
+            .field("route", &self.record.request.route)
             .field("bytes", &self.record.bytes)
             .finish_non_exhaustive()
     }
@@ -420,7 +408,7 @@ impl http_body::Body for LoggedBody {
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let this = &mut *self;
         // Logs from the body (an upstream that broke, a provider check) carry the request id.
-        let _entered = this.record.span.enter();
+        let _entered = this.record.request.span.enter();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
