@@ -5,9 +5,9 @@
 //! each connection on one thread from accept to close, an upstream client per thread), the
 //! same hyper server connection, the body gathered as orgate gathers a chat body, and the
 //! request sent on with nothing else done: no auth, no limits, no JSON, no metrics, no log.
-//! The response streams back as it comes. `--client reqwest` sends with reqwest configured as
-//! orgate configures it; `--client hyper` with hyper-util's pooled client directly, which is
-//! what reqwest wraps. Whatever orgate costs above the first is its own work; the gap
+//! The response streams back as it comes. `--client reqwest` sends with orgate's own upstream
+//! (`orgate::proxy::Upstream`: its reqwest clients and URLs); `--client hyper` with
+//! hyper-util's pooled client directly, which is what reqwest wraps. Whatever orgate costs above the first is its own work; the gap
 //! between the two is reqwest's.
 
 use std::convert::Infallible;
@@ -27,6 +27,8 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use orgate::config::UpstreamConfig;
+use orgate::proxy::Upstream;
 use orgate::workers::{PerThread, Workers};
 
 use crate::procs;
@@ -35,78 +37,58 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 type HyperClient = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
 
-/// Which client sends the request upstream.
-enum Clients {
-    Reqwest(PerThread<reqwest::Client>),
-    Hyper(PerThread<HyperClient>),
+/// What sends the request upstream.
+enum Floor {
+    /// orgate's upstream, built from a config as orgate builds it.
+    Reqwest(Box<Upstream>),
+    Hyper {
+        clients: PerThread<HyperClient>,
+        upstream: Authority,
+    },
 }
 
-struct Floor {
-    clients: Clients,
-    upstream: Authority,
-    /// The chat URL parsed once, as orgate keeps its own (reqwest takes a parsed `Url`).
-    chat_url: reqwest::Url,
-}
-
-const CHAT_PATH: &str = "/api/v1/chat/completions";
+/// The API prefix the load generator calls under, and the floor's upstream base path.
+const API_PREFIX: &str = "/api/v1";
 
 /// Runs the floor proxy in front of `127.0.0.1:upstream_port` until its stdin closes. Prints
 /// the port it listens on, on one line, first.
 pub(crate) fn run(upstream_port: u16, client: &str) -> ExitCode {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let clients = match client {
-        "reqwest" => PerThread::try_new(threads, || {
-            // As orgate's `Upstream::new` builds it.
-            reqwest::Client::builder()
-                .tcp_nodelay(true)
-                .pool_idle_timeout(Duration::from_secs(90))
-                .redirect(reqwest::redirect::Policy::none())
-                .no_proxy()
-                .build()
-        })
-        .map(Clients::Reqwest)
-        .map_err(|e| e.to_string()),
-        "hyper" => PerThread::try_new(threads, || {
-            let mut connector = HttpConnector::new();
-            connector.set_nodelay(true);
-            Ok::<_, Infallible>(
-                hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(Duration::from_secs(90))
-                    .pool_timer(TokioTimer::new())
-                    .build(connector),
-            )
-        })
-        .map(Clients::Hyper)
-        .map_err(|e| e.to_string()),
-        other => Err(format!("unknown client {other:?}: reqwest or hyper")),
-    };
-    let floor = match clients.and_then(|clients| {
-        let upstream =
-            Authority::try_from(format!("127.0.0.1:{upstream_port}")).map_err(|e| e.to_string())?;
-        let chat_url = reqwest::Url::parse(&format!("http://{upstream}{CHAT_PATH}"))
-            .map_err(|e| e.to_string())?;
-        Ok(Arc::new(Floor {
-            clients,
-            upstream,
-            chat_url,
-        }))
-    }) {
-        Ok(floor) => floor,
-        Err(e) => {
-            eprintln!("floor: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let Some(runtime) = procs::role_runtime("floor") else {
-        return ExitCode::FAILURE;
-    };
-    procs::exit_with_parent();
-    match runtime.block_on(serve(floor, threads)) {
-        Ok(()) => ExitCode::SUCCESS,
+    match build(upstream_port, client, threads) {
+        Ok(floor) => procs::serve_role("floor", serve(Arc::new(floor), threads)),
         Err(e) => {
             eprintln!("floor: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn build(upstream_port: u16, client: &str, threads: usize) -> Result<Floor, String> {
+    match client {
+        "reqwest" => {
+            let config = UpstreamConfig {
+                base_url: format!("http://127.0.0.1:{upstream_port}{API_PREFIX}"),
+                ..UpstreamConfig::default()
+            };
+            Upstream::new(&config, threads).map(|u| Floor::Reqwest(Box::new(u)))
+        }
+        "hyper" => {
+            let clients = PerThread::try_new(threads, || {
+                let mut connector = HttpConnector::new();
+                connector.set_nodelay(true);
+                Ok::<_, Infallible>(
+                    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+                        .pool_idle_timeout(Duration::from_secs(90))
+                        .pool_timer(TokioTimer::new())
+                        .build(connector),
+                )
+            })
+            .unwrap_or_else(|never| match never {});
+            let upstream = Authority::try_from(format!("127.0.0.1:{upstream_port}"))
+                .map_err(|e| e.to_string())?;
+            Ok(Floor::Hyper { clients, upstream })
+        }
+        other => Err(format!("unknown client {other:?}: reqwest or hyper")),
     }
 }
 
@@ -157,29 +139,28 @@ async fn forward(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let response = match &floor.clients {
-        Clients::Reqwest(clients) => {
-            let url = if path.as_str() == CHAT_PATH {
-                floor.chat_url.clone()
-            } else {
-                match reqwest::Url::parse(&format!("http://{}{path}", floor.upstream)) {
-                    Ok(url) => url,
-                    Err(_) => return Ok(status(StatusCode::BAD_REQUEST)),
-                }
+    let response = match &*floor {
+        Floor::Reqwest(upstream) => {
+            let Some(suffix) = path.path().strip_prefix(API_PREFIX) else {
+                return Ok(status(StatusCode::NOT_FOUND));
             };
-            let mut request = reqwest::Request::new(parts.method, url);
-            *request.headers_mut() = parts.headers;
-            *request.body_mut() = Some(body.into());
-            match clients.get().execute(request).await {
+            let request = upstream.request(
+                parts.method,
+                suffix,
+                path.query(),
+                parts.headers,
+                body.into(),
+            );
+            match upstream.client().execute(request).await {
                 Ok(response) => http::Response::<reqwest::Body>::from(response)
                     .map(|b| b.map_err(BoxError::from).boxed_unsync()),
                 Err(_) => status(StatusCode::BAD_GATEWAY),
             }
         }
-        Clients::Hyper(clients) => {
+        Floor::Hyper { clients, upstream } => {
             let uri = Uri::builder()
                 .scheme(Scheme::HTTP)
-                .authority(floor.upstream.clone())
+                .authority(upstream.clone())
                 .path_and_query(path)
                 .build();
             let Ok(uri) = uri else {

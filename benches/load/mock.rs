@@ -36,17 +36,7 @@ const COMPLETION: &str = r#"{"id":"gen-1732000000-bench0000000000000","provider"
 /// Runs the mock until its stdin closes (the orchestrator exited or dropped it). Prints the
 /// port it listens on, on one line, first.
 pub(crate) fn run() -> ExitCode {
-    let Some(runtime) = procs::role_runtime("mock") else {
-        return ExitCode::FAILURE;
-    };
-    procs::exit_with_parent();
-    match runtime.block_on(serve()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("mock: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    procs::serve_role("mock", serve())
 }
 
 async fn serve() -> std::io::Result<()> {

@@ -90,13 +90,27 @@ pub(crate) fn role_runtime(role: &str) -> Option<tokio::runtime::Runtime> {
         .ok()
 }
 
-/// Ends this process when the orchestrator goes (its end of our stdin closes), so that a
-/// parent that dies leaves no server behind.
-pub(crate) fn exit_with_parent() {
+/// Runs a server role (the mock, the floor) on its runtime until `serve` fails or the
+/// orchestrator goes: its end of our stdin closes, so a parent that dies leaves no server
+/// behind.
+pub(crate) fn serve_role(
+    role: &str,
+    serve: impl std::future::Future<Output = std::io::Result<()>>,
+) -> std::process::ExitCode {
+    let Some(runtime) = role_runtime(role) else {
+        return std::process::ExitCode::FAILURE;
+    };
     std::thread::spawn(|| {
         let _ = std::io::stdin().read_to_end(&mut Vec::new());
         std::process::exit(0);
     });
+    match runtime.block_on(serve) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{role}: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 /// Starts a mock upstream and returns it with the port it reported.

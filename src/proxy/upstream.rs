@@ -101,6 +101,11 @@ impl Upstream {
         })
     }
 
+    /// The calling I/O thread's client (each thread keeps its own connection pool).
+    pub fn client(&self) -> &reqwest::Client {
+        self.clients.get()
+    }
+
     /// The upstream URL for an API path suffix (`/chat/completions`) and the client's query.
     /// Built from the parsed base rather than parsed from a string: scheme and host are never
     /// re-read (reqwest would re-parse, IDNA included, on every request).
@@ -158,7 +163,7 @@ impl Upstream {
         let deadline = started + self.first_byte_timeout;
         let mut attempt = 0;
         loop {
-            let request = self.clients.get().execute(build());
+            let request = self.client().execute(build());
             let outcome = tokio::time::timeout_at(deadline, request).await;
             let retryable = match &outcome {
                 Err(_) => {
