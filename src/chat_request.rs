@@ -1,8 +1,9 @@
 //! The chat request body, parsed once and touched little.
 //!
 //! The body is read as an ordered list of top-level keys whose values stay raw JSON text
-//! borrowed from the request bytes (`RawValue`): `messages`, usually most of the body, is never
-//! turned into a tree. The few fields the gateway decides on are read from their raw text on
+//! borrowed from the request bytes: `messages`, usually most of the body, is never turned into
+//! a tree. [`json_scan`](crate::json_scan) finds where the values end; serde_json reads what
+//! the scanner does not accept, and says what is wrong with it. The few fields the gateway decides on are read from their raw text on
 //! demand, and edits replace one value in place, so the key order survives (OpenRouter's
 //! response cache hashes the body with key order significant). A body nobody edited is
 //! forwarded as the very bytes the client sent.
@@ -16,6 +17,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::error::GatewayError;
+use crate::json_scan::{self, MAX_DEPTH};
 
 /// A parsed chat request: top-level keys in order, values raw.
 pub struct ChatRequest<'a> {
@@ -28,17 +30,18 @@ struct Entry<'a> {
     value: Slot<'a>,
 }
 
+/// A value as raw JSON text: valid, without surrounding whitespace.
 enum Slot<'a> {
-    Original(&'a RawValue),
+    Original(&'a str),
     Edited(Box<RawValue>),
     Removed,
 }
 
 impl Slot<'_> {
-    fn raw(&self) -> Option<&RawValue> {
+    fn raw(&self) -> Option<&str> {
         match self {
             Slot::Original(raw) => Some(raw),
-            Slot::Edited(raw) => Some(raw),
+            Slot::Edited(raw) => Some(raw.get()),
             Slot::Removed => None,
         }
     }
@@ -68,10 +71,10 @@ impl<'a> ChatRequest<'a> {
                 reason: "invalid UTF-8".to_owned(),
             }
         })?;
-        let mut de = serde_json::Deserializer::from_str(text);
-        let entries = de.deserialize_map(EntriesVisitor).map_err(json_error)?;
-        de.end().map_err(json_error)?;
-        check_depth(body)?;
+        let entries = match scanned_entries(text) {
+            Some(entries) => entries,
+            None => entries_by_serde(text)?,
+        };
         let request = Self {
             entries,
             edited: false,
@@ -88,8 +91,8 @@ impl<'a> ChatRequest<'a> {
         }
     }
 
-    /// The current raw value of a top-level key.
-    pub fn get(&self, key: &str) -> Option<&RawValue> {
+    /// The current value of a top-level key, as raw JSON text.
+    pub fn get(&self, key: &str) -> Option<&str> {
         self.entries
             .iter()
             .find(|e| e.key == key)
@@ -106,7 +109,7 @@ impl<'a> ChatRequest<'a> {
         let Some(raw) = self.get(key) else {
             return Ok(None);
         };
-        serde_json::from_str(raw.get()).map(Some).map_err(|_| {
+        serde_json::from_str(raw).map(Some).map_err(|_| {
             GatewayError::BadRequest(format!(
                 "`{key}` must be {expected}, found {}",
                 json_type(raw)
@@ -121,7 +124,7 @@ impl<'a> ChatRequest<'a> {
 
     /// Whether the client asked for a stream. Only `true` counts, as upstream reads it.
     pub fn stream(&self) -> bool {
-        self.get("stream").is_some_and(|raw| raw.get() == "true")
+        self.get("stream") == Some("true")
     }
 
     /// Replaces the value of `key` in place, or appends it when absent.
@@ -206,7 +209,7 @@ impl<'a> ChatRequest<'a> {
             // Writing a `str` as JSON cannot fail.
             let _ = serde_json::to_writer(&mut written, entry.key.as_ref());
             written.push(b':');
-            let value = raw.get().as_bytes();
+            let value = raw.as_bytes();
             let shared = match entry.value {
                 Slot::Original(_) if value.len() >= shared_from => shared_slice(original, value),
                 _ => None,
@@ -231,9 +234,32 @@ fn shared_slice(original: &Bytes, part: &[u8]) -> Option<Bytes> {
     (end <= original.len()).then(|| original.slice(start..end))
 }
 
-/// How deeply a body may nest: serde_json's own limit for trees. Raw values are skipped without
-/// one, so it is checked here, before anything deeper reaches the upstream.
-pub const MAX_DEPTH: usize = 128;
+/// The scanner's reading of the body: `None` when it does not accept it (not an object, not
+/// valid JSON, too deep, a duplicate key), which [`entries_by_serde`] then explains.
+fn scanned_entries(text: &str) -> Option<Vec<Entry<'_>>> {
+    let mut entries: Vec<Entry<'_>> = Vec::with_capacity(16);
+    json_scan::object(text, |key, value| {
+        if entries.iter().any(|e| e.key == key) {
+            return false;
+        }
+        entries.push(Entry {
+            key,
+            value: Slot::Original(value),
+        });
+        true
+    })?;
+    Some(entries)
+}
+
+/// serde_json's reading of the body, with its precise errors (and the nesting limit, which
+/// raw values are skipped without).
+fn entries_by_serde(text: &str) -> Result<Vec<Entry<'_>>, GatewayError> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let entries = de.deserialize_map(EntriesVisitor).map_err(json_error)?;
+    de.end().map_err(json_error)?;
+    check_depth(text.as_bytes())?;
+    Ok(entries)
+}
 
 /// Refuses bodies nested deeper than [`MAX_DEPTH`]. Runs on valid JSON only (after the parse).
 /// Most of a chat body is string contents (the messages), which it crosses with `memchr`
@@ -289,8 +315,8 @@ fn line_column(body: &[u8], offset: usize) -> (usize, usize) {
 }
 
 /// The JSON type of a raw value, for error messages.
-pub fn json_type(raw: &RawValue) -> &'static str {
-    match raw.get().as_bytes().first() {
+pub fn json_type(raw: &str) -> &'static str {
+    match raw.as_bytes().first() {
         Some(b'"') => "a string",
         Some(b'{') => "an object",
         Some(b'[') => "an array",
@@ -342,7 +368,7 @@ impl<'de> Visitor<'de> for EntriesVisitor {
             let raw: &'de RawValue = map.next_value()?;
             entries.push(Entry {
                 key,
-                value: Slot::Original(raw),
+                value: Slot::Original(raw.get()),
             });
         }
         Ok(entries)

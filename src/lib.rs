@@ -15,7 +15,8 @@
 //! - [`policy`]: the org's rules on models and providers; pure, and explainable.
 //! - [`metrics`]: every Prometheus series; [`models`]: learning model ids for labels.
 //! - [`usage`]: what a response reports it used.
-//! - [`chat_request`]: the chat body, parsed once, `messages` left raw.
+//! - [`chat_request`]: the chat body, parsed once, `messages` left raw; [`json_scan`]: where
+//!   its values end, found faster than serde_json finds them and checked as strictly.
 //! - [`proxy`]: the chat handler, the pass-through, upstream client, header and path rules.
 //! - [`stream`]: the response body wrapper: unbuffered, watches SSE, ends broken streams cleanly.
 //! - [`sse`]: the incremental SSE scanner (pure).
@@ -34,6 +35,7 @@ pub mod chat_request;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod json_scan;
 pub mod limits;
 pub mod memory;
 pub mod metrics;

@@ -14,7 +14,7 @@ pub(crate) fn read(req: &ChatRequest<'_>, key: &str) -> Result<Option<Value>, Ga
     };
     // Valid JSON can still fail here (a number out of range, nesting too deep): the client's
     // doing, so a 400 that names the field.
-    let value: Value = serde_json::from_str(raw.get()).map_err(|e| {
+    let value: Value = serde_json::from_str(raw).map_err(|e| {
         let reason = e.to_string();
         let reason = reason.split(" at line ").next().unwrap_or(&reason);
         GatewayError::BadRequest(format!("`{key}` cannot be read: {reason}"))

@@ -1,0 +1,268 @@
+//! Where JSON values end, checked as strictly as serde_json checks them, without building
+//! anything: the fast path of [`ChatRequest::parse`](crate::chat_request::ChatRequest::parse).
+//!
+//! A chat body is mostly the strings inside `messages`, and the gateway only needs to know
+//! where each top-level value starts and ends. serde_json's raw-value skipper stops for every
+//! escape through several calls (prose and code have one every 20 bytes or so); this scanner
+//! crosses string contents eight bytes at a time and handles an escape in place. It accepts no
+//! text serde_json would refuse and finds the same value boundaries: the fuzz target
+//! `json_scan` and the property tests compare the two. Anything it does not accept goes to
+//! serde_json, which then accepts it or says precisely what is wrong, so the scanner never has
+//! to explain an error and may refuse more than serde_json (it does so only past
+//! [`MAX_DEPTH`]).
+
+use std::borrow::Cow;
+
+/// How deeply a body may nest, counting the top-level object: serde_json's own limit for trees.
+pub const MAX_DEPTH: usize = 128;
+
+/// Walks a JSON object that is the whole of `text` (whitespace around it allowed), calling
+/// `member` with each key (unescaped) and the raw text of its value, in order. `None` if `text`
+/// is not such an object, nests deeper than [`MAX_DEPTH`], or `member` returned `false`.
+pub fn object<'a>(
+    text: &'a str,
+    mut member: impl FnMut(Cow<'a, str>, &'a str) -> bool,
+) -> Option<()> {
+    let b = text.as_bytes();
+    let mut i = skip_ws(b, 0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = skip_ws(b, i + 1);
+    if b.get(i) == Some(&b'}') {
+        return (skip_ws(b, i + 1) == b.len()).then_some(());
+    }
+    loop {
+        let key_end = string_end(b, i)?;
+        let key = key_text(text.get(i..key_end)?)?;
+        i = skip_ws(b, key_end);
+        if b.get(i) != Some(&b':') {
+            return None;
+        }
+        i = skip_ws(b, i + 1);
+        // The object itself is one level.
+        let value_end = value_end(b, i, MAX_DEPTH - 1)?;
+        if !member(key, text.get(i..value_end)?) {
+            return None;
+        }
+        i = skip_ws(b, value_end);
+        match b.get(i)? {
+            b',' => i = skip_ws(b, i + 1),
+            b'}' => return (skip_ws(b, i + 1) == b.len()).then_some(()),
+            _ => return None,
+        }
+    }
+}
+
+/// A key's text without its quotes: borrowed when it has no escapes, else unescaped by
+/// serde_json (which also refuses what a key may not hold, such as a lone surrogate).
+fn key_text(quoted: &str) -> Option<Cow<'_, str>> {
+    if quoted.contains('\\') {
+        serde_json::from_str::<String>(quoted).ok().map(Cow::Owned)
+    } else {
+        quoted.get(1..quoted.len() - 1).map(Cow::Borrowed)
+    }
+}
+
+/// The end (exclusive) of the JSON value that starts at `start`, or `None` if there is no valid
+/// value there or it opens more than `max_depth` brackets inside one another.
+pub fn value_end(b: &[u8], start: usize, max_depth: usize) -> Option<usize> {
+    // Whether each open container is an object; bounded, so no allocation.
+    let mut objects = [false; MAX_DEPTH];
+    let max_depth = max_depth.min(MAX_DEPTH);
+    let mut depth = 0;
+    let mut i = start;
+    loop {
+        // One value at `i`.
+        i = match *b.get(i)? {
+            b'"' => string_end(b, i)?,
+            open @ (b'{' | b'[') => {
+                if depth == max_depth {
+                    return None;
+                }
+                let object = open == b'{';
+                objects[depth] = object;
+                depth += 1;
+                i = skip_ws(b, i + 1);
+                let close = if object { b'}' } else { b']' };
+                if b.get(i) != Some(&close) {
+                    // The first member or element.
+                    if object {
+                        i = key_and_colon(b, i)?;
+                    }
+                    continue;
+                }
+                depth -= 1;
+                i + 1
+            }
+            b't' => literal_end(b, i, b"true")?,
+            b'f' => literal_end(b, i, b"false")?,
+            b'n' => literal_end(b, i, b"null")?,
+            b'-' | b'0'..=b'9' => number_end(b, i)?,
+            _ => return None,
+        };
+        // After a value: close what ends here, or go on to the next member or element.
+        loop {
+            if depth == 0 {
+                return Some(i);
+            }
+            i = skip_ws(b, i);
+            let object = objects[depth - 1];
+            match (*b.get(i)?, object) {
+                (b',', _) => {
+                    i = skip_ws(b, i + 1);
+                    if object {
+                        i = key_and_colon(b, i)?;
+                    }
+                    break;
+                }
+                (b'}', true) | (b']', false) => {
+                    depth -= 1;
+                    i += 1;
+                }
+                _ => return None,
+            }
+        }
+    }
+}
+
+/// Past an object key and its colon, to where the value starts.
+fn key_and_colon(b: &[u8], i: usize) -> Option<usize> {
+    let i = skip_ws(b, string_end(b, i)?);
+    (b.get(i) == Some(&b':')).then(|| skip_ws(b, i + 1))
+}
+
+/// Past JSON whitespace (space, tab, line feed, carriage return), as serde_json counts it.
+pub fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while let Some(b' ' | b'\t' | b'\n' | b'\r') = b.get(i) {
+        i += 1;
+    }
+    i
+}
+
+const ONES: u64 = u64::MAX / 255;
+const HIGH_BITS: u64 = ONES << 7;
+
+/// The high bit of every byte of `word` that stops a run of plain string bytes: `"`, `\` or a
+/// control byte (below 0x20). Exact for the lowest flagged byte, which is the only one used (a
+/// borrow can flag a byte above a real match, never below it).
+fn stops(word: u64) -> u64 {
+    let control = word.wrapping_sub(ONES * 0x20) & !word;
+    let quotes = word ^ (ONES * u64::from(b'"'));
+    let quote = quotes.wrapping_sub(ONES) & !quotes;
+    let backslashes = word ^ (ONES * u64::from(b'\\'));
+    let backslash = backslashes.wrapping_sub(ONES) & !backslashes;
+    (control | quote | backslash) & HIGH_BITS
+}
+
+/// The end (exclusive, past the closing quote) of the string whose opening quote is at `open`.
+/// Refuses what serde_json refuses: control bytes, unknown escapes, `\u` without four hex
+/// digits. (UTF-8 is checked once for the whole body, before.)
+pub fn string_end(b: &[u8], open: usize) -> Option<usize> {
+    if b.get(open) != Some(&b'"') {
+        return None;
+    }
+    let mut i = open + 1;
+    loop {
+        // Eight plain bytes at a time, to the next byte that needs a look.
+        while let Some(chunk) = b.get(i..i + 8) {
+            let word = u64::from_le_bytes(chunk.try_into().ok()?);
+            let stop = stops(word);
+            if stop != 0 {
+                i += stop.trailing_zeros() as usize / 8;
+                break;
+            }
+            i += 8;
+        }
+        match *b.get(i)? {
+            b'"' => return Some(i + 1),
+            b'\\' => {
+                i += match *b.get(i + 1)? {
+                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => 2,
+                    b'u' if b.get(i + 2..i + 6)?.iter().all(u8::is_ascii_hexdigit) => 6,
+                    _ => return None,
+                }
+            }
+            0..=0x1f => return None,
+            // Only in the last seven bytes, where the loop above cannot read a whole word.
+            _ => i += 1,
+        }
+    }
+}
+
+/// The end of `word` at `i` (`true`, `false` or `null`).
+fn literal_end(b: &[u8], i: usize, word: &[u8]) -> Option<usize> {
+    let end = i + word.len();
+    (b.get(i..end)? == word).then_some(end)
+}
+
+/// The end of the number at `i`, in JSON's grammar: `-`? (`0` | [1-9][0-9]*) (`.` [0-9]+)?
+/// ([eE] [+-]? [0-9]+)?
+fn number_end(b: &[u8], mut i: usize) -> Option<usize> {
+    if b.get(i) == Some(&b'-') {
+        i += 1;
+    }
+    match *b.get(i)? {
+        // A digit after a leading zero ends up where a comma or a bracket must be: refused.
+        b'0' => i += 1,
+        b'1'..=b'9' => i = digits_end(b, i + 1),
+        _ => return None,
+    }
+    if b.get(i) == Some(&b'.') {
+        let end = digits_end(b, i + 1);
+        if end == i + 1 {
+            return None;
+        }
+        i = end;
+    }
+    if let Some(b'e' | b'E') = b.get(i) {
+        i += 1;
+        if let Some(b'+' | b'-') = b.get(i) {
+            i += 1;
+        }
+        let end = digits_end(b, i);
+        if end == i {
+            return None;
+        }
+        i = end;
+    }
+    Some(i)
+}
+
+fn digits_end(b: &[u8], mut i: usize) -> usize {
+    while let Some(b'0'..=b'9') = b.get(i) {
+        i += 1;
+    }
+    i
+}
+
+/// serde_json's reading of an object's members (keys unescaped, values raw): what [`object`]
+/// must agree with, for the property tests and the fuzz target.
+#[doc(hidden)]
+pub fn members_by_serde(text: &str) -> Option<Vec<(String, &str)>> {
+    use serde::de::{Deserializer, MapAccess, Visitor};
+    use serde_json::value::RawValue;
+
+    struct Members;
+    impl<'de> Visitor<'de> for Members {
+        type Value = Vec<(String, &'de str)>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut members = Vec::new();
+            while let Some(key) = map.next_key::<String>()? {
+                let value: &'de RawValue = map.next_value()?;
+                members.push((key, value.get()));
+            }
+            Ok(members)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let members = de.deserialize_map(Members).ok()?;
+    de.end().ok()?;
+    Some(members)
+}
+
+#[cfg(test)]
+mod tests;

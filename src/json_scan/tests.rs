@@ -1,0 +1,227 @@
+use proptest::prelude::*;
+use serde_json::Value;
+
+use super::*;
+
+/// The scanner's reading of a whole object: its members, in order.
+fn scanned(text: &str) -> Option<Vec<(String, &str)>> {
+    let mut members = Vec::new();
+    object(text, |key, value| {
+        members.push((key.into_owned(), value));
+        true
+    })?;
+    Some(members)
+}
+
+/// The scanner accepts `text` only if serde_json does, with the same members; and, nesting
+/// within the limit, whenever serde_json does.
+fn agree(text: &str) -> Result<(), String> {
+    let ours = scanned(text);
+    let theirs = members_by_serde(text);
+    let too_deep = text.bytes().filter(|b| matches!(b, b'[' | b'{')).count() > MAX_DEPTH;
+    match (&ours, &theirs) {
+        (Some(_), _) | (None, None) if ours == theirs => Ok(()),
+        (None, Some(_)) if too_deep => Ok(()),
+        _ => Err(format!(
+            "scanner {ours:?} vs serde_json {theirs:?} for {text:?}"
+        )),
+    }
+}
+
+#[test]
+fn values_end_where_serde_json_says() {
+    for value in [
+        r#""""#,
+        r#""plain""#,
+        r#""esc \" \\ \/ \b \f \n \r \t \u00e9 \uD83D\uDE80 end""#,
+        r#""a lone surrogate \ud800 is fine in a raw value""#,
+        "\"caf\u{e9} \u{65e5}\u{672c} \u{1f680} and seven+ bytes after\"",
+        "0",
+        "-0",
+        "12",
+        "-12.5e+3",
+        "1E9",
+        "0.25",
+        "true",
+        "false",
+        "null",
+        "[]",
+        "{}",
+        "[ 1 , [ ] , { } ,\"x\" ]",
+        r#"{ "a" : [ {"b":null} ] , "c":{"d":[true,false]} }"#,
+        "[\n\t1,\r\n2\n]",
+    ] {
+        let text = format!("{{\"v\": {value} }}");
+        assert_eq!(agree(&text), Ok(()));
+        assert_eq!(
+            scanned(&text).map(|m| m[0].1.to_owned()),
+            Some(value.to_owned())
+        );
+    }
+}
+
+#[test]
+fn what_serde_json_refuses_the_scanner_refuses() {
+    for value in [
+        "",
+        r#""unterminated"#,
+        "\"a control \u{1} byte\"",
+        "\"the last control byte \u{1f} too\"",
+        "\"a raw\nnewline\"",
+        r#""bad escape \x""#,
+        r#""short \u12""#,
+        r#""not hex \u12g4""#,
+        "01",
+        "-",
+        "1.",
+        ".5",
+        "1e",
+        "1e+",
+        "+1",
+        "tru",
+        "nul",
+        "True",
+        "[1,]",
+        "[1 2]",
+        "[1}",
+        "{\"a\":1]",
+        "[{]}",
+        "{\"a\" 1}",
+        "{\"a\":1,}",
+        "{1:2}",
+        "[",
+        "]",
+        "{\"a\":}",
+        "NaN",
+    ] {
+        let text = format!("{{\"v\": {value} }}");
+        assert_eq!(scanned(&text), None, "{text:?}");
+        assert_eq!(agree(&text), Ok(()));
+    }
+    for text in [
+        "",
+        "[]",
+        "\"s\"",
+        "{} x",
+        "{\"a\":1} {}",
+        "{\"a\":1",
+        "{,}",
+        "{\"a\":1,,\"b\":2}",
+    ] {
+        assert_eq!(scanned(text), None, "{text:?}");
+        assert_eq!(agree(text), Ok(()));
+    }
+}
+
+#[test]
+fn keys_are_unescaped_and_bad_keys_refused() {
+    assert_eq!(
+        scanned(r#"{"pro\u0076ider":1, "a\"b":2}"#),
+        Some(vec![("provider".to_owned(), "1"), ("a\"b".to_owned(), "2")])
+    );
+    // A key is a real string: a lone surrogate cannot be one (serde_json refuses it too).
+    assert_eq!(scanned(r#"{"\ud800":1}"#), None);
+    assert_eq!(agree(r#"{"\ud800":1}"#), Ok(()));
+}
+
+#[test]
+fn nesting_stops_at_the_limit() {
+    let nested = |levels: usize| {
+        format!(
+            "{{\"v\":{}{}}}",
+            "[".repeat(levels - 1),
+            "]".repeat(levels - 1)
+        )
+    };
+    assert!(scanned(&nested(MAX_DEPTH)).is_some());
+    assert_eq!(scanned(&nested(MAX_DEPTH + 1)), None);
+}
+
+#[test]
+fn a_member_callback_can_stop_the_walk() {
+    assert_eq!(object(r#"{"a":1,"b":2}"#, |key, _| key != "b"), None);
+}
+
+/// Strings with what makes scanning hard: escapes of every kind, quotes, control characters
+/// (escaped by serde_json when written), non-ASCII, and lengths around the 8-byte steps.
+fn tricky_string() -> impl Strategy<Value = String> {
+    prop::collection::vec(
+        prop_oneof![
+            Just('"'),
+            Just('\\'),
+            Just('/'),
+            Just('\n'),
+            Just('\u{1}'),
+            Just('\u{1f}'),
+            Just('\u{7f}'),
+            Just('\u{e9}'),
+            Just('\u{1f680}'),
+            Just('\u{2028}'),
+            prop::char::range('a', 'z'),
+        ],
+        0..40,
+    )
+    .prop_map(|chars| chars.into_iter().collect())
+}
+
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
+        tricky_string().prop_map(Value::String),
+    ];
+    leaf.prop_recursive(6, 64, 8, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+            prop::collection::vec((tricky_string(), inner), 0..8)
+                .prop_map(|members| Value::Object(members.into_iter().collect())),
+        ]
+    })
+}
+
+fn json_object() -> impl Strategy<Value = Value> {
+    prop::collection::vec(("[a-z\"\\\\]{0,6}", json_value()), 0..8)
+        .prop_map(|members| Value::Object(members.into_iter().collect()))
+}
+
+proptest! {
+    #[test]
+    fn valid_objects_scan_as_serde_json_reads_them(object in json_object(), pretty: bool) {
+        let text = if pretty {
+            serde_json::to_string_pretty(&object)
+        } else {
+            serde_json::to_string(&object)
+        }
+        .unwrap();
+        prop_assert!(scanned(&text).is_some(), "refused valid JSON {}", text);
+        prop_assert_eq!(agree(&text), Ok(()));
+    }
+
+    #[test]
+    fn damaged_objects_are_never_read_differently(
+        object in json_object(),
+        at in any::<prop::sample::Index>(),
+        byte in prop_oneof![
+            Just(b'"'), Just(b'\\'), Just(b','), Just(b':'), Just(b'['), Just(b']'),
+            Just(b'{'), Just(b'}'), Just(b'0'), Just(b'-'), Just(b'.'), Just(b'e'),
+            Just(b' '), Just(b'\n'), Just(1u8), Just(0x1f), Just(b'u'), Just(b'a'),
+        ],
+        replace: bool,
+    ) {
+        let mut bytes = serde_json::to_vec(&object).unwrap();
+        let at = at.index(bytes.len() + 1);
+        if replace && at < bytes.len() {
+            bytes[at] = byte;
+        } else {
+            bytes.insert(at, byte);
+        }
+        // Inserted ASCII keeps the text UTF-8 unless it replaced part of a character.
+        if let Ok(text) = std::str::from_utf8(&bytes) {
+            prop_assert_eq!(agree(text), Ok(()));
+        }
+    }
+}
