@@ -129,8 +129,22 @@ impl<'a> ChatRequest<'a> {
 
     /// Replaces the value of `key` in place, or appends it when absent.
     pub fn set<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) -> Result<(), GatewayError> {
-        let raw = serde_json::value::to_raw_value(value)
-            .map_err(|e| GatewayError::Internal(format!("cannot encode `{key}`: {e}")))?;
+        let raw = Self::encode(key, value)?;
+        self.set_raw(key, raw);
+        Ok(())
+    }
+
+    /// `value` as the raw JSON [`set_raw`](Self::set_raw) takes.
+    pub fn encode<T: Serialize + ?Sized>(
+        key: &str,
+        value: &T,
+    ) -> Result<Box<RawValue>, GatewayError> {
+        serde_json::value::to_raw_value(value)
+            .map_err(|e| GatewayError::Internal(format!("cannot encode `{key}`: {e}")))
+    }
+
+    /// [`set`](Self::set) with a value already written as JSON.
+    pub fn set_raw(&mut self, key: &str, raw: Box<RawValue>) {
         self.edited = true;
         match self.entries.iter_mut().find(|e| e.key == key) {
             Some(entry) => entry.value = Slot::Edited(raw),
@@ -139,7 +153,6 @@ impl<'a> ChatRequest<'a> {
                 value: Slot::Edited(raw),
             }),
         }
-        Ok(())
     }
 
     /// Removes `key` if present.

@@ -21,6 +21,7 @@ mod action;
 mod caps;
 pub mod explain;
 mod fields;
+mod memo;
 mod models;
 mod plugins;
 mod provider;
@@ -41,6 +42,7 @@ use crate::chat_request::ChatRequest;
 use crate::config::{Config, PolicyConfig};
 use crate::error::GatewayError;
 
+use memo::{MergeMemo, Remembered};
 use models::ModelRules;
 use plugins::PluginRules;
 use provider::ProviderRules;
@@ -55,6 +57,8 @@ pub struct CompiledPolicy {
     max_tokens: Option<(u64, Arc<str>)>,
     plugins: PluginRules,
     provider: ProviderRules,
+    /// The last quiet `provider` merges, by the client's text.
+    merges: MergeMemo,
 }
 
 /// A policy that cannot be compiled: every problem, with its config path.
@@ -101,6 +105,7 @@ impl CompiledPolicy {
             max_tokens,
             plugins: PluginRules::compile(&layers),
             provider,
+            merges: MergeMemo::default(),
         })
     }
 
@@ -166,15 +171,53 @@ impl CompiledPolicy {
         if self.provider.is_empty() {
             return Ok(applied);
         }
+        if !explain {
+            let recalled = self
+                .merges
+                .recall(req.get("provider"), tier_endpoints, |merge| {
+                    actions.extend(merge.actions.iter().cloned());
+                    (
+                        merge.provider.clone(),
+                        merge.only.clone(),
+                        merge.ignore.clone(),
+                    )
+                });
+            if let Some((provider, only, ignore)) = recalled {
+                if let Some(provider) = provider {
+                    req.set_raw("provider", provider);
+                }
+                applied.only = only;
+                applied.ignore = ignore;
+                return Ok(applied);
+            }
+        }
         let client = match fields::read(req, "provider")? {
             None => None,
             Some(Value::Object(provider)) => Some(provider),
             Some(other) => return Err(fields::wrong_type("provider", "an object", &other)),
         };
+        let first_action = actions.len();
         let merged =
             provider::merge_into(client, &self.provider, tier_endpoints, explain, actions)?;
-        if let Some(provider) = merged.provider {
-            req.set("provider", &Value::Object(provider))?;
+        let provider = match merged.provider {
+            Some(provider) => Some(ChatRequest::encode("provider", &Value::Object(provider))?),
+            None => None,
+        };
+        if !explain {
+            let remembered = Remembered::new(
+                req.get("provider"),
+                tier_endpoints,
+                provider.clone(),
+                merged.only.clone(),
+                merged.ignore.clone(),
+                actions[first_action..].to_vec(),
+            );
+            if let Some(remembered) = remembered {
+                self.merges.remember(remembered);
+            }
+        }
+        if let Some(provider) = provider {
+            req.set_raw("provider", provider);
         }
         applied.only = merged.only;
         applied.ignore = merged.ignore;

@@ -7,14 +7,18 @@ use proptest::prelude::*;
 use proptest::sample::select;
 use serde_json::{json, Map, Value};
 
+use bytes::Bytes;
+
+use crate::chat_request::ChatRequest;
 use crate::config::{
-    DataCollection, ForcedRouting, MaxPrice, Percentiles, ProviderPolicy, ProviderSort,
+    DataCollection, ForcedRouting, MaxPrice, Percentiles, PolicyConfig, ProviderPolicy,
+    ProviderSort,
 };
 use crate::error::GatewayError;
 use crate::policy::fields::number;
-use crate::policy::merge;
 use crate::policy::provider::{merge_into, ProviderRules, StrictView};
 use crate::policy::strictness::Strict;
+use crate::policy::{merge, CompiledPolicy};
 
 /// Display names, slugs, case variants, a regional and a tier endpoint.
 const PROVIDERS: &[&str] = &[
@@ -490,6 +494,35 @@ proptest! {
                 crate::policy::Outcome::Rewrite => prop_assert_eq!(&quiet.detail, ""),
                 crate::policy::Outcome::Deny => prop_assert_eq!(&quiet.detail, &loud.detail),
             }
+        }
+    }
+
+    #[test]
+    fn a_remembered_merge_is_the_merge(
+        policy in provider_policy(),
+        clients in vec(option::of(client_provider()), 1..6),
+        requests in vec((any::<prop::sample::Index>(), any::<bool>()), 1..16),
+    ) {
+        // One policy serves every request, remembering; each request is checked against a
+        // policy compiled afresh, which remembers nothing.
+        let org = PolicyConfig { provider: policy, ..PolicyConfig::default() };
+        let warm = CompiledPolicy::compile(&org, None).unwrap();
+        for (pick, nitro) in requests {
+            let mut body = json!({
+                "model": if nitro { "openai/gpt-4o:nitro" } else { "openai/gpt-4o" },
+                "messages": [],
+            });
+            if let Some(client) = &clients[pick.index(clients.len())] {
+                body["provider"] = Value::Object(client.clone());
+            }
+            let original = Bytes::from(serde_json::to_vec(&body).unwrap());
+            let outcome = |policy: &CompiledPolicy| {
+                let mut req = ChatRequest::parse(&original).unwrap();
+                let outcome = policy.apply_quietly(&mut req).map_err(|refusal| refusal.error.to_string());
+                (format!("{outcome:?}"), req.to_body(&original))
+            };
+            let fresh = CompiledPolicy::compile(&org, None).unwrap();
+            prop_assert_eq!(outcome(&warm), outcome(&fresh));
         }
     }
 
