@@ -38,25 +38,12 @@ pub(crate) struct Remembered {
     pub(crate) actions: Vec<Action>,
 }
 
-impl Remembered {
-    /// `None` when `client` is too long to keep.
-    pub(crate) fn new(
-        client: Option<&str>,
-        tier_endpoints: bool,
-        provider: Option<Box<RawValue>>,
-        only: Vec<String>,
-        ignore: Vec<String>,
-        actions: Vec<Action>,
-    ) -> Option<Self> {
-        (client.map_or(0, str::len) <= MAX_TEXT).then(|| Self {
-            client: client.map(Box::from),
-            tier_endpoints,
-            provider,
-            only,
-            ignore,
-            actions,
-        })
-    }
+/// A merge's outcome as [`MergeMemo::remember`] takes it, borrowed: it is copied only when kept.
+pub(crate) struct MergeOutcome<'a> {
+    pub(crate) provider: Option<&'a RawValue>,
+    pub(crate) only: &'a [String],
+    pub(crate) ignore: &'a [String],
+    pub(crate) actions: &'a [Action],
 }
 
 #[derive(Debug, Default)]
@@ -86,7 +73,25 @@ impl MergeMemo {
         None
     }
 
-    pub(crate) fn remember(&self, remembered: Remembered) {
+    /// Keeps `outcome` for `client` (unless that text is too long to keep), in place of the
+    /// oldest.
+    pub(crate) fn remember(
+        &self,
+        client: Option<&str>,
+        tier_endpoints: bool,
+        outcome: MergeOutcome,
+    ) {
+        if client.map_or(0, str::len) > MAX_TEXT {
+            return;
+        }
+        let remembered = Remembered {
+            client: client.map(Box::from),
+            tier_endpoints,
+            provider: outcome.provider.map(ToOwned::to_owned),
+            only: outcome.only.to_vec(),
+            ignore: outcome.ignore.to_vec(),
+            actions: outcome.actions.to_vec(),
+        };
         let slot = self.next.fetch_add(1, Ordering::Relaxed) % SLOTS;
         self.slots[slot].store(Some(Arc::new(remembered)));
     }

@@ -42,7 +42,7 @@ use crate::chat_request::ChatRequest;
 use crate::config::{Config, PolicyConfig};
 use crate::error::GatewayError;
 
-use memo::{MergeMemo, Remembered};
+use memo::MergeMemo;
 use models::ModelRules;
 use plugins::PluginRules;
 use provider::ProviderRules;
@@ -204,17 +204,14 @@ impl CompiledPolicy {
             None => None,
         };
         if !explain {
-            let remembered = Remembered::new(
-                req.get("provider"),
-                tier_endpoints,
-                provider.clone(),
-                merged.only.clone(),
-                merged.ignore.clone(),
-                actions[first_action..].to_vec(),
-            );
-            if let Some(remembered) = remembered {
-                self.merges.remember(remembered);
-            }
+            let outcome = memo::MergeOutcome {
+                provider: provider.as_deref(),
+                only: &merged.only,
+                ignore: &merged.ignore,
+                actions: &actions[first_action..],
+            };
+            self.merges
+                .remember(req.get("provider"), tier_endpoints, outcome);
         }
         if let Some(provider) = provider {
             req.set_raw("provider", provider);
