@@ -96,7 +96,7 @@ fn keys(req: &ChatRequest<'_>) -> Vec<String> {
 }
 
 fn messages(req: &ChatRequest<'_>) -> String {
-    req.get("messages").expect("messages").get().to_owned()
+    req.get("messages").expect("messages").to_owned()
 }
 
 fuzz_target!(|bytes: &[u8]| {
