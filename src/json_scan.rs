@@ -66,7 +66,7 @@ fn key_text(quoted: &str) -> Option<Cow<'_, str>> {
 
 /// The end (exclusive) of the JSON value that starts at `start`, or `None` if there is no valid
 /// value there or it opens more than `max_depth` brackets inside one another.
-pub fn value_end(b: &[u8], start: usize, max_depth: usize) -> Option<usize> {
+fn value_end(b: &[u8], start: usize, max_depth: usize) -> Option<usize> {
     // Whether each open container is an object; bounded, so no allocation.
     let mut objects = [false; MAX_DEPTH];
     let max_depth = max_depth.min(MAX_DEPTH);
@@ -133,7 +133,7 @@ fn key_and_colon(b: &[u8], i: usize) -> Option<usize> {
 }
 
 /// Past JSON whitespace (space, tab, line feed, carriage return), as serde_json counts it.
-pub fn skip_ws(b: &[u8], mut i: usize) -> usize {
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
     while let Some(b' ' | b'\t' | b'\n' | b'\r') = b.get(i) {
         i += 1;
     }
@@ -158,7 +158,7 @@ fn stops(word: u64) -> u64 {
 /// The end (exclusive, past the closing quote) of the string whose opening quote is at `open`.
 /// Refuses what serde_json refuses: control bytes, unknown escapes, `\u` without four hex
 /// digits. (UTF-8 is checked once for the whole body, before.)
-pub fn string_end(b: &[u8], open: usize) -> Option<usize> {
+fn string_end(b: &[u8], open: usize) -> Option<usize> {
     if b.get(open) != Some(&b'"') {
         return None;
     }
