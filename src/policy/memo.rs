@@ -10,6 +10,7 @@
 //! Lock-free: each slot is an `ArcSwapOption`, read without a shared write; a miss replaces
 //! the slots in turn. A policy that is rebuilt (a reload) starts with an empty memo.
 
+use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -25,7 +26,6 @@ const SLOTS: usize = 4;
 const MAX_TEXT: usize = 1024;
 
 /// What the quiet merge made of one client `provider`.
-#[derive(Debug)]
 pub(crate) struct Remembered {
     /// The raw text the client sent (`None`: no `provider`).
     client: Option<Box<str>>,
@@ -36,6 +36,17 @@ pub(crate) struct Remembered {
     pub(crate) ignore: Vec<String>,
     /// The rewrites, as the quiet merge records them (rule, no detail).
     pub(crate) actions: Vec<Action>,
+}
+
+/// Without the client's text: a policy's debug output holds no request content.
+impl fmt::Debug for Remembered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Remembered")
+            .field("client_bytes", &self.client.as_deref().map(str::len))
+            .field("tier_endpoints", &self.tier_endpoints)
+            .field("rewrites", &self.actions.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A merge's outcome as [`MergeMemo::remember`] takes it, borrowed: it is copied only when kept.
@@ -101,5 +112,33 @@ impl MergeMemo {
 impl Clone for MergeMemo {
     fn clone(&self) -> Self {
         Self::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_holds_no_client_text() {
+        let memo = MergeMemo::default();
+        let outcome = MergeOutcome {
+            provider: None,
+            only: &[],
+            ignore: &[],
+            actions: &[],
+        };
+        memo.remember(Some(r#"{"sort":"secret-ish"}"#), false, outcome);
+        let printed = format!("{memo:?}");
+        assert!(printed.contains("client_bytes: Some(21)"), "{printed}");
+        assert!(!printed.contains("secret-ish"), "{printed}");
+        assert_eq!(
+            memo.recall(Some(r#"{"sort":"secret-ish"}"#), false, |_| ()),
+            Some(())
+        );
+        assert_eq!(
+            memo.recall(Some(r#"{"sort":"secret-ish"}"#), true, |_| ()),
+            None
+        );
     }
 }
