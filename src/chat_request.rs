@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::error::GatewayError;
-use crate::json_scan::{self, MAX_DEPTH};
+use crate::json_scan::{self, Refused, MAX_DEPTH};
 
 /// A parsed chat request: top-level keys in order, values raw.
 pub struct ChatRequest<'a> {
@@ -71,12 +71,8 @@ impl<'a> ChatRequest<'a> {
                 reason: "invalid UTF-8".to_owned(),
             }
         })?;
-        let entries = match scanned_entries(text) {
-            Some(entries) => entries,
-            None => entries_by_serde(text)?,
-        };
         let request = Self {
-            entries,
+            entries: entries(text)?,
             edited: false,
         };
         match request.get("messages") {
@@ -247,11 +243,12 @@ fn shared_slice(original: &Bytes, part: &[u8]) -> Option<Bytes> {
     (end <= original.len()).then(|| original.slice(start..end))
 }
 
-/// The scanner's reading of the body: `None` when it does not accept it (not an object, not
-/// valid JSON, too deep, a duplicate key), which [`entries_by_serde`] then explains.
-fn scanned_entries(text: &str) -> Option<Vec<Entry<'_>>> {
+/// The body's entries: the scanner's reading; a body nested too deep refused where it goes
+/// too deep; anything else the scanner does not accept (not an object, not valid JSON, a
+/// duplicate key) read by serde_json, which accepts it or says what is wrong.
+fn entries(text: &str) -> Result<Vec<Entry<'_>>, GatewayError> {
     let mut entries: Vec<Entry<'_>> = Vec::with_capacity(16);
-    json_scan::object(text, |key, value| {
+    let scanned = json_scan::object(text, |key, value| {
         if entries.iter().any(|e| e.key == key) {
             return false;
         }
@@ -260,63 +257,27 @@ fn scanned_entries(text: &str) -> Option<Vec<Entry<'_>>> {
             value: Slot::Original(value),
         });
         true
-    })?;
-    Some(entries)
+    });
+    match scanned {
+        Ok(()) => Ok(entries),
+        Err(Refused::TooDeep { at }) => {
+            let (line, column) = line_column(text.as_bytes(), at);
+            Err(GatewayError::BadJson {
+                line,
+                column,
+                reason: format!("nesting deeper than {MAX_DEPTH} levels"),
+            })
+        }
+        Err(Refused::Invalid) => entries_by_serde(text),
+    }
 }
 
-/// serde_json's reading of the body, with its precise errors (and the nesting limit, which
-/// raw values are skipped without).
+/// serde_json's reading of the body, with its precise errors.
 fn entries_by_serde(text: &str) -> Result<Vec<Entry<'_>>, GatewayError> {
     let mut de = serde_json::Deserializer::from_str(text);
     let entries = de.deserialize_map(EntriesVisitor).map_err(json_error)?;
     de.end().map_err(json_error)?;
-    check_depth(text.as_bytes())?;
     Ok(entries)
-}
-
-/// Refuses bodies nested deeper than [`MAX_DEPTH`]. Runs on valid JSON only (after the parse).
-/// Most of a chat body is string contents (the messages), which it crosses with `memchr`
-/// rather than byte by byte.
-fn check_depth(body: &[u8]) -> Result<(), GatewayError> {
-    // A body this short cannot nest that deep, and neither can one with fewer opening
-    // brackets than the limit, wherever they stand: one SIMD pass that seldom stops, where
-    // the scan below stops at every quote and escape of every message.
-    if body.len() <= 2 * MAX_DEPTH || memchr::memchr2_iter(b'[', b'{', body).count() <= MAX_DEPTH {
-        return Ok(());
-    }
-    let mut depth = 0usize;
-    let mut i = 0;
-    while i < body.len() {
-        match body[i] {
-            b'"' => {
-                // To the closing quote: jump to the next quote or backslash; a backslash
-                // escapes the byte after it.
-                i += 1;
-                while let Some(at) = memchr::memchr2(b'"', b'\\', &body[i.min(body.len())..]) {
-                    i += at;
-                    if body[i] == b'"' {
-                        break;
-                    }
-                    i += 2;
-                }
-            }
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > MAX_DEPTH {
-                    let (line, column) = line_column(body, i);
-                    return Err(GatewayError::BadJson {
-                        line,
-                        column,
-                        reason: format!("nesting deeper than {MAX_DEPTH} levels"),
-                    });
-                }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-        i += 1;
-    }
-    Ok(())
 }
 
 /// The 1-based line and column of byte `offset`, as serde_json counts them.
@@ -503,8 +464,7 @@ mod tests {
             parse(&fine).is_ok(),
             "brackets in strings and escaped quotes do not count"
         );
-        // Exactly the limit, in a body with no other bracket (the quick count decides), and
-        // one level more (the scan does).
+        // Exactly the limit, and one level more.
         let nested = |levels: usize| {
             let inner = levels - 2; // `{` and `"messages":[` are two of them
             format!(

@@ -6,50 +6,69 @@
 //! escape through several calls (prose and code have one every 20 bytes or so); this scanner
 //! crosses string contents eight bytes at a time and handles an escape in place. It accepts no
 //! text serde_json would refuse and finds the same value boundaries: the fuzz target
-//! `json_scan` and the property tests compare the two. Anything it does not accept goes to
-//! serde_json, which then accepts it or says precisely what is wrong, so the scanner never has
-//! to explain an error and may refuse more than serde_json (it does so only past
-//! [`MAX_DEPTH`]).
+//! `json_scan` and the property tests compare the two. It enforces the nesting limit itself
+//! and says where a body goes too deep; anything else it does not accept goes to serde_json,
+//! which says precisely what is wrong (the scanner never has to explain a syntax error).
 
 use std::borrow::Cow;
 
 /// How deeply a body may nest, counting the top-level object: serde_json's own limit for trees.
 pub const MAX_DEPTH: usize = 128;
 
+/// Why [`object`] did not accept a text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Valid so far, but the opening bracket at byte `at` is one level more than
+    /// [`MAX_DEPTH`].
+    TooDeep { at: usize },
+    /// Not valid JSON, not an object, or `member` stopped the walk: serde_json says which.
+    Invalid,
+}
+
+use Refused::Invalid;
+
 /// Walks a JSON object that is the whole of `text` (whitespace around it allowed), calling
-/// `member` with each key (unescaped) and the raw text of its value, in order. `None` if `text`
-/// is not such an object, nests deeper than [`MAX_DEPTH`], or `member` returned `false`.
+/// `member` with each key (unescaped) and the raw text of its value, in order, until `member`
+/// returns `false`.
 pub fn object<'a>(
     text: &'a str,
     mut member: impl FnMut(Cow<'a, str>, &'a str) -> bool,
-) -> Option<()> {
+) -> Result<(), Refused> {
     let b = text.as_bytes();
+    let whole = |end: usize| {
+        if skip_ws(b, end) == b.len() {
+            Ok(())
+        } else {
+            Err(Invalid)
+        }
+    };
     let mut i = skip_ws(b, 0);
     if b.get(i) != Some(&b'{') {
-        return None;
+        return Err(Invalid);
     }
     i = skip_ws(b, i + 1);
     if b.get(i) == Some(&b'}') {
-        return (skip_ws(b, i + 1) == b.len()).then_some(());
+        return whole(i + 1);
     }
     loop {
-        let key_end = string_end(b, i)?;
-        let key = key_text(text.get(i..key_end)?)?;
+        let key_end = string_end(b, i).ok_or(Invalid)?;
+        let key = text.get(i..key_end).and_then(key_text).ok_or(Invalid)?;
         i = skip_ws(b, key_end);
         if b.get(i) != Some(&b':') {
-            return None;
+            return Err(Invalid);
         }
         i = skip_ws(b, i + 1);
         // The object itself is one level.
         let value_end = value_end(b, i, MAX_DEPTH - 1)?;
-        if !member(key, text.get(i..value_end)?) {
-            return None;
+        let value = text.get(i..value_end).ok_or(Invalid)?;
+        if !member(key, value) {
+            return Err(Invalid);
         }
         i = skip_ws(b, value_end);
-        match b.get(i)? {
-            b',' => i = skip_ws(b, i + 1),
-            b'}' => return (skip_ws(b, i + 1) == b.len()).then_some(()),
-            _ => return None,
+        match b.get(i) {
+            Some(b',') => i = skip_ws(b, i + 1),
+            Some(b'}') => return whole(i + 1),
+            _ => return Err(Invalid),
         }
     }
 }
@@ -64,9 +83,9 @@ fn key_text(quoted: &str) -> Option<Cow<'_, str>> {
     }
 }
 
-/// The end (exclusive) of the JSON value that starts at `start`, or `None` if there is no valid
+/// The end (exclusive) of the JSON value that starts at `start`; refused if there is no valid
 /// value there or it opens more than `max_depth` brackets inside one another.
-fn value_end(b: &[u8], start: usize, max_depth: usize) -> Option<usize> {
+fn value_end(b: &[u8], start: usize, max_depth: usize) -> Result<usize, Refused> {
     // Whether each open container is an object; bounded, so no allocation.
     let mut objects = [false; MAX_DEPTH];
     let max_depth = max_depth.min(MAX_DEPTH);
@@ -74,11 +93,11 @@ fn value_end(b: &[u8], start: usize, max_depth: usize) -> Option<usize> {
     let mut i = start;
     loop {
         // One value at `i`.
-        i = match *b.get(i)? {
-            b'"' => string_end(b, i)?,
+        i = match *b.get(i).ok_or(Invalid)? {
+            b'"' => string_end(b, i).ok_or(Invalid)?,
             open @ (b'{' | b'[') => {
                 if depth == max_depth {
-                    return None;
+                    return Err(Refused::TooDeep { at: i });
                 }
                 let object = open == b'{';
                 objects[depth] = object;
@@ -88,31 +107,31 @@ fn value_end(b: &[u8], start: usize, max_depth: usize) -> Option<usize> {
                 if b.get(i) != Some(&close) {
                     // The first member or element.
                     if object {
-                        i = key_and_colon(b, i)?;
+                        i = key_and_colon(b, i).ok_or(Invalid)?;
                     }
                     continue;
                 }
                 depth -= 1;
                 i + 1
             }
-            b't' => literal_end(b, i, b"true")?,
-            b'f' => literal_end(b, i, b"false")?,
-            b'n' => literal_end(b, i, b"null")?,
-            b'-' | b'0'..=b'9' => number_end(b, i)?,
-            _ => return None,
+            b't' => literal_end(b, i, b"true").ok_or(Invalid)?,
+            b'f' => literal_end(b, i, b"false").ok_or(Invalid)?,
+            b'n' => literal_end(b, i, b"null").ok_or(Invalid)?,
+            b'-' | b'0'..=b'9' => number_end(b, i).ok_or(Invalid)?,
+            _ => return Err(Invalid),
         };
         // After a value: close what ends here, or go on to the next member or element.
         loop {
             if depth == 0 {
-                return Some(i);
+                return Ok(i);
             }
             i = skip_ws(b, i);
             let object = objects[depth - 1];
-            match (*b.get(i)?, object) {
+            match (*b.get(i).ok_or(Invalid)?, object) {
                 (b',', _) => {
                     i = skip_ws(b, i + 1);
                     if object {
-                        i = key_and_colon(b, i)?;
+                        i = key_and_colon(b, i).ok_or(Invalid)?;
                     }
                     break;
                 }
@@ -120,7 +139,7 @@ fn value_end(b: &[u8], start: usize, max_depth: usize) -> Option<usize> {
                     depth -= 1;
                     i += 1;
                 }
-                _ => return None,
+                _ => return Err(Invalid),
             }
         }
     }

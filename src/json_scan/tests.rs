@@ -4,24 +4,30 @@ use serde_json::Value;
 use super::*;
 
 /// The scanner's reading of a whole object: its members, in order.
-fn scanned(text: &str) -> Option<Vec<(String, &str)>> {
+fn scanned(text: &str) -> Result<Vec<(String, &str)>, Refused> {
     let mut members = Vec::new();
     object(text, |key, value| {
         members.push((key.into_owned(), value));
         true
     })?;
-    Some(members)
+    Ok(members)
 }
 
-/// The scanner accepts `text` only if serde_json does, with the same members; and, nesting
-/// within the limit, whenever serde_json does.
+/// The scanner accepts `text` only if serde_json does, with the same members; it refuses as
+/// invalid only what serde_json refuses; and it says a body is too deep only at an opening
+/// bracket of a body that has more of them than the limit.
 fn agree(text: &str) -> Result<(), String> {
     let ours = scanned(text);
     let theirs = members_by_serde(text);
-    let too_deep = text.bytes().filter(|b| matches!(b, b'[' | b'{')).count() > MAX_DEPTH;
+    let openings = text.bytes().filter(|b| matches!(b, b'[' | b'{')).count();
     match (&ours, &theirs) {
-        (Some(_), _) | (None, None) if ours == theirs => Ok(()),
-        (None, Some(_)) if too_deep => Ok(()),
+        (Ok(ours), Some(theirs)) if ours == theirs => Ok(()),
+        (Err(Invalid), None) => Ok(()),
+        (Err(Refused::TooDeep { at }), _)
+            if openings > MAX_DEPTH && matches!(text.as_bytes()[*at], b'[' | b'{') =>
+        {
+            Ok(())
+        }
         _ => Err(format!(
             "scanner {ours:?} vs serde_json {theirs:?} for {text:?}"
         )),
@@ -55,7 +61,7 @@ fn values_end_where_serde_json_says() {
         assert_eq!(agree(&text), Ok(()));
         assert_eq!(
             scanned(&text).map(|m| m[0].1.to_owned()),
-            Some(value.to_owned())
+            Ok(value.to_owned())
         );
     }
 }
@@ -95,7 +101,7 @@ fn what_serde_json_refuses_the_scanner_refuses() {
         "NaN",
     ] {
         let text = format!("{{\"v\": {value} }}");
-        assert_eq!(scanned(&text), None, "{text:?}");
+        assert_eq!(scanned(&text), Err(Invalid), "{text:?}");
         assert_eq!(agree(&text), Ok(()));
     }
     for text in [
@@ -108,7 +114,7 @@ fn what_serde_json_refuses_the_scanner_refuses() {
         "{,}",
         "{\"a\":1,,\"b\":2}",
     ] {
-        assert_eq!(scanned(text), None, "{text:?}");
+        assert_eq!(scanned(text), Err(Invalid), "{text:?}");
         assert_eq!(agree(text), Ok(()));
     }
 }
@@ -117,10 +123,10 @@ fn what_serde_json_refuses_the_scanner_refuses() {
 fn keys_are_unescaped_and_bad_keys_refused() {
     assert_eq!(
         scanned(r#"{"pro\u0076ider":1, "a\"b":2}"#),
-        Some(vec![("provider".to_owned(), "1"), ("a\"b".to_owned(), "2")])
+        Ok(vec![("provider".to_owned(), "1"), ("a\"b".to_owned(), "2")])
     );
     // A key is a real string: a lone surrogate cannot be one (serde_json refuses it too).
-    assert_eq!(scanned(r#"{"\ud800":1}"#), None);
+    assert_eq!(scanned(r#"{"\ud800":1}"#), Err(Invalid));
     assert_eq!(agree(r#"{"\ud800":1}"#), Ok(()));
 }
 
@@ -133,13 +139,22 @@ fn nesting_stops_at_the_limit() {
             "]".repeat(levels - 1)
         )
     };
-    assert!(scanned(&nested(MAX_DEPTH)).is_some());
-    assert_eq!(scanned(&nested(MAX_DEPTH + 1)), None);
+    assert!(scanned(&nested(MAX_DEPTH)).is_ok());
+    // `{"v":` is five bytes and the object is level 1: the 128th bracket, at byte 5 + 127, is
+    // level 129.
+    assert_eq!(
+        scanned(&nested(MAX_DEPTH + 1)),
+        Err(Refused::TooDeep { at: 5 + 127 })
+    );
+    assert_eq!(agree(&nested(MAX_DEPTH + 1)), Ok(()));
 }
 
 #[test]
 fn a_member_callback_can_stop_the_walk() {
-    assert_eq!(object(r#"{"a":1,"b":2}"#, |key, _| key != "b"), None);
+    assert_eq!(
+        object(r#"{"a":1,"b":2}"#, |key, _| key != "b"),
+        Err(Invalid)
+    );
 }
 
 /// Strings with what makes scanning hard: escapes of every kind, quotes, control characters
@@ -197,7 +212,7 @@ proptest! {
             serde_json::to_string(&object)
         }
         .unwrap();
-        prop_assert!(scanned(&text).is_some(), "refused valid JSON {}", text);
+        prop_assert!(scanned(&text).is_ok(), "refused valid JSON {}", text);
         prop_assert_eq!(agree(&text), Ok(()));
     }
 
