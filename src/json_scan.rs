@@ -52,7 +52,7 @@ pub fn object<'a>(
     }
     loop {
         let key_end = string_end(b, i).ok_or(Invalid)?;
-        let key = text.get(i..key_end).and_then(key_text).ok_or(Invalid)?;
+        let key = text.get(i..key_end).and_then(string_text).ok_or(Invalid)?;
         i = skip_ws(b, key_end);
         if b.get(i) != Some(&b':') {
             return Err(Invalid);
@@ -73,13 +73,13 @@ pub fn object<'a>(
     }
 }
 
-/// A key's text without its quotes: borrowed when it has no escapes, else unescaped by
-/// serde_json (which also refuses what a key may not hold, such as a lone surrogate).
-fn key_text(quoted: &str) -> Option<Cow<'_, str>> {
-    if quoted.contains('\\') {
-        serde_json::from_str::<String>(quoted).ok().map(Cow::Owned)
-    } else {
-        quoted.get(1..quoted.len() - 1).map(Cow::Borrowed)
+/// The text of a JSON string value (`raw` with its quotes): borrowed when it has no escapes
+/// (nearly always), else unescaped by serde_json; `None` for any other JSON value, or a string
+/// that does not decode (a lone surrogate escape cannot be text).
+pub fn string_text(raw: &str) -> Option<Cow<'_, str>> {
+    match raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+        Some(inner) if !inner.contains('\\') => Some(Cow::Borrowed(inner)),
+        _ => serde_json::from_str::<String>(raw).ok().map(Cow::Owned),
     }
 }
 

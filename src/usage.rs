@@ -9,6 +9,8 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::json_scan;
+
 /// OpenRouter's `usage`. Every field is optional: providers differ in what they report.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Usage {
@@ -92,14 +94,9 @@ fn parse<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> serde_json::Result<T> {
     }
 }
 
-/// A JSON string's text, borrowed when it has no escapes (nearly always); `None` for any other
-/// JSON value, or a string that does not decode.
+/// A JSON string's text ([`json_scan::string_text`]); `None` for any other JSON value.
 fn text(raw: Option<&RawValue>) -> Option<Cow<'_, str>> {
-    let raw = raw?.get();
-    match raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
-        Some(inner) if !inner.contains('\\') => Some(Cow::Borrowed(inner)),
-        _ => serde_json::from_str::<String>(raw).ok().map(Cow::Owned),
-    }
+    json_scan::string_text(raw?.get())
 }
 
 /// A stand-in for the tokens of a stream that ended without usage: about four bytes a token,
