@@ -17,7 +17,7 @@ use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
-use crate::config::Config;
+use crate::config::{Config, ServerConfig};
 use crate::error::GatewayError;
 use crate::state::{AppState, Snapshot, StartupError};
 use crate::workers::Workers;
@@ -25,6 +25,19 @@ use crate::{auth, proxy, telemetry};
 
 /// Read buffer per connection; a request head larger than this gets 431.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// How every accepted connection is served: HTTP/1.1 or HTTP/2, the header-read timeout
+/// (slowloris guard) and the head limit. Public for the load harness's floor proxy, which
+/// must serve connections exactly as orgate does.
+pub fn connection_builder(server: &ServerConfig) -> auto::Builder<TokioExecutor> {
+    let mut http = auto::Builder::new(TokioExecutor::new());
+    http.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(server.header_read_timeout.get())
+        .max_buf_size(MAX_HEAD_BYTES);
+    http.http2().timer(TokioTimer::new());
+    http
+}
 
 /// A reloaded config, or every problem that stopped it from loading.
 pub type ReloadRequest = Result<Config, crate::config::Problems>;
@@ -59,7 +72,7 @@ pub async fn serve_with_reloads(
     let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
     let snapshot = Snapshot::build(config, &metrics)?;
     let grace = snapshot.config.server.shutdown_grace.get();
-    let header_read_timeout = snapshot.config.server.header_read_timeout.get();
+    let http = connection_builder(&snapshot.config.server);
     let io_threads = snapshot.config.server.io_threads();
     let state = AppState::new(snapshot, metrics);
     let snapshot = state.snapshot();
@@ -73,12 +86,6 @@ pub async fn serve_with_reloads(
     let persisting =
         keeps_state.then(|| tokio::spawn(persist_every(state.clone(), Duration::from_secs(2))));
 
-    let mut http = auto::Builder::new(TokioExecutor::new());
-    http.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout)
-        .max_buf_size(MAX_HEAD_BYTES);
-    http.http2().timer(TokioTimer::new());
     let connections = GracefulShutdown::new();
     let workers = Workers::start(io_threads)?;
 

@@ -7,8 +7,8 @@
 //! request sent on with nothing else done: no auth, no limits, no JSON, no metrics, no log.
 //! The response streams back as it comes. `--client reqwest` sends with orgate's own upstream
 //! (`orgate::proxy::Upstream`: its reqwest clients and URLs); `--client hyper` with
-//! hyper-util's pooled client directly, which is what reqwest wraps. Whatever orgate costs above the first is its own work; the gap
-//! between the two is reqwest's.
+//! hyper-util's pooled client directly, which is what reqwest wraps. Whatever orgate costs
+//! above the first is its own work; the gap between the two is reqwest's.
 
 use std::convert::Infallible;
 use std::error::Error as StdError;
@@ -26,8 +26,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use orgate::config::UpstreamConfig;
+use orgate::config::{ServerConfig, UpstreamConfig};
 use orgate::proxy::Upstream;
 use orgate::workers::{PerThread, Workers};
 
@@ -53,9 +52,11 @@ const API_PREFIX: &str = "/api/v1";
 /// Runs the floor proxy in front of `127.0.0.1:upstream_port` until its stdin closes. Prints
 /// the port it listens on, on one line, first.
 pub(crate) fn run(upstream_port: u16, client: &str) -> ExitCode {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // orgate's defaults: one I/O thread per CPU, and its connection settings.
+    let server = ServerConfig::default();
+    let threads = server.io_threads();
     match build(upstream_port, client, threads) {
-        Ok(floor) => procs::serve_role("floor", serve(Arc::new(floor), threads)),
+        Ok(floor) => procs::serve_role("floor", serve(Arc::new(floor), &server)),
         Err(e) => {
             eprintln!("floor: {e}");
             ExitCode::FAILURE
@@ -92,7 +93,7 @@ fn build(upstream_port: u16, client: &str, threads: usize) -> Result<Floor, Stri
     }
 }
 
-async fn serve(floor: Arc<Floor>, threads: usize) -> std::io::Result<()> {
+async fn serve(floor: Arc<Floor>, server: &ServerConfig) -> std::io::Result<()> {
     let socket = tokio::net::TcpSocket::new_v4()?;
     socket.set_reuseaddr(true)?;
     socket.bind(([127, 0, 0, 1], 0).into())?;
@@ -100,13 +101,8 @@ async fn serve(floor: Arc<Floor>, threads: usize) -> std::io::Result<()> {
     let mut out = std::io::stdout();
     writeln!(out, "{}", listener.local_addr()?.port())?;
     out.flush()?;
-    // As orgate's server builds it, header-read timeout and head limit included.
-    let mut http = auto::Builder::new(TokioExecutor::new());
-    http.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10))
-        .max_buf_size(64 * 1024);
-    let workers = Workers::start(threads)?;
+    let http = orgate::server::connection_builder(server);
+    let workers = Workers::start(server.io_threads())?;
     loop {
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
