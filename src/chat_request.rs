@@ -10,6 +10,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, Visitor};
@@ -33,7 +34,8 @@ struct Entry<'a> {
 /// A value as raw JSON text: valid, without surrounding whitespace.
 enum Slot<'a> {
     Original(&'a str),
-    Edited(Box<RawValue>),
+    /// Written by the gateway; shared, so a remembered rewrite is not copied per request.
+    Edited(Arc<str>),
     Removed,
 }
 
@@ -41,7 +43,7 @@ impl Slot<'_> {
     fn raw(&self) -> Option<&str> {
         match self {
             Slot::Original(raw) => Some(raw),
-            Slot::Edited(raw) => Some(raw.get()),
+            Slot::Edited(raw) => Some(raw),
             Slot::Removed => None,
         }
     }
@@ -131,16 +133,14 @@ impl<'a> ChatRequest<'a> {
     }
 
     /// `value` as the raw JSON [`set_raw`](Self::set_raw) takes.
-    pub fn encode<T: Serialize + ?Sized>(
-        key: &str,
-        value: &T,
-    ) -> Result<Box<RawValue>, GatewayError> {
-        serde_json::value::to_raw_value(value)
+    pub fn encode<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<Arc<str>, GatewayError> {
+        serde_json::to_string(value)
+            .map(Arc::from)
             .map_err(|e| GatewayError::Internal(format!("cannot encode `{key}`: {e}")))
     }
 
     /// [`set`](Self::set) with a value already written as JSON.
-    pub fn set_raw(&mut self, key: &str, raw: Box<RawValue>) {
+    pub fn set_raw(&mut self, key: &str, raw: Arc<str>) {
         self.edited = true;
         match self.entries.iter_mut().find(|e| e.key == key) {
             Some(entry) => entry.value = Slot::Edited(raw),

@@ -72,9 +72,9 @@ pub struct Applied {
     /// default model).
     pub model: Option<String>,
     /// The forwarded `provider.only`, as slugs, where the policy binds `only` (else empty).
-    pub only: Vec<String>,
+    pub only: Arc<[String]>,
     /// The forwarded `provider.ignore`, as slugs, where the policy binds `ignore` (else empty).
-    pub ignore: Vec<String>,
+    pub ignore: Arc<[String]>,
 }
 
 impl Applied {

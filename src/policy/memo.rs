@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
-use serde_json::value::RawValue;
 
 use super::action::Action;
 
@@ -25,17 +24,24 @@ const SLOTS: usize = 4;
 /// A longer `provider` text is merged afresh each time rather than kept.
 const MAX_TEXT: usize = 1024;
 
-/// What the quiet merge made of one client `provider`.
-pub(crate) struct Remembered {
+/// What the quiet merge made of a client's `provider`, shared: a request that recalls it
+/// takes references, not copies.
+#[derive(Clone)]
+pub(crate) struct Merge {
+    /// The written `provider`, raw JSON; `None`: the client's stands as sent.
+    pub(crate) provider: Option<Arc<str>>,
+    pub(crate) only: Arc<[String]>,
+    pub(crate) ignore: Arc<[String]>,
+    /// The rewrites, as the quiet merge records them (rule, no detail).
+    pub(crate) actions: Arc<[Action]>,
+}
+
+/// One remembered merge, by what the client sent.
+struct Remembered {
     /// The raw text the client sent (`None`: no `provider`).
     client: Option<Box<str>>,
     tier_endpoints: bool,
-    /// The written `provider`; `None`: the client's stands as sent.
-    pub(crate) provider: Option<Box<RawValue>>,
-    pub(crate) only: Vec<String>,
-    pub(crate) ignore: Vec<String>,
-    /// The rewrites, as the quiet merge records them (rule, no detail).
-    pub(crate) actions: Vec<Action>,
+    merge: Merge,
 }
 
 /// Without the client's text: a policy's debug output holds no request content.
@@ -44,17 +50,9 @@ impl fmt::Debug for Remembered {
         f.debug_struct("Remembered")
             .field("client_bytes", &self.client.as_deref().map(str::len))
             .field("tier_endpoints", &self.tier_endpoints)
-            .field("rewrites", &self.actions.len())
+            .field("rewrites", &self.merge.actions.len())
             .finish_non_exhaustive()
     }
-}
-
-/// A merge's outcome as [`MergeMemo::remember`] takes it, borrowed: it is copied only when kept.
-pub(crate) struct MergeOutcome<'a> {
-    pub(crate) provider: Option<&'a RawValue>,
-    pub(crate) only: &'a [String],
-    pub(crate) ignore: &'a [String],
-    pub(crate) actions: &'a [Action],
 }
 
 #[derive(Debug, Default)]
@@ -64,44 +62,27 @@ pub(crate) struct MergeMemo {
 }
 
 impl MergeMemo {
-    /// `read` applied to what was remembered for this `provider` text, if anything.
-    pub(crate) fn recall<T>(
-        &self,
-        client: Option<&str>,
-        tier_endpoints: bool,
-        read: impl FnOnce(&Remembered) -> T,
-    ) -> Option<T> {
-        for slot in &self.slots {
+    /// What was remembered for this `provider` text, if anything.
+    pub(crate) fn recall(&self, client: Option<&str>, tier_endpoints: bool) -> Option<Merge> {
+        self.slots.iter().find_map(|slot| {
             let guard = slot.load();
-            if let Some(remembered) = guard.as_deref() {
-                if remembered.tier_endpoints == tier_endpoints
-                    && remembered.client.as_deref() == client
-                {
-                    return Some(read(remembered));
-                }
-            }
-        }
-        None
+            guard
+                .as_deref()
+                .filter(|r| r.tier_endpoints == tier_endpoints && r.client.as_deref() == client)
+                .map(|r| r.merge.clone())
+        })
     }
 
-    /// Keeps `outcome` for `client` (unless that text is too long to keep), in place of the
+    /// Keeps `merge` for `client` (unless that text is too long to keep), in place of the
     /// oldest.
-    pub(crate) fn remember(
-        &self,
-        client: Option<&str>,
-        tier_endpoints: bool,
-        outcome: MergeOutcome,
-    ) {
+    pub(crate) fn remember(&self, client: Option<&str>, tier_endpoints: bool, merge: &Merge) {
         if client.map_or(0, str::len) > MAX_TEXT {
             return;
         }
         let remembered = Remembered {
             client: client.map(Box::from),
             tier_endpoints,
-            provider: outcome.provider.map(ToOwned::to_owned),
-            only: outcome.only.to_vec(),
-            ignore: outcome.ignore.to_vec(),
-            actions: outcome.actions.to_vec(),
+            merge: merge.clone(),
         };
         let slot = self.next.fetch_add(1, Ordering::Relaxed) % SLOTS;
         self.slots[slot].store(Some(Arc::new(remembered)));
@@ -122,23 +103,21 @@ mod tests {
     #[test]
     fn debug_output_holds_no_client_text() {
         let memo = MergeMemo::default();
-        let outcome = MergeOutcome {
+        let merge = Merge {
             provider: None,
-            only: &[],
-            ignore: &[],
-            actions: &[],
+            only: Arc::from([]),
+            ignore: Arc::from([]),
+            actions: Arc::from([]),
         };
-        memo.remember(Some(r#"{"sort":"secret-ish"}"#), false, outcome);
+        memo.remember(Some(r#"{"sort":"secret-ish"}"#), false, &merge);
         let printed = format!("{memo:?}");
         assert!(printed.contains("client_bytes: Some(21)"), "{printed}");
         assert!(!printed.contains("secret-ish"), "{printed}");
-        assert_eq!(
-            memo.recall(Some(r#"{"sort":"secret-ish"}"#), false, |_| ()),
-            Some(())
-        );
-        assert_eq!(
-            memo.recall(Some(r#"{"sort":"secret-ish"}"#), true, |_| ()),
-            None
-        );
+        assert!(memo
+            .recall(Some(r#"{"sort":"secret-ish"}"#), false)
+            .is_some());
+        assert!(memo
+            .recall(Some(r#"{"sort":"secret-ish"}"#), true)
+            .is_none());
     }
 }

@@ -42,7 +42,7 @@ use crate::chat_request::ChatRequest;
 use crate::config::{Config, PolicyConfig};
 use crate::error::GatewayError;
 
-use memo::MergeMemo;
+use memo::{Merge, MergeMemo};
 use models::ModelRules;
 use plugins::PluginRules;
 use provider::ProviderRules;
@@ -171,53 +171,47 @@ impl CompiledPolicy {
         if self.provider.is_empty() {
             return Ok(applied);
         }
-        if !explain {
-            let recalled = self
-                .merges
-                .recall(req.get("provider"), tier_endpoints, |merge| {
-                    actions.extend(merge.actions.iter().cloned());
-                    (
-                        merge.provider.clone(),
-                        merge.only.clone(),
-                        merge.ignore.clone(),
-                    )
-                });
-            if let Some((provider, only, ignore)) = recalled {
-                if let Some(provider) = provider {
-                    req.set_raw("provider", provider);
-                }
-                applied.only = only;
-                applied.ignore = ignore;
-                return Ok(applied);
+        let recalled = if explain {
+            None
+        } else {
+            self.merges.recall(req.get("provider"), tier_endpoints)
+        };
+        let merge = match recalled {
+            Some(merge) => {
+                actions.extend(merge.actions.iter().cloned());
+                merge
             }
-        }
-        let client = match fields::read(req, "provider")? {
-            None => None,
-            Some(Value::Object(provider)) => Some(provider),
-            Some(other) => return Err(fields::wrong_type("provider", "an object", &other)),
+            None => {
+                let client = match fields::read(req, "provider")? {
+                    None => None,
+                    Some(Value::Object(provider)) => Some(provider),
+                    Some(other) => return Err(fields::wrong_type("provider", "an object", &other)),
+                };
+                let first_action = actions.len();
+                let merged =
+                    provider::merge_into(client, &self.provider, tier_endpoints, explain, actions)?;
+                let provider = merged
+                    .provider
+                    .map(|provider| ChatRequest::encode("provider", &Value::Object(provider)))
+                    .transpose()?;
+                let merge = Merge {
+                    provider,
+                    only: merged.only.into(),
+                    ignore: merged.ignore.into(),
+                    actions: actions[first_action..].into(),
+                };
+                if !explain {
+                    self.merges
+                        .remember(req.get("provider"), tier_endpoints, &merge);
+                }
+                merge
+            }
         };
-        let first_action = actions.len();
-        let merged =
-            provider::merge_into(client, &self.provider, tier_endpoints, explain, actions)?;
-        let provider = match merged.provider {
-            Some(provider) => Some(ChatRequest::encode("provider", &Value::Object(provider))?),
-            None => None,
-        };
-        if !explain {
-            let outcome = memo::MergeOutcome {
-                provider: provider.as_deref(),
-                only: &merged.only,
-                ignore: &merged.ignore,
-                actions: &actions[first_action..],
-            };
-            self.merges
-                .remember(req.get("provider"), tier_endpoints, outcome);
-        }
-        if let Some(provider) = provider {
+        if let Some(provider) = merge.provider {
             req.set_raw("provider", provider);
         }
-        applied.only = merged.only;
-        applied.ignore = merged.ignore;
+        applied.only = merge.only;
+        applied.ignore = merge.ignore;
         Ok(applied)
     }
 }

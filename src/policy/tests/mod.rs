@@ -574,7 +574,7 @@ fn only_is_the_intersection_in_the_clients_spelling() {
             r#"provider.only: ["Azure","Together"] ∩ policy.provider.only ["OpenAI","Azure"] → ["Azure"]"#
         ]
     );
-    assert_eq!(applied.only, ["azure"]);
+    assert_eq!(*applied.only, ["azure"]);
     let (applied, out) = provider_of(&policy, json!({ "only": ["azure"] }));
     assert_eq!(out["only"], json!(["azure"]));
     assert!(applied.actions.is_empty());
@@ -925,7 +925,7 @@ fn the_reported_provider_is_checked_against_the_forwarded_lists() {
         &policy,
         json!({ "only": ["google-vertex", "DeepInfra", "azure"] }),
     );
-    assert_eq!(applied.only, ["google-vertex", "deepinfra/turbo"]);
+    assert_eq!(*applied.only, ["google-vertex", "deepinfra/turbo"]);
     assert!(applied.provider_allowed("Google Vertex"));
     assert!(applied.provider_allowed("DeepInfra"));
     assert!(!applied.provider_allowed("OpenAI"));
