@@ -179,6 +179,16 @@ fn tricky_string() -> impl Strategy<Value = String> {
     .prop_map(|chars| chars.into_iter().collect())
 }
 
+/// An object whose one long string (as in `messages`) crosses several 64-byte blocks, at any
+/// alignment (the key's length), with an escape or a stop at any place in a block, and a
+/// member of any length after it, so that the string ends at any distance from the text's end.
+fn long_string_object() -> impl Strategy<Value = String> {
+    let long = prop::collection::vec(tricky_string(), 1..8).prop_map(|parts| parts.concat());
+    ("[a-z]{0,63}", long, "[a-z]{0,80}").prop_map(|(key, long, tail)| {
+        serde_json::to_string(&serde_json::json!({ key: long, "tail": tail })).unwrap()
+    })
+}
+
 fn json_value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
@@ -214,6 +224,26 @@ proptest! {
         .unwrap();
         prop_assert!(scanned(&text).is_ok(), "refused valid JSON {}", text);
         prop_assert_eq!(agree(&text), Ok(()));
+    }
+
+    #[test]
+    fn long_strings_end_where_serde_json_says(text in long_string_object()) {
+        prop_assert!(scanned(&text).is_ok(), "refused valid JSON {}", text);
+        prop_assert_eq!(agree(&text), Ok(()));
+    }
+
+    #[test]
+    fn damaged_long_strings_are_never_read_differently(
+        text in long_string_object(),
+        at in any::<prop::sample::Index>(),
+        byte in prop_oneof![Just(b'"'), Just(b'\\'), Just(1u8), Just(0x1f), Just(b'u'), Just(b'a')],
+    ) {
+        let mut bytes = text.into_bytes();
+        let at = at.index(bytes.len());
+        bytes[at] = byte;
+        if let Ok(text) = std::str::from_utf8(&bytes) {
+            prop_assert_eq!(agree(text), Ok(()));
+        }
     }
 
     #[test]
