@@ -2,7 +2,7 @@
 //!
 //! The body is read as an ordered list of top-level keys whose values stay raw JSON text
 //! borrowed from the request bytes: `messages`, usually most of the body, is never turned into
-//! a tree. [`json_scan`](crate::json_scan) finds where the values end; serde_json reads what
+//! a tree. [`json_scan`] finds where the values end; serde_json reads what
 //! the scanner does not accept, and says what is wrong with it. The few fields the gateway
 //! decides on are read from their raw text on demand, and edits replace one value in place,
 //! so the key order survives (OpenRouter's response cache hashes the body with key order

@@ -5,7 +5,7 @@
 //! where each top-level value starts and ends. serde_json's raw-value skipper stops for every
 //! escape through several calls (prose and code have one every 20 bytes or so); this scanner
 //! reads a long string 64 bytes at a time as bitmasks of quotes, backslashes and control bytes
-//! ([`marks`], SSE2 on x86_64) and handles each escape in place from them. It accepts no
+//! (`marks`: SSE2 on x86_64) and handles each escape in place from them. It accepts no
 //! text serde_json would refuse and finds the same value boundaries: the fuzz target
 //! `json_scan` and the property tests compare the two. It enforces the nesting limit itself
 //! and says where a body goes too deep; anything else it does not accept goes to serde_json,
