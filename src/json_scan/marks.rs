@@ -2,8 +2,9 @@
 //! scanner's view of long strings (`messages` contents), where it otherwise stops at every
 //! escape in a loop whose exit the CPU cannot predict.
 //!
-//! On x86_64 the masks come from SSE2 compares, 16 bytes at a time; elsewhere from a plain
-//! loop over the bytes, which is also the reference the tests hold the SSE2 version to.
+//! On x86_64 the masks come from SSE2 compares, 16 bytes at a time. Elsewhere they come from a
+//! plain loop over the bytes, slower than the scanner's eight-byte loop, which is used there
+//! instead ([`Marks::VECTOR`]); that loop is also the reference the tests hold SSE2 to.
 
 /// Bit `n` of each mask is set when byte `n` of the block is of that kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,6 +16,9 @@ pub(super) struct Marks {
 }
 
 impl Marks {
+    /// Whether [`Marks::of`] is vector code on this target, and so worth calling.
+    pub(super) const VECTOR: bool = cfg!(target_arch = "x86_64");
+
     /// The marks of `block`.
     #[inline]
     pub(super) fn of(block: &[u8; 64]) -> Marks {
