@@ -189,7 +189,7 @@ fn string_end(b: &[u8], open: usize) -> Option<usize> {
     if let Some(chunk) = b.get(i..i + 8) {
         let stop = stops(u64::from_le_bytes(chunk.try_into().ok()?));
         let at = i + stop.trailing_zeros() as usize / 8;
-        if stop != 0 && b[at] == b'"' {
+        if stop != 0 && b.get(at) == Some(&b'"') {
             return Some(at + 1);
         }
     }

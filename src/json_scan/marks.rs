@@ -7,7 +7,7 @@
 //! instead ([`Marks::VECTOR`]); that loop is also the reference the tests hold SSE2 to.
 
 /// Bit `n` of each mask is set when byte `n` of the block is of that kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct Marks {
     pub(super) quote: u64,
     pub(super) backslash: u64,
@@ -35,11 +35,7 @@ impl Marks {
     /// One byte at a time: the portable version, and the reference for the vector one.
     #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
     pub(super) fn by_byte(block: &[u8; 64]) -> Marks {
-        let mut marks = Marks {
-            quote: 0,
-            backslash: 0,
-            control: 0,
-        };
+        let mut marks = Marks::default();
         for (n, &byte) in block.iter().enumerate() {
             let bit = 1u64 << n;
             match byte {
@@ -76,11 +72,7 @@ mod sse2 {
         let quote = _mm_set1_epi8(b'"' as i8);
         let backslash = _mm_set1_epi8(b'\\' as i8);
         let highest_control = _mm_set1_epi8(0x1f);
-        let mut marks = Marks {
-            quote: 0,
-            backslash: 0,
-            control: 0,
-        };
+        let mut marks = Marks::default();
         for (n, lane) in block.chunks_exact(16).enumerate() {
             let v = load(lane);
             // `movemask` packs the 16 compare results into the low 16 bits.
