@@ -1,9 +1,11 @@
 //! An incremental Server-Sent Events scanner: it watches bytes go by and reports each event's
 //! `data` when the event ends, whatever the chunk boundaries.
 //!
-//! It never holds the stream back: callers forward every chunk as it arrives and only *feed* a
-//! copy here. The only state kept between chunks is the data of the event in progress (bounded
-//! by [`MAX_EVENT_DATA`]), which is what lets events split across chunks still be read.
+//! It never holds the stream back: callers forward every chunk as it arrives and only *feed* it
+//! here. A line, or an event, that lies whole in a chunk is read where it is; the only state
+//! kept between chunks is what continues into the next one (the line and the data of the event
+//! in progress, bounded by [`MAX_EVENT_DATA`]), which is what lets events split across chunks
+//! still be read. A stream whose chunks are whole events holds no buffer at all.
 
 /// Events whose data grows past this are not reported (their bytes still pass through).
 pub const MAX_EVENT_DATA: usize = 1 << 20;
@@ -32,6 +34,10 @@ impl SseScanner {
     }
 
     /// Scans `chunk`, calling `on_event` with the data of each event that ends in it.
+    ///
+    /// A line that lies whole in `chunk` is read where it is, and so is the data of an event
+    /// with one `data` line that ends in `chunk` (the usual upstream chunk: whole events):
+    /// only what continues into the next chunk is copied and kept.
     pub fn feed(&mut self, chunk: &[u8], mut on_event: impl FnMut(&[u8])) {
         let mut rest = chunk;
         // An empty chunk says nothing about whether a `\n` follows the last `\r`.
@@ -41,26 +47,33 @@ impl SseScanner {
                 rest = stripped;
             }
         }
+        // The event's data so far, while it is one line of this chunk (not yet in `data`).
+        let mut pending: Option<&[u8]> = None;
         while !rest.is_empty() {
-            match memchr::memchr2(b'\n', b'\r', rest) {
-                None => {
-                    self.push_line_bytes(rest);
-                    return;
-                }
-                Some(i) => {
-                    self.push_line_bytes(&rest[..i]);
-                    let ending_cr = rest[i] == b'\r';
-                    rest = &rest[i + 1..];
-                    if ending_cr {
-                        match rest.first() {
-                            Some(b'\n') => rest = &rest[1..],
-                            Some(_) => {}
-                            None => self.after_cr = true,
-                        }
-                    }
-                    self.end_line(&mut on_event);
+            let Some(i) = memchr::memchr2(b'\n', b'\r', rest) else {
+                self.push_line_bytes(rest);
+                break;
+            };
+            let line = &rest[..i];
+            let ending_cr = rest[i] == b'\r';
+            rest = &rest[i + 1..];
+            if ending_cr {
+                match rest.first() {
+                    Some(b'\n') => rest = &rest[1..],
+                    Some(_) => {}
+                    None => self.after_cr = true,
                 }
             }
+            if self.line.is_empty() && !self.line_overflow {
+                self.end_line(Line::InChunk(line), &mut pending, &mut on_event);
+            } else {
+                self.push_line_bytes(line);
+                self.end_line(Line::Kept, &mut pending, &mut on_event);
+            }
+        }
+        // The event goes on in the next chunk: keep its data.
+        if let Some(data) = pending {
+            self.data.extend_from_slice(data);
         }
     }
 
@@ -87,12 +100,28 @@ impl SseScanner {
         self.line.extend_from_slice(bytes);
     }
 
-    fn end_line(&mut self, on_event: &mut impl FnMut(&[u8])) {
-        if self.line.is_empty() && !self.line_overflow {
+    /// Ends a line: `line` is where its bytes are. `pending` is the event's data while it is
+    /// still a slice of the chunk being fed (see [`SseScanner::feed`]).
+    fn end_line<'c>(
+        &mut self,
+        line: Line<'c>,
+        pending: &mut Option<&'c [u8]>,
+        on_event: &mut impl FnMut(&[u8]),
+    ) {
+        let overflow = match line {
+            Line::InChunk(bytes) => bytes.len() > MAX_EVENT_DATA + 8,
+            Line::Kept => self.line_overflow,
+        };
+        let empty = match line {
+            Line::InChunk(bytes) => bytes.is_empty(),
+            Line::Kept => self.line.is_empty(),
+        };
+        if empty && !overflow {
             // A blank line dispatches the event in progress.
             if self.has_data && !self.data_overflow {
-                on_event(&self.data);
+                on_event(pending.take().unwrap_or(&self.data));
             }
+            *pending = None;
             self.data.clear();
             self.has_data = false;
             self.data_overflow = false;
@@ -100,25 +129,65 @@ impl SseScanner {
             return;
         }
         self.in_event = true;
-        if self.line_overflow {
+        if overflow {
             // Only a data line can usefully be this long; either way its event is lost to us.
             self.data_overflow = true;
             self.line_overflow = false;
+            self.line.clear();
             return;
         }
-        if let Some(value) = field_value(&self.line, b"data") {
-            if self.has_data {
-                self.data.push(b'\n');
+        match line {
+            Line::InChunk(bytes) => {
+                let Some(value) = field_value(bytes, b"data") else {
+                    return;
+                };
+                if self.has_data {
+                    self.push_data(value, pending);
+                } else if value.len() > MAX_EVENT_DATA {
+                    self.has_data = true;
+                    self.data_overflow = true;
+                } else {
+                    // The event's first data line: read where it is if the event ends in this
+                    // chunk too.
+                    self.has_data = true;
+                    *pending = Some(value);
+                }
             }
-            self.has_data = true;
-            if self.data.len() + value.len() > MAX_EVENT_DATA {
-                self.data_overflow = true;
-            } else {
-                self.data.extend_from_slice(value);
+            Line::Kept => {
+                let kept = std::mem::take(&mut self.line);
+                if let Some(value) = field_value(&kept, b"data") {
+                    self.push_data(value, pending);
+                }
+                self.line = kept;
+                self.line.clear();
             }
         }
-        self.line.clear();
     }
+
+    /// Appends a data line's `value` to the event's data, after what `pending` holds of it.
+    fn push_data(&mut self, value: &[u8], pending: &mut Option<&[u8]>) {
+        if let Some(first) = pending.take() {
+            self.data.extend_from_slice(first);
+        }
+        if self.has_data {
+            self.data.push(b'\n');
+        }
+        self.has_data = true;
+        if self.data.len() + value.len() > MAX_EVENT_DATA {
+            self.data_overflow = true;
+        } else {
+            self.data.extend_from_slice(value);
+        }
+    }
+}
+
+/// Where the bytes of a line that has just ended are.
+#[derive(Clone, Copy)]
+enum Line<'c> {
+    /// Whole in the chunk being fed.
+    InChunk(&'c [u8]),
+    /// Begun in an earlier chunk: in [`SseScanner::line`].
+    Kept,
 }
 
 /// The value of `line` if it is the field `name` (`name:value`, one leading space dropped).
@@ -174,6 +243,23 @@ mod tests {
         s.feed(b"\n\n", |d| out.push(d.to_vec()));
         assert!(s.at_event_boundary());
         assert_eq!(out.last().unwrap(), b"partial");
+    }
+
+    #[test]
+    fn whole_events_in_a_chunk_are_read_in_place_and_nothing_is_kept() {
+        let mut s = SseScanner::new();
+        let mut out = Vec::new();
+        for _ in 0..3 {
+            s.feed(SAMPLE, |d| out.push(d.to_vec()));
+        }
+        assert_eq!(out.len(), 9);
+        // A held stream costs no buffer while its chunks are whole events.
+        assert_eq!((s.line.capacity(), s.data.capacity()), (0, 0));
+        // Only what continues into the next chunk is kept.
+        s.feed(b"data: {\"a\":1}\n", |d| out.push(d.to_vec()));
+        assert_eq!(s.data, b"{\"a\":1}");
+        s.feed(b"\n", |d| out.push(d.to_vec()));
+        assert_eq!(out.last().unwrap(), b"{\"a\":1}");
     }
 
     #[test]
