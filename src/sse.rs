@@ -108,13 +108,9 @@ impl SseScanner {
         pending: &mut Option<&'c [u8]>,
         on_event: &mut impl FnMut(&[u8]),
     ) {
-        let overflow = match line {
-            Line::InChunk(bytes) => bytes.len() > MAX_EVENT_DATA + 8,
-            Line::Kept => self.line_overflow,
-        };
-        let empty = match line {
-            Line::InChunk(bytes) => bytes.is_empty(),
-            Line::Kept => self.line.is_empty(),
+        let (empty, overflow) = match line {
+            Line::InChunk(bytes) => (bytes.is_empty(), bytes.len() > MAX_EVENT_DATA + 8),
+            Line::Kept => (self.line.is_empty(), self.line_overflow),
         };
         if empty && !overflow {
             // A blank line dispatches the event in progress.
