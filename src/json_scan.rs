@@ -54,13 +54,9 @@ pub fn object<'a>(
         return whole(i + 1);
     }
     loop {
-        let key_end = string_end(b, i).ok_or(Invalid)?;
+        let (key_end, value_start) = key_and_colon(b, i).ok_or(Invalid)?;
         let key = text.get(i..key_end).and_then(string_text).ok_or(Invalid)?;
-        i = skip_ws(b, key_end);
-        if b.get(i) != Some(&b':') {
-            return Err(Invalid);
-        }
-        i = skip_ws(b, i + 1);
+        i = value_start;
         // The object itself is one level.
         let value_end = value_end(b, i, MAX_DEPTH - 1)?;
         let value = text.get(i..value_end).ok_or(Invalid)?;
@@ -110,7 +106,7 @@ fn value_end(b: &[u8], start: usize, max_depth: usize) -> Result<usize, Refused>
                 if b.get(i) != Some(&close) {
                     // The first member or element.
                     if object {
-                        i = key_and_colon(b, i).ok_or(Invalid)?;
+                        i = key_and_colon(b, i).ok_or(Invalid)?.1;
                     }
                     continue;
                 }
@@ -134,7 +130,7 @@ fn value_end(b: &[u8], start: usize, max_depth: usize) -> Result<usize, Refused>
                 (b',', _) => {
                     i = skip_ws(b, i + 1);
                     if object {
-                        i = key_and_colon(b, i).ok_or(Invalid)?;
+                        i = key_and_colon(b, i).ok_or(Invalid)?.1;
                     }
                     break;
                 }
@@ -148,10 +144,11 @@ fn value_end(b: &[u8], start: usize, max_depth: usize) -> Result<usize, Refused>
     }
 }
 
-/// Past an object key and its colon, to where the value starts.
-fn key_and_colon(b: &[u8], i: usize) -> Option<usize> {
-    let i = skip_ws(b, string_end(b, i)?);
-    (b.get(i) == Some(&b':')).then(|| skip_ws(b, i + 1))
+/// An object key at `i` and its colon: where the key ends, and where the value starts.
+fn key_and_colon(b: &[u8], i: usize) -> Option<(usize, usize)> {
+    let key_end = string_end(b, i)?;
+    let colon = skip_ws(b, key_end);
+    (b.get(colon) == Some(&b':')).then(|| (key_end, skip_ws(b, colon + 1)))
 }
 
 /// Past JSON whitespace (space, tab, line feed, carriage return), as serde_json counts it.
