@@ -9,7 +9,12 @@ use crate::error::GatewayError;
 /// A top-level field as a JSON tree (small fields only: never `messages`). `null` reads as
 /// absent: OpenRouter's optional fields are all nullable.
 pub(crate) fn read(req: &ChatRequest<'_>, key: &str) -> Result<Option<Value>, GatewayError> {
-    let Some(raw) = req.get(key) else {
+    parse(key, req.get(key))
+}
+
+/// [`read`] of a value already looked up: `raw` is the field `key`'s raw JSON, if present.
+pub(crate) fn parse(key: &str, raw: Option<&str>) -> Result<Option<Value>, GatewayError> {
+    let Some(raw) = raw else {
         return Ok(None);
     };
     // Valid JSON can still fail here (a number out of range, nesting too deep): the client's

@@ -171,38 +171,20 @@ impl CompiledPolicy {
         if self.provider.is_empty() {
             return Ok(applied);
         }
-        let recalled = if explain {
-            None
-        } else {
-            self.merges.recall(req.get("provider"), tier_endpoints)
-        };
+        // The client's `provider` as sent: the memo's key, and what a fresh merge reads.
+        let sent = req.get("provider");
+        let recalled = (!explain)
+            .then(|| self.merges.recall(sent, tier_endpoints))
+            .flatten();
         let merge = match recalled {
             Some(merge) => {
                 actions.extend(merge.actions.iter().cloned());
                 merge
             }
             None => {
-                let client = match fields::read(req, "provider")? {
-                    None => None,
-                    Some(Value::Object(provider)) => Some(provider),
-                    Some(other) => return Err(fields::wrong_type("provider", "an object", &other)),
-                };
-                let first_action = actions.len();
-                let merged =
-                    provider::merge_into(client, &self.provider, tier_endpoints, explain, actions)?;
-                let provider = merged
-                    .provider
-                    .map(|provider| ChatRequest::encode("provider", &Value::Object(provider)))
-                    .transpose()?;
-                let merge = Merge {
-                    provider,
-                    only: merged.only.into(),
-                    ignore: merged.ignore.into(),
-                    actions: actions[first_action..].into(),
-                };
+                let merge = self.merge_provider(sent, tier_endpoints, explain, actions)?;
                 if !explain {
-                    self.merges
-                        .remember(req.get("provider"), tier_endpoints, &merge);
+                    self.merges.remember(sent, tier_endpoints, &merge);
                 }
                 merge
             }
@@ -213,5 +195,34 @@ impl CompiledPolicy {
         applied.only = merge.only;
         applied.ignore = merge.ignore;
         Ok(applied)
+    }
+
+    /// The org's provider rules merged into the client's `provider` (`sent`, raw), the result
+    /// written as JSON once, ready to be remembered and set.
+    fn merge_provider(
+        &self,
+        sent: Option<&str>,
+        tier_endpoints: bool,
+        explain: bool,
+        actions: &mut Vec<Action>,
+    ) -> Result<Merge, GatewayError> {
+        let client = match fields::parse("provider", sent)? {
+            None => None,
+            Some(Value::Object(provider)) => Some(provider),
+            Some(other) => return Err(fields::wrong_type("provider", "an object", &other)),
+        };
+        let first_action = actions.len();
+        let merged =
+            provider::merge_into(client, &self.provider, tier_endpoints, explain, actions)?;
+        let provider = merged
+            .provider
+            .map(|provider| ChatRequest::encode("provider", &Value::Object(provider)))
+            .transpose()?;
+        Ok(Merge {
+            provider,
+            only: merged.only.into(),
+            ignore: merged.ignore.into(),
+            actions: actions[first_action..].into(),
+        })
     }
 }
