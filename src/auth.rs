@@ -66,8 +66,7 @@ pub struct Admitted {
     pub account: Option<UsageAccount>,
 }
 
-/// The identity used for requests without a client key.
-pub const ANONYMOUS: &str = "anonymous";
+pub use crate::config::ANONYMOUS;
 
 /// An authenticated caller, as every later layer sees it.
 #[derive(Debug)]

@@ -23,7 +23,7 @@ use tracing::instrument::Instrumented;
 use tracing::Instrument;
 use tracing_subscriber::EnvFilter;
 
-use crate::auth::ANONYMOUS;
+use crate::config::ANONYMOUS;
 use crate::error::{ErrorDetail, ErrorKind};
 use crate::metrics::{GaugeGuard, Metrics};
 

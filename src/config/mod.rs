@@ -21,6 +21,10 @@ pub use load::{load, parse_toml, ConfigSource, Problem, Problems};
 pub use units::{Duration, Size};
 pub use validate::{parse_key_hash, validate, QUANTIZATIONS};
 
+/// The key id of requests made without a client key (where `auth` allows them): what logs,
+/// metrics and limits call such a caller.
+pub const ANONYMOUS: &str = "anonymous";
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]

@@ -130,7 +130,7 @@ impl<C: LimitClock> MemoryBackend<C> {
             KeyLimits::defaults(&config.limits),
             &clock,
             before,
-            spending_for(crate::auth::ANONYMOUS, before),
+            spending_for(crate::config::ANONYMOUS, before),
             keeps_spending,
         );
         let per_second = config.limits.global_requests_per_second;
@@ -219,7 +219,7 @@ impl<C: LimitClock> LimitBackend for MemoryBackend<C> {
             .map(|(id, state)| (id.as_ref(), state.spending.as_ref()));
         store::save(
             path,
-            keys.chain([(crate::auth::ANONYMOUS, self.anonymous.spending.as_ref())]),
+            keys.chain([(crate::config::ANONYMOUS, self.anonymous.spending.as_ref())]),
         )
     }
 }

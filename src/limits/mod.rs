@@ -36,7 +36,7 @@ use std::sync::Arc;
 use crate::config::{Config, LimitsBackend};
 use crate::metrics::Metrics;
 
-pub use crate::auth::ANONYMOUS;
+pub use crate::config::ANONYMOUS;
 pub use admission::{Admission, LimitKind, Permit, Refusal};
 pub use backend::{CheckFuture, LimitBackend};
 pub use headers::{format_reset, LimitStatus, RateLimitHeaders};

@@ -467,7 +467,7 @@ impl RedisBackend {
             })
             .collect();
         let anonymous = KeyEntry::new(
-            crate::auth::ANONYMOUS,
+            crate::config::ANONYMOUS,
             KeyLimits::defaults(&config.limits),
             &shared,
         );
