@@ -10,7 +10,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use orgate::chat_request::ChatRequest;
 use orgate::config::parse_toml;
 use orgate::policy::CompiledPolicy;
-use orgate::proxy::OutgoingBody;
+use orgate::upstream::OutgoingBody;
 use serde_json::json;
 
 const POLICY: &str = r#"

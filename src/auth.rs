@@ -1,72 +1,20 @@
-//! Who is calling: client key extraction, hashed lookup, constant-time confirmation.
+//! Who is calling: client key extraction and hashed lookup.
 //!
-//! Keys are stored only as SHA-256 digests. A request's key is hashed and looked up by digest;
-//! the map compares digests, never keys, so its timing says nothing useful about a key (finding
-//! a key from a digest prefix is a preimage attack), and the match is then confirmed with a
-//! constant-time comparison.
+//! Keys are stored only as SHA-256 digests, and a request's key is hashed and looked up by its
+//! digest. The key itself is never compared with anything, so no comparison can leak it: the
+//! map's comparisons are of digests, and the most their timing could tell is how far the
+//! digest of a key the caller chose matches a stored digest. Learning a whole stored digest
+//! that way gets a caller no closer to a key that hashes to it (that is a preimage attack on
+//! SHA-256), so a second, constant-time comparison of the same digests would add nothing.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::response::IntoResponse;
 use http::{header, HeaderMap, HeaderValue};
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use crate::error::GatewayError;
-use crate::limits::UsageAccount;
-use crate::metrics::Metrics;
 use crate::policy::CompiledPolicy;
-use crate::state::{AppState, Snapshot};
-use crate::telemetry::RequestFacts;
-
-/// The API layer: identifies the caller (401 otherwise), checks its limits (429), and hands the
-/// handler an [`Admitted`]: the [`Client`], the config [`Snapshot`] this request uses
-/// throughout (loaded once here), and the account its usage is charged to. Auth and limits are
-/// one layer so that a request pays for one middleware and one extension, not several.
-pub async fn admit(
-    axum::extract::State(state): axum::extract::State<AppState>,
-    mut request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Result<axum::response::Response, axum::response::Response> {
-    if !state.is_ready() {
-        return Err(GatewayError::ShuttingDown.into_response());
-    }
-    let snapshot = state.snapshot();
-    let client = snapshot
-        .keys
-        .authenticate(request.headers())
-        .map_err(IntoResponse::into_response)?;
-    let facts = request.extensions().get::<Arc<RequestFacts>>().cloned();
-    if let Some(facts) = &facts {
-        facts.set_key_id(client.id.clone());
-        facts.hold_inflight(state.metrics().inflight(&client.id));
-    }
-    let metrics = state.metrics();
-    let (limit_headers, account) =
-        crate::limits::check_request(&snapshot, &client, metrics, facts.as_deref()).await?;
-    request.extensions_mut().insert(Admitted {
-        metrics: metrics.clone(),
-        client,
-        snapshot,
-        account,
-    });
-    let mut response = next.run(request).await;
-    limit_headers.write_to(response.headers_mut());
-    Ok(response)
-}
-
-/// What [`admit`] hands the handler of an admitted request, as one request extension.
-#[derive(Debug, Clone)]
-pub struct Admitted {
-    pub metrics: Arc<Metrics>,
-    pub client: Arc<Client>,
-    pub snapshot: Arc<Snapshot>,
-    /// Where the response's usage is charged, when the key has a token limit or a budget.
-    pub account: Option<UsageAccount>,
-}
-
-pub use crate::config::ANONYMOUS;
 
 /// An authenticated caller, as every later layer sees it.
 #[derive(Debug)]
@@ -82,7 +30,7 @@ pub struct Client {
 /// The configured client keys, by digest.
 #[derive(Debug, Default)]
 pub struct KeyStore {
-    by_digest: HashMap<[u8; 32], (Arc<Client>, [u8; 32])>,
+    by_digest: HashMap<[u8; 32], Arc<Client>>,
     /// Who a request without credentials is, when that is allowed.
     anonymous: Option<Arc<Client>>,
     /// No keys configured: every request is anonymous, whatever it sends.
@@ -93,10 +41,7 @@ impl KeyStore {
     pub fn new(keys: Vec<([u8; 32], Arc<Client>)>, anonymous: Option<Arc<Client>>) -> Self {
         let open = keys.is_empty();
         Self {
-            by_digest: keys
-                .into_iter()
-                .map(|(digest, client)| (digest, (client, digest)))
-                .collect(),
+            by_digest: keys.into_iter().collect(),
             anonymous,
             open,
         }
@@ -110,11 +55,10 @@ impl KeyStore {
         let Some(key) = presented_key(headers) else {
             return self.anonymous.clone().ok_or(GatewayError::MissingKey);
         };
-        let digest = hash_key(key);
-        match self.by_digest.get(&digest) {
-            Some((client, stored)) if bool::from(stored.ct_eq(&digest)) => Ok(client.clone()),
-            _ => Err(GatewayError::UnknownKey),
-        }
+        self.by_digest
+            .get(&hash_key(key))
+            .cloned()
+            .ok_or(GatewayError::UnknownKey)
     }
 }
 
@@ -155,6 +99,7 @@ pub fn generate_key(prefix: &str) -> Result<String, getrandom::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ANONYMOUS;
 
     fn client(id: &str) -> Arc<Client> {
         Arc::new(Client {

@@ -35,6 +35,7 @@ pub mod chat_request;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod gate;
 pub mod json_scan;
 pub mod limits;
 pub mod memory;
@@ -49,6 +50,7 @@ pub mod sse;
 pub mod state;
 pub mod stream;
 pub mod telemetry;
+pub mod upstream;
 pub mod usage;
 pub mod workers;
 

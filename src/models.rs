@@ -1,37 +1,39 @@
 //! Learning the upstream's model ids, so metric labels name real models and nothing else.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::metrics::Metrics;
-use crate::state::Snapshot;
+use crate::state::{AppState, Snapshot};
 
-/// The `User-Agent` of requests orgate makes on its own behalf.
-pub const USER_AGENT: &str = concat!("orgate/", env!("CARGO_PKG_VERSION"));
+/// How often the list is fetched again once it has been learnt.
+const REFRESH: Duration = Duration::from_secs(3600);
 
-/// Fetches `GET /models` once at start-up (retrying for a while: the upstream may not be
-/// reachable yet) and then hourly, and teaches `metrics` the ids it lists.
-pub async fn learn_upstream_models(snapshot: Arc<Snapshot>, metrics: Arc<Metrics>) {
+/// Fetches `GET /models` at start-up (retrying with a growing pause: the upstream may not be
+/// reachable yet), then hourly and after every reload (which may point at another upstream),
+/// each time from the snapshot current then, and teaches the metrics the ids it lists.
+pub async fn learn_upstream_models(state: AppState) {
     let mut delay = Duration::from_secs(1);
     loop {
-        match fetch_model_ids(&snapshot, &metrics).await {
+        match fetch_model_ids(&state.snapshot(), &state).await {
             Ok(ids) => {
                 tracing::debug!(count = ids.len(), "learnt the upstream's model ids");
-                metrics.learn_models(ids);
-                delay = Duration::from_secs(3600);
+                state.metrics().learn_models(ids);
+                delay = REFRESH;
             }
             Err(why) => {
                 tracing::debug!(%why, "could not list the upstream's models");
                 delay = (delay * 2).min(Duration::from_secs(300));
             }
         }
-        tokio::time::sleep(delay).await;
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = state.reloaded() => delay = Duration::from_secs(1),
+        }
     }
 }
 
-async fn fetch_model_ids(snapshot: &Snapshot, metrics: &Metrics) -> Result<Vec<String>, String> {
+async fn fetch_model_ids(snapshot: &Snapshot, state: &AppState) -> Result<Vec<String>, String> {
     #[derive(Deserialize)]
     struct Models {
         data: Vec<Model>,
@@ -42,7 +44,7 @@ async fn fetch_model_ids(snapshot: &Snapshot, metrics: &Metrics) -> Result<Vec<S
     }
     let upstream = &snapshot.upstream;
     let answer = upstream
-        .send(metrics, || {
+        .send(state.metrics(), || {
             upstream.own_get("/models", None, &snapshot.default_upstream_auth)
         })
         .await

@@ -3,7 +3,6 @@
 use std::future::Future;
 use std::time::Duration;
 
-use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::Router;
@@ -21,7 +20,7 @@ use crate::config::{Config, ServerConfig};
 use crate::error::GatewayError;
 use crate::state::{AppState, Snapshot, StartupError};
 use crate::workers::Workers;
-use crate::{auth, proxy, telemetry};
+use crate::{proxy, telemetry};
 
 /// Read buffer per connection; a request head larger than this gets 431.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -74,14 +73,12 @@ pub async fn serve_with_reloads(
     let grace = snapshot.config.server.shutdown_grace.get();
     let http = connection_builder(&snapshot.config.server);
     let io_threads = snapshot.config.server.io_threads();
-    let state = AppState::new(snapshot, metrics);
-    let snapshot = state.snapshot();
-    state.metrics().learn_models(snapshot.configured_models());
     let keeps_state = !snapshot.config.limits.state_dir.is_empty();
-    tokio::spawn(crate::models::learn_upstream_models(
-        snapshot,
-        state.metrics().clone(),
-    ));
+    let state = AppState::new(snapshot, metrics);
+    state
+        .metrics()
+        .learn_models(state.snapshot().configured_models());
+    tokio::spawn(crate::models::learn_upstream_models(state.clone()));
     let app = app(state.clone());
     let persisting =
         keeps_state.then(|| tokio::spawn(persist_every(state.clone(), Duration::from_secs(2))));
@@ -246,27 +243,23 @@ pub fn app(
 }
 
 /// The routes:
-/// - on API routes only, one layer: auth (401), which loads the config snapshot and the
-///   caller once, then limits (429): rate, tokens, concurrency; the permit is held until the
-///   body ends;
-/// - handlers: chat (parse once, forward, stream) and the generic pass-through;
+/// - the doors, under `/api/v1` and `/v1`: chat, and the pass-through for every other path.
+///   Each runs the one pipeline ([`proxy`]), which admits the request first (401, 429) and
+///   gives it the context that holds its concurrency slot until its body ends;
 /// - health, readiness and metrics.
 ///
 /// Unmatched paths and methods get 404/405 in the same error shape. Served by [`app`], which
-/// adds request ids, the access log and panic safety around it.
+/// adds request ids, the access log and panic safety around it; the limits hold without them.
 pub fn router(state: AppState) -> Router {
-    let api = Router::new()
+    Router::new()
         .route("/api/v1/chat/completions", post(proxy::chat))
         .route("/v1/chat/completions", post(proxy::chat))
         .route("/api/v1/{*rest}", any(proxy::passthrough))
         .route("/v1/{*rest}", any(proxy::passthrough))
-        .route_layer(from_fn_with_state(state.clone(), auth::admit));
-    Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state)
-        .merge(api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
 }

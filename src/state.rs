@@ -8,13 +8,14 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use http::HeaderValue;
+use tokio::sync::Notify;
 
-use crate::auth::{Client, KeyStore, ANONYMOUS};
-use crate::config::{parse_key_hash, Config};
+use crate::auth::{Client, KeyStore};
+use crate::config::{parse_key_hash, Config, ANONYMOUS};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::policy::CompiledPolicy;
-use crate::proxy::Upstream;
+use crate::upstream::Upstream;
 
 /// Why the gateway cannot start with this config.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +37,8 @@ struct Shared {
     metrics: Arc<Metrics>,
     /// Cleared when shutdown starts: `/readyz` answers 503 from then on.
     ready: AtomicBool,
+    /// Told of every snapshot swapped in, for the background work that reads the config.
+    reloaded: Notify,
 }
 
 impl AppState {
@@ -45,6 +48,7 @@ impl AppState {
             snapshot: ArcSwap::from_pointee(snapshot),
             metrics,
             ready: AtomicBool::new(true),
+            reloaded: Notify::new(),
         }))
     }
 
@@ -56,6 +60,13 @@ impl AppState {
     /// Swaps in a new snapshot for new requests.
     pub fn replace(&self, snapshot: Snapshot) {
         self.0.snapshot.store(Arc::new(snapshot));
+        self.0.reloaded.notify_one();
+    }
+
+    /// Completes at the next [`replace`](Self::replace), or at once if one happened since the
+    /// last call. For one waiter: a second would miss reloads the first took.
+    pub async fn reloaded(&self) {
+        self.0.reloaded.notified().await;
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {

@@ -1,8 +1,10 @@
 //! The response body on its way back: the upstream's bytes, passed on as they come.
 //!
 //! [`UpstreamBody`] hands each upstream frame to hyper the moment it arrives and only peeks at
-//! it: for an event stream, an [`SseScanner`] notes the generation id, `[DONE]`, in-band errors
-//! and (later) usage, without holding anything back. It also owns the stream's ending: if the
+//! it: for an event stream, an [`SseScanner`] notes the generation id, the model and provider,
+//! usage, `[DONE]` and in-band errors; for a JSON answer, a side copy is read for its usage at
+//! the end. What it sees goes to a [`BodyListener`]: this module charges nothing and imports
+//! neither the pipeline nor the policy. It also owns the stream's ending: if the
 //! upstream goes quiet for `idle_timeout`, breaks, or closes without `[DONE]`, the client gets
 //! one final `data:` event with an `error` object and `finish_reason: "error"` (OpenRouter's own
 //! mid-stream error shape), then the end. Dropping the body (the client went away) drops the
@@ -10,7 +12,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -20,12 +22,7 @@ use memchr::memmem::Finder;
 use serde::Deserialize;
 use tokio::time::{Instant, Sleep};
 
-use crate::limits::UsageAccount;
-use crate::metrics::{GaugeGuard, Metrics, TokenCounts};
-use crate::policy::Applied;
-use crate::proxy::Settlement;
 use crate::sse::SseScanner;
-use crate::state::Snapshot;
 use crate::usage::{ResponseSummary, Usage};
 
 /// Non-streaming bodies are copied aside up to this size to read their `usage` at the end.
@@ -112,141 +109,21 @@ fn observe_event(facts: &mut StreamFacts, data: &[u8]) {
     }
 }
 
-/// Who hears what the body learns and how it ends: metrics now, limits and policy checks later.
-#[derive(Debug)]
-pub struct ResponseObserver {
-    pub metrics: Arc<Metrics>,
-    pub key: Arc<str>,
-    /// The model the client asked for (after policy rewrites), for reports the stream names none.
-    pub requested_model: Option<String>,
-    /// Counts this event stream in flight until the body is gone.
-    stream_gauge: Option<GaugeGuard>,
-    usage_reported: bool,
-    /// Present for billable chat responses: who pays, and how to settle without usage.
-    billing: Option<Billing>,
-    /// Present when the policy bound `provider.only` / `ignore`: the provider that served the
-    /// response is checked against them once it is known.
-    provider_check: Option<Applied>,
-}
-
-/// Accounting for a chat response.
-#[derive(Debug)]
-pub struct Billing {
-    /// Charged with the tokens and cost the response reports (where a limit or budget applies).
-    pub account: Option<UsageAccount>,
-    pub snapshot: Arc<Snapshot>,
-    pub upstream_auth: http::HeaderValue,
-    /// From `X-Generation-Id`, for the lookup when the body never says.
-    pub generation_id: Option<String>,
-    /// The request's share of the estimate: its size in tokens, roughly.
-    pub prompt_estimate: u64,
-}
-
-impl ResponseObserver {
-    pub fn new(metrics: Arc<Metrics>, key: Arc<str>, requested_model: Option<String>) -> Self {
-        Self {
-            metrics,
-            key,
-            requested_model,
-            stream_gauge: None,
-            usage_reported: false,
-            billing: None,
-            provider_check: None,
-        }
-    }
-
-    pub fn with_provider_check(mut self, applied: Applied) -> Self {
-        if !applied.only.is_empty() || !applied.ignore.is_empty() {
-            self.provider_check = Some(applied);
-        }
-        self
-    }
-
-    /// Trust, but verify: warns and counts when the provider OpenRouter reports is one the
-    /// request's policy excluded.
-    fn verify_provider(&mut self, provider: &str) {
-        let Some(applied) = self.provider_check.take() else {
-            return;
-        };
-        if !applied.provider_allowed(provider) {
-            tracing::warn!(
-                key = %self.key,
-                provider,
-                only = ?applied.only,
-                ignore = ?applied.ignore,
-                "the upstream served the request with a provider the policy excludes"
-            );
-            self.metrics.provider_violation(&self.key, provider);
-        }
-    }
-
-    pub fn with_billing(mut self, billing: Billing) -> Self {
-        self.billing = Some(billing);
-        self
-    }
-
-    /// Only a successful answer is billed; it may name its generation in a header.
-    pub fn answered(&mut self, status: http::StatusCode, headers: &http::HeaderMap) {
-        if !status.is_success() {
-            self.billing = None;
-        } else if let Some(billing) = &mut self.billing {
-            billing.generation_id = headers
-                .get("x-generation-id")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-        }
-    }
-
-    fn on_usage(&mut self, usage: &Usage, model: Option<&str>) {
-        if std::mem::replace(&mut self.usage_reported, true) {
-            return;
-        }
-        let counts = TokenCounts {
-            prompt: usage.prompt_tokens.unwrap_or(0),
-            completion: usage.completion_tokens.unwrap_or(0),
-            reasoning: usage.reasoning_tokens.unwrap_or(0),
-            cached: usage.cached_tokens.unwrap_or(0),
-            cost_usd: usage.cost.unwrap_or(0.0),
-        };
-        let model = model.or(self.requested_model.as_deref());
-        self.metrics.usage(&self.key, model, &counts);
-        if let Some(account) = self.billing.as_ref().and_then(|b| b.account.as_ref()) {
-            account.charge(usage.tokens(), usage.cost.unwrap_or(0.0));
-        }
-    }
-
-    /// The body is gone without usage: settle in the background what it must have cost.
-    fn settle_without_usage(&mut self, facts: Option<&StreamFacts>) {
-        if self.usage_reported {
-            return;
-        }
-        let Some(billing) = self.billing.take() else {
-            return;
-        };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let settlement = Settlement {
-            upstream_auth: billing.upstream_auth,
-            metrics: self.metrics.clone(),
-            key: self.key.clone(),
-            model: facts
-                .and_then(|f| f.model.clone())
-                .or_else(|| self.requested_model.clone()),
-            account: billing.account,
-            generation_id: facts
-                .and_then(|f| f.generation_id.clone())
-                .or(billing.generation_id),
-            estimate: billing.prompt_estimate + facts.map_or(0, |f| f.events),
-            snapshot: billing.snapshot,
-        };
-        runtime.spawn(settlement.run());
-    }
-
-    /// `kind` as in `orgate_upstream_errors_total`.
-    fn on_upstream_failure(&self, kind: &'static str) {
-        self.metrics.upstream_error(kind);
-    }
+/// Who hears what a response body shows as it passes. The body only peeks and reports; what it
+/// means (charges, metrics, the provider check, a settlement) is the listener's business.
+pub trait BodyListener: Send + Unpin + 'static {
+    /// The response reported what it used; `model` is the model the response names, if any.
+    fn usage(&mut self, usage: &Usage, model: Option<&str>);
+    /// The provider that served the response, as the upstream reports it (once per body).
+    fn provider(&mut self, provider: &str);
+    /// The body broke off: `kind` is `reset` or `timeout` (`orgate_upstream_errors_total`).
+    fn failed(&mut self, kind: &'static str);
+    /// The body is gone (ended, broken off, or dropped by a client that left), with what an
+    /// event stream showed of itself. Called once.
+    fn gone(&mut self, stream: Option<&StreamFacts>);
+    /// The model the request asked for, named in the final error event of a stream that broke
+    /// before naming its own.
+    fn requested_model(&self) -> Option<&str>;
 }
 
 /// A side copy of a JSON body, to read its usage once it is complete.
@@ -274,22 +151,34 @@ enum Phase {
     Done,
 }
 
-/// The upstream's body, wrapped.
-pub struct UpstreamBody {
-    inner: reqwest::Body,
+/// The upstream's body, wrapped: `B` is the upstream client's body, `L` hears what passes.
+pub struct UpstreamBody<B, L>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::error::Error + 'static,
+    L: BodyListener,
+{
+    inner: B,
     phase: Phase,
     /// Present for `text/event-stream` responses only.
     sse: Option<SseWatch>,
-    /// Present for JSON responses the observer wants usage from.
+    /// Present for JSON responses whose usage is read.
     json: Option<JsonCopy>,
-    observer: ResponseObserver,
+    listener: L,
+    /// The provider has been reported (an event stream names it in every event).
+    provider_reported: bool,
     idle_timeout: Duration,
     last_activity: Instant,
     /// Fires at `last_activity + idle_timeout` or earlier; re-armed lazily, not per chunk.
     idle_timer: Pin<Box<Sleep>>,
 }
 
-impl std::fmt::Debug for UpstreamBody {
+impl<B, L> std::fmt::Debug for UpstreamBody<B, L>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::error::Error + 'static,
+    L: BodyListener,
+{
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UpstreamBody")
             .field("sse", &self.sse.is_some())
@@ -297,27 +186,41 @@ impl std::fmt::Debug for UpstreamBody {
     }
 }
 
-impl UpstreamBody {
+impl<B, L> UpstreamBody<B, L>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::error::Error + 'static,
+    L: BodyListener,
+{
     /// `kind` decides what is watched: an event stream's events, or a JSON body's usage.
-    pub fn new(
-        inner: reqwest::Body,
-        kind: BodyKind,
-        idle_timeout: Duration,
-        mut observer: ResponseObserver,
-    ) -> Self {
+    pub fn new(inner: B, kind: BodyKind, idle_timeout: Duration, listener: L) -> Self {
         let now = Instant::now();
-        if kind == BodyKind::EventStream {
-            observer.stream_gauge = Some(observer.metrics.stream(&observer.key));
-        }
         Self {
             inner,
             phase: Phase::Streaming,
             sse: (kind == BodyKind::EventStream).then(SseWatch::default),
             json: (kind == BodyKind::Json).then(JsonCopy::default),
-            observer,
+            listener,
+            provider_reported: false,
             idle_timeout,
             last_activity: now,
             idle_timer: Box::pin(tokio::time::sleep_until(now + idle_timeout)),
+        }
+    }
+
+    /// Looks at a chunk on its way past.
+    fn peek(&mut self, data: &[u8]) {
+        if let Some(watch) = &mut self.sse {
+            watch.feed(data);
+            if let Some(usage) = watch.facts.usage.take() {
+                self.listener.usage(&usage, watch.facts.model.as_deref());
+            }
+            if let (false, Some(provider)) = (self.provider_reported, &watch.facts.provider) {
+                self.provider_reported = true;
+                self.listener.provider(provider);
+            }
+        } else if let Some(copy) = &mut self.json {
+            copy.push(data);
         }
     }
 
@@ -326,10 +229,10 @@ impl UpstreamBody {
         if let Some(copy) = self.json.take() {
             let summary = ResponseSummary::from_json(&copy.bytes);
             if let Some(usage) = &summary.usage {
-                self.observer.on_usage(usage, summary.model.as_deref());
+                self.listener.usage(usage, summary.model.as_deref());
             }
             if let Some(provider) = &summary.provider {
-                self.observer.verify_provider(provider);
+                self.listener.provider(provider);
             }
         }
     }
@@ -342,10 +245,10 @@ impl UpstreamBody {
         why: String,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         tracing::warn!(reason = %why, "upstream body ended abnormally");
-        self.observer.on_upstream_failure(kind);
+        self.listener.failed(kind);
         match &self.sse {
             Some(watch) => {
-                let event = error_event(watch, &why, self.observer.requested_model.as_deref());
+                let event = error_event(watch, &why, self.listener.requested_model());
                 self.phase = Phase::Tail(event);
                 Poll::Ready(self.take_tail())
             }
@@ -376,7 +279,12 @@ impl UpstreamBody {
     }
 }
 
-impl Body for UpstreamBody {
+impl<B, L> Body for UpstreamBody<B, L>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::error::Error + 'static,
+    L: BodyListener,
+{
     type Data = Bytes;
     type Error = BoxError;
 
@@ -394,17 +302,7 @@ impl Body for UpstreamBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.last_activity = Instant::now();
-                    if let Some(watch) = &mut this.sse {
-                        watch.feed(data);
-                        if let Some(usage) = watch.facts.usage.take() {
-                            this.observer.on_usage(&usage, watch.facts.model.as_deref());
-                        }
-                        if let Some(provider) = &watch.facts.provider {
-                            this.observer.verify_provider(provider);
-                        }
-                    } else if let Some(copy) = &mut this.json {
-                        copy.push(data);
-                    }
+                    this.peek(data);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -455,20 +353,25 @@ impl Body for UpstreamBody {
 pub enum BodyKind {
     /// `text/event-stream`: events are scanned as they pass.
     EventStream,
-    /// A chat completion's JSON: copied aside to read its usage at the end.
+    /// A JSON answer whose usage is wanted: copied aside to read it at the end.
     Json,
     /// Anything else: passed on, not looked at.
     Opaque,
 }
 
-impl Drop for UpstreamBody {
+impl<B, L> Drop for UpstreamBody<B, L>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::error::Error + 'static,
+    L: BodyListener,
+{
     fn drop(&mut self) {
         // hyper may drop a body of known length without polling it to its end.
         if self.inner.is_end_stream() {
             self.finish();
         }
         let facts = self.sse.as_ref().map(|w| &w.facts);
-        self.observer.settle_without_usage(facts);
+        self.listener.gone(facts);
     }
 }
 

@@ -7,8 +7,8 @@ use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
@@ -25,7 +25,8 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::ANONYMOUS;
 use crate::error::{ErrorDetail, ErrorKind};
-use crate::metrics::{GaugeGuard, Metrics};
+use crate::gate::{Door, RequestContext};
+use crate::metrics::Metrics;
 
 /// Sets up the global subscriber: filter from `ORGATE_LOG` (default `info`), format from
 /// `ORGATE_LOG_FORMAT` (`json`, or `pretty`, the default on a terminal). Logs go to stderr so
@@ -59,60 +60,6 @@ pub fn init(filter: Option<&str>, format: Option<&str>) -> Result<(), String> {
 static ANONYMOUS_ID: std::sync::LazyLock<Arc<str>> =
     std::sync::LazyLock::new(|| Arc::from(ANONYMOUS));
 
-/// What inner layers learn about a request, for its access-log line and metrics.
-#[derive(Debug)]
-pub struct RequestFacts {
-    started: Instant,
-    key_id: OnceLock<Arc<str>>,
-    model: OnceLock<String>,
-    stream: AtomicBool,
-    /// Counts the request in flight until its response body is done (this struct outlives the
-    /// request: the access record holds it until then).
-    inflight: OnceLock<GaugeGuard>,
-    /// The concurrency slot, released with this struct: when the body ends or the client goes.
-    permit: OnceLock<crate::limits::Permit>,
-}
-
-impl RequestFacts {
-    fn new(started: Instant) -> Self {
-        Self {
-            started,
-            key_id: OnceLock::new(),
-            model: OnceLock::new(),
-            stream: AtomicBool::new(false),
-            inflight: OnceLock::new(),
-            permit: OnceLock::new(),
-        }
-    }
-
-    /// Time since the request arrived.
-    pub fn elapsed(&self) -> std::time::Duration {
-        self.started.elapsed()
-    }
-
-    pub fn hold_inflight(&self, guard: GaugeGuard) {
-        let _ = self.inflight.set(guard);
-    }
-
-    pub fn hold_permit(&self, permit: crate::limits::Permit) {
-        let _ = self.permit.set(permit);
-    }
-
-    pub fn set_key_id(&self, id: Arc<str>) {
-        let _ = self.key_id.set(id);
-    }
-
-    pub fn set_model(&self, model: Option<&str>) {
-        if let Some(model) = model {
-            let _ = self.model.set(model.to_owned());
-        }
-    }
-
-    pub fn set_stream(&self, stream: bool) {
-        self.stream.store(stream, Ordering::Relaxed);
-    }
-}
-
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Request ids, the access log and the request metrics, as one layer around the router:
@@ -120,11 +67,13 @@ static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 ///   the upstream), and is copied onto every response that has none, errors included;
 /// - the request's span carries the id, for every log line of the request;
 /// - one access-log line, and the request counted, when the response body ends or the client
-///   goes.
+///   goes. What the line says of the request (key, model, door) it reads from the
+///   [`RequestContext`] the response carries; the log holds nothing the request needs.
 ///
 /// One hand-written layer with a concrete future rather than tower-http's two request-id
 /// layers and an axum `from_fn`: those box the future, clone the router into a boxed service
-/// and keep the id in request and response extensions, ~8 allocations per request.
+/// and keep the id in request and response extensions, allocations the request pays for
+/// (BENCHMARKS.md), and the access log would still need its own body wrapper.
 #[derive(Debug, Clone)]
 pub struct AccessLogLayer {
     metrics: Arc<Metrics>,
@@ -184,13 +133,10 @@ where
                 id
             }
         };
-        let facts = Arc::new(RequestFacts::new(started));
-        request.extensions_mut().insert(facts.clone());
         // Kept as they came (shared with the request, not copied): read only if the access log
         // is on.
         let method = request.method().clone();
         let uri = request.uri().clone();
-        let route = route_label(uri.path());
         let request_id = RequestId(request_id);
         let span = tracing::info_span!("request", id = %request_id);
         // The router's own work happens when its future is polled, but whatever it does on
@@ -203,8 +149,6 @@ where
                 request_id,
                 method,
                 uri,
-                route,
-                facts,
                 span,
                 metrics: self.metrics.clone(),
             }),
@@ -227,8 +171,6 @@ struct RequestRecord {
     request_id: RequestId,
     method: http::Method,
     uri: http::Uri,
-    route: &'static str,
-    facts: Arc<RequestFacts>,
     span: tracing::Span,
     metrics: Arc<Metrics>,
 }
@@ -254,6 +196,7 @@ where
         }
         let record = AccessRecord {
             request: open,
+            context: parts.extensions.remove::<Arc<RequestContext>>(),
             status: parts.status.as_u16(),
             error_kind: parts.extensions.get::<ErrorKind>().map(|k| k.0),
             error_detail: parts.extensions.get::<ErrorDetail>().map(|d| d.0.clone()),
@@ -313,6 +256,8 @@ fn write_hex(out: &mut [u8], mut value: u64) {
 /// The request's record with what its response added: written out when dropped.
 struct AccessRecord {
     request: RequestRecord,
+    /// The request's context, for an admitted request (or one a limit refused).
+    context: Option<Arc<RequestContext>>,
     status: u16,
     error_kind: Option<&'static str>,
     error_detail: Option<String>,
@@ -324,12 +269,17 @@ impl Drop for AccessRecord {
     fn drop(&mut self) {
         let request = &self.request;
         let _entered = request.span.enter();
-        let key_id = request.facts.key_id.get().unwrap_or(&ANONYMOUS_ID);
-        let model = request.facts.model.get().map(String::as_str);
+        let context = self.context.as_deref();
+        let key_id = context.map_or(&*ANONYMOUS_ID, RequestContext::key);
+        let model = context.and_then(|c| c.model.as_deref());
+        let route = match context {
+            Some(context) => context.door.route(),
+            None => route_label(request.uri.path()),
+        };
         let total = request.started.elapsed();
         request
             .metrics
-            .request_done(key_id, request.route, model, self.status, total);
+            .request_done(key_id, route, model, self.status, total);
         let key: &str = key_id;
         let model = model.unwrap_or("-");
         let outcome = if self.ended {
@@ -347,7 +297,7 @@ impl Drop for AccessRecord {
             status = self.status,
             duration_ms = total.as_secs_f64() * 1e3,
             bytes = self.bytes,
-            stream = request.facts.stream.load(Ordering::Relaxed),
+            stream = context.is_some_and(|c| c.stream),
             outcome,
             error = self.error_kind.unwrap_or("-"),
             detail = self.error_detail.as_deref().unwrap_or(""),
@@ -365,14 +315,13 @@ impl fmt::Display for RequestId {
     }
 }
 
-/// The `route` label: a fixed vocabulary, whatever path the client sent.
+/// The `route` label of a request that got no context (refused before its key was known, or
+/// not through a door): a fixed vocabulary, whatever path the client sent.
 fn route_label(path: &str) -> &'static str {
     match path {
-        "/v1/chat/completions" | "/api/v1/chat/completions" => "chat",
         "/healthz" | "/readyz" => "health",
         "/metrics" => "metrics",
-        p if p.starts_with("/v1/") || p.starts_with("/api/v1/") => "passthrough",
-        _ => "other",
+        _ => Door::of_path(path).map_or("other", Door::route),
     }
 }
 
@@ -385,7 +334,7 @@ pub struct LoggedBody {
 impl fmt::Debug for LoggedBody {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LoggedBody")
-            .field("route", &self.record.request.route)
+            .field("path", &self.record.request.uri.path())
             .field("bytes", &self.record.bytes)
             .finish_non_exhaustive()
     }

@@ -10,6 +10,7 @@ mod cli;
 mod container;
 mod faults;
 mod forwarding;
+mod gate;
 mod hostile;
 mod limits;
 mod metrics;

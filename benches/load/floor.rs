@@ -6,7 +6,7 @@
 //! same hyper server connection, the body gathered as orgate gathers a chat body, and the
 //! request sent on with nothing else done: no auth, no limits, no JSON, no metrics, no log.
 //! The response streams back as it comes. `--client reqwest` sends with orgate's own upstream
-//! (`orgate::proxy::Upstream`: its reqwest clients and URLs); `--client hyper` with
+//! (`orgate::upstream::Upstream`: its reqwest clients and URLs); `--client hyper` with
 //! hyper-util's pooled client directly, which is what reqwest wraps. Whatever orgate costs
 //! above the first is its own work; the gap between the two is reqwest's.
 
@@ -27,7 +27,7 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use orgate::config::{ServerConfig, UpstreamConfig};
-use orgate::proxy::Upstream;
+use orgate::upstream::Upstream;
 use orgate::workers::{PerThread, Workers};
 
 use crate::procs;

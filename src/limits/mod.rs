@@ -15,15 +15,13 @@
 //! - `headers`: the `x-ratelimit-*` headers;
 //! - `admission`: what a check returns, and the 429;
 //! - `backend`: the trait a backend implements; `memory`: the in-memory one; `redis`: the one
-//!   shared by every replica (`limits.backend = "redis"`), its server side in `redis.lua`;
-//! - `middleware`: the check of one request, which hands its permit to the request's facts.
+//!   shared by every replica (`limits.backend = "redis"`), its server side in `redis.lua`.
 
 mod admission;
 mod backend;
 mod concurrency;
 mod headers;
 mod memory;
-mod middleware;
 mod rate;
 mod redis;
 mod settings;
@@ -41,7 +39,6 @@ pub use admission::{Admission, LimitKind, Permit, Refusal};
 pub use backend::{CheckFuture, LimitBackend};
 pub use headers::{format_reset, LimitStatus, RateLimitHeaders};
 pub use memory::{LimitClock, MemoryBackend};
-pub use middleware::check_request;
 pub use redis::{check_redis_url, RedisBackend};
 pub use settings::KeyLimits;
 pub use tokens::{ChargeUsage, UsageAccount};

@@ -7,7 +7,7 @@
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue};
 
-use super::Upstream;
+use crate::upstream::Upstream;
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [HeaderName; 8] = [

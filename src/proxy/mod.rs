@@ -1,113 +1,108 @@
-//! Forwarding: the chat handler, the generic pass-through, and the shared road upstream.
+//! The pipeline every door runs, written once: admit → read → policy → forward → observe.
+//!
+//! [`gate::admit`] lets the request in and gives it its [`RequestContext`]; the door reads the
+//! body (only the fields it decides on) and applies the client's policy; [`forward`] sends the
+//! result upstream and hands the answer back with its body wrapped ([`UpstreamBody`]), whose
+//! [`Accounting`] charges what the response used. Every response after admission leaves
+//! through the context ([`RequestContext::respond`]), so it carries the rate-limit headers and
+//! the access log can read the context.
 
-mod generation;
 mod headers;
-mod outgoing;
 mod path;
-mod upstream;
-
-use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::Request;
-use axum::response::Response;
-use axum::Extension;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use http::request::Parts;
 use http::{header, HeaderMap, Method};
+use std::sync::Arc;
 
-pub use generation::Settlement;
 pub use headers::{client_response_headers, upstream_request_headers};
-pub use outgoing::OutgoingBody;
 pub use path::api_suffix;
-pub use upstream::{Upstream, UpstreamResponse};
 
-use crate::auth::{Admitted, Client};
 use crate::chat_request::ChatRequest;
 use crate::error::GatewayError;
+use crate::gate::{self, Accounting, Charging, Door, RequestContext};
 use crate::metrics::Metrics;
-use crate::state::Snapshot;
-use crate::stream::{Billing, BodyKind, ResponseObserver, UpstreamBody};
-use crate::telemetry::RequestFacts;
+use crate::state::AppState;
+use crate::stream::{BodyKind, UpstreamBody};
+use crate::upstream::{OutgoingBody, CHAT_SUFFIX};
 
 /// `POST /api/v1/chat/completions` and `POST /v1/chat/completions`.
-pub async fn chat(
-    Extension(facts): Extension<Arc<RequestFacts>>,
-    request: Request,
-) -> Result<Response, GatewayError> {
-    let (mut parts, body) = request.into_parts();
-    let Admitted {
-        metrics,
-        client,
-        snapshot,
-        account,
-    } = admitted(&mut parts)?;
-    let bytes = read_body(
-        body,
-        &parts.headers,
-        snapshot.config.server.max_body.bytes(),
-    )
-    .await?;
-    let mut chat = ChatRequest::parse(&bytes)?;
-    facts.set_stream(chat.stream());
-    // The policy's explanation is rendered only when a debug log line will show it.
-    let applied = if tracing::enabled!(tracing::Level::DEBUG) {
-        client.policy.apply(&mut chat)
-    } else {
-        client.policy.apply_quietly(&mut chat)
-    };
-    let applied = match applied {
-        Ok(applied) => applied,
-        Err(refusal) => {
-            facts.set_model(chat.model().ok().flatten().as_deref());
-            record_policy(&metrics, &refusal.actions, "refused the request");
-            return Err(refusal.into());
-        }
-    };
-    record_policy(&metrics, &applied.actions, "rewrote the request");
-    let model = applied.model.clone();
-    facts.set_model(model.as_deref());
-    let body = OutgoingBody::chat(&chat, &bytes);
-    let billing = Billing {
-        account,
-        snapshot: snapshot.clone(),
-        upstream_auth: client.upstream_auth.clone(),
-        generation_id: None,
-        prompt_estimate: crate::usage::estimate_tokens(body.len()),
-    };
-    let observer = ResponseObserver::new(metrics.clone(), client.id.clone(), model)
-        .with_billing(billing)
-        .with_provider_check(applied);
-    let target = Target {
-        method: Method::POST,
-        suffix: upstream::CHAT_SUFFIX,
-        query: parts.uri.query(),
-        route: "chat",
-    };
-    forward(
-        &snapshot,
-        &metrics,
-        &client,
-        &facts,
-        &parts.headers,
-        target,
-        body,
-        observer,
-    )
-    .await
+pub async fn chat(State(state): State<AppState>, request: Request) -> Response {
+    pipeline(&state, Door::Chat, request).await
 }
 
 /// Any other `/api/v1/*` or `/v1/*`: the same path under the upstream base URL.
-pub async fn passthrough(
-    Extension(facts): Extension<Arc<RequestFacts>>,
-    request: Request,
-) -> Result<Response, GatewayError> {
-    let (mut parts, body) = request.into_parts();
-    let Admitted {
-        metrics,
-        client,
-        snapshot,
-        ..
-    } = admitted(&mut parts)?;
+pub async fn passthrough(State(state): State<AppState>, request: Request) -> Response {
+    pipeline(&state, Door::Passthrough, request).await
+}
+
+/// A request ready to go upstream, and how its answer is accounted for.
+struct Outgoing<'r> {
+    method: Method,
+    /// The path under the upstream base URL (`/chat/completions`).
+    suffix: &'r str,
+    body: OutgoingBody,
+    charging: Charging,
+}
+
+async fn pipeline(state: &AppState, door: Door, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let mut ctx = match gate::admit(state, &parts.headers, door).await {
+        Ok(ctx) => ctx,
+        Err(refused) => return refused,
+    };
+    let outgoing = match door {
+        Door::Chat => read_chat(&mut ctx, &parts, body).await,
+        Door::Passthrough => read_passthrough(&ctx, &parts, body).await,
+    };
+    match outgoing {
+        Ok(outgoing) => forward(ctx, &parts, outgoing).await,
+        Err(error) => ctx.respond(error.into_response()),
+    }
+}
+
+/// The chat body, parsed once with `messages` left raw, and the policy applied to it.
+async fn read_chat(
+    ctx: &mut RequestContext,
+    parts: &Parts,
+    body: Body,
+) -> Result<Outgoing<'static>, GatewayError> {
+    let max_body = ctx.snapshot.config.server.max_body.bytes();
+    let bytes = read_body(body, &parts.headers, max_body).await?;
+    let mut chat = ChatRequest::parse(&bytes)?;
+    ctx.stream = chat.stream();
+    let applied = match ctx.client.policy.apply(&mut chat) {
+        Ok(applied) => applied,
+        Err(refusal) => {
+            ctx.model = chat.model().ok().flatten();
+            record_policy(&ctx.metrics, &refusal.actions, "refused the request");
+            return Err(refusal.into());
+        }
+    };
+    record_policy(&ctx.metrics, &applied.actions, "rewrote the request");
+    ctx.model.clone_from(&applied.model);
+    let body = OutgoingBody::chat(&chat, &bytes);
+    let prompt_estimate = crate::usage::estimate_tokens(body.len());
+    Ok(Outgoing {
+        method: Method::POST,
+        suffix: CHAT_SUFFIX,
+        body,
+        charging: Charging {
+            billed: Some(prompt_estimate),
+            provider_check: Some(applied),
+        },
+    })
+}
+
+/// Any other path, checked to stay under the API prefix, its body passed on as it came.
+async fn read_passthrough<'r>(
+    ctx: &RequestContext,
+    parts: &'r Parts,
+    body: Body,
+) -> Result<Outgoing<'r>, GatewayError> {
     let path = parts.uri.path();
     let prefix = if path.starts_with("/api/v1/") {
         "/api/v1"
@@ -115,36 +110,13 @@ pub async fn passthrough(
         "/v1"
     };
     let suffix = api_suffix(path, prefix)?;
-    let bytes = read_body(
-        body,
-        &parts.headers,
-        snapshot.config.server.max_body.bytes(),
-    )
-    .await?;
-    let observer = ResponseObserver::new(metrics.clone(), client.id.clone(), None);
-    let target = Target {
+    let max_body = ctx.snapshot.config.server.max_body.bytes();
+    let bytes = read_body(body, &parts.headers, max_body).await?;
+    Ok(Outgoing {
         method: parts.method.clone(),
         suffix,
-        query: parts.uri.query(),
-        route: "passthrough",
-    };
-    forward(
-        &snapshot,
-        &metrics,
-        &client,
-        &facts,
-        &parts.headers,
-        target,
-        bytes.into(),
-        observer,
-    )
-    .await
-}
-
-/// What the API layer ([`crate::auth::admit`]) learned, moved out of the request.
-fn admitted(parts: &mut http::request::Parts) -> Result<Admitted, GatewayError> {
-    parts.extensions.remove::<Admitted>().ok_or_else(|| {
-        GatewayError::Internal("an API route was reached without the admission layer".into())
+        body: bytes.into(),
+        charging: Charging::default(),
     })
 }
 
@@ -162,63 +134,58 @@ fn record_policy(metrics: &Metrics, actions: &[crate::policy::Action], what: &st
     }
 }
 
-/// Where a request goes upstream.
-struct Target<'a> {
-    method: Method,
-    /// The path under the upstream base URL (`/chat/completions`).
-    suffix: &'a str,
-    query: Option<&'a str>,
-    /// The metrics label.
-    route: &'static str,
-}
-
 /// Sends the request upstream and turns the answer into the client's response: same status,
 /// same headers (hop-by-hop ones aside), same body, passed on as it arrives.
-#[allow(clippy::too_many_arguments)]
-async fn forward(
-    snapshot: &Snapshot,
-    metrics: &Metrics,
-    client: &Client,
-    facts: &RequestFacts,
-    client_headers: &HeaderMap,
-    target: Target<'_>,
-    body: OutgoingBody,
-    mut observer: ResponseObserver,
-) -> Result<Response, GatewayError> {
-    let upstream = &snapshot.upstream;
-    let answer = upstream
-        .send(metrics, || {
-            let headers = upstream_request_headers(client_headers, &client.upstream_auth, upstream);
+async fn forward(ctx: RequestContext, parts: &Parts, outgoing: Outgoing<'_>) -> Response {
+    let upstream = &ctx.snapshot.upstream;
+    let sent = upstream
+        .send(&ctx.metrics, || {
+            let headers =
+                upstream_request_headers(&parts.headers, &ctx.client.upstream_auth, upstream);
             upstream.request(
-                target.method.clone(),
-                target.suffix,
-                target.query,
+                outgoing.method.clone(),
+                outgoing.suffix,
+                parts.uri.query(),
                 headers,
-                body.clone(),
+                outgoing.body.clone(),
             )
         })
-        .await?;
-    metrics.upstream_answered(target.route, answer.time_to_headers, facts.elapsed());
+        .await;
+    let answer = match sent {
+        Ok(answer) => answer,
+        Err(error) => return ctx.respond(error.into_response()),
+    };
+    let idle_timeout = upstream.idle_timeout;
+    let route = ctx.door.route();
+    ctx.metrics
+        .upstream_answered(route, answer.time_to_headers, ctx.started.elapsed());
     if answer.response.status().is_server_error() {
-        metrics.upstream_error("status_5xx");
+        ctx.metrics.upstream_error("status_5xx");
     }
     let response: http::Response<reqwest::Body> = answer.response.into();
-    let (parts, body) = response.into_parts();
-    observer.answered(parts.status, &parts.headers);
-    let content_type = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .map(|v| v.as_bytes());
+    let (head, body) = response.into_parts();
+    let content_type = head.headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes());
     let kind = match content_type {
         Some(ct) if ct.starts_with(b"text/event-stream") => BodyKind::EventStream,
-        Some(ct) if ct.starts_with(b"application/json") && target.route == "chat" => BodyKind::Json,
+        // A billed answer's usage is read when the body ends.
+        Some(ct) if ct.starts_with(b"application/json") && outgoing.charging.billed.is_some() => {
+            BodyKind::Json
+        }
         _ => BodyKind::Opaque,
     };
-    let body = UpstreamBody::new(body, kind, upstream.idle_timeout, observer);
+    let ctx = Arc::new(ctx);
+    let accounting = Accounting::new(
+        ctx.clone(),
+        head.status,
+        &head.headers,
+        kind == BodyKind::EventStream,
+        outgoing.charging,
+    );
+    let body = UpstreamBody::new(body, kind, idle_timeout, accounting);
     let mut out = Response::new(Body::new(body));
-    *out.status_mut() = parts.status;
-    *out.headers_mut() = client_response_headers(parts.headers);
-    Ok(out)
+    *out.status_mut() = head.status;
+    *out.headers_mut() = client_response_headers(head.headers);
+    ctx.respond_shared(out)
 }
 
 /// Reads a request body whole, refusing more than `limit` bytes (413) before reading it when

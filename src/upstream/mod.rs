@@ -1,5 +1,14 @@
-//! The one upstream client: pooled keep-alive connections, `TCP_NODELAY`, no redirects, and
-//! the retry rule (connect errors and 502/503 only, only before anything reached the client).
+//! The upstream: one pooled client per I/O thread, the URLs under `upstream.base_url`, the
+//! outgoing body, and the retry rule (connect errors and 502/503 only, only before anything
+//! reached the client).
+//!
+//! Shared state, not a handler: built once per snapshot (and kept across reloads that leave
+//! `[upstream]` alone), used by the request pipeline and by the gateway's own calls (the model
+//! list, `/generation` settlements).
+
+mod outgoing;
+
+pub use outgoing::OutgoingBody;
 
 use std::time::Duration;
 
@@ -10,10 +19,10 @@ use tokio::time::Instant;
 use crate::config::UpstreamConfig;
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
-use crate::models::USER_AGENT;
 use crate::workers::PerThread;
 
-use super::OutgoingBody;
+/// The `User-Agent` of requests orgate makes on its own behalf.
+pub const USER_AGENT: &str = concat!("orgate/", env!("CARGO_PKG_VERSION"));
 
 /// Where requests go, and how patiently.
 #[derive(Debug)]

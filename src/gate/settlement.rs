@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use crate::limits::UsageAccount;
 use crate::metrics::{Metrics, TokenCounts};
-use crate::state::Snapshot;
+use crate::upstream::Upstream;
 
 /// Pauses between lookups: OpenRouter may take a moment to have the record.
 const LOOKUP_PAUSES: [Duration; 5] = [
@@ -27,21 +27,21 @@ const LOOKUP_PAUSES: [Duration; 5] = [
 
 /// What is needed to account for a response after the fact.
 #[derive(Debug)]
-pub struct Settlement {
-    pub snapshot: Arc<Snapshot>,
-    pub upstream_auth: HeaderValue,
-    pub metrics: Arc<Metrics>,
-    pub key: Arc<str>,
-    pub model: Option<String>,
+pub(super) struct Settlement {
+    pub(super) upstream: Arc<Upstream>,
+    pub(super) upstream_auth: HeaderValue,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) key: Arc<str>,
+    pub(super) model: Option<String>,
     /// Where the usage is charged (token limit, spend budgets), if anywhere.
-    pub account: Option<UsageAccount>,
-    pub generation_id: Option<String>,
+    pub(super) account: Option<UsageAccount>,
+    pub(super) generation_id: Option<String>,
     /// Tokens to debit when the lookup fails: the request's size and the events streamed.
-    pub estimate: u64,
+    pub(super) estimate: u64,
 }
 
 impl Settlement {
-    pub async fn run(self) {
+    pub(super) async fn run(self) {
         let counts = match &self.generation_id {
             Some(id) => self.lookup(id).await,
             None => None,
@@ -64,7 +64,7 @@ impl Settlement {
     }
 
     async fn lookup(&self, id: &str) -> Option<TokenCounts> {
-        let upstream = &self.snapshot.upstream;
+        let upstream = &self.upstream;
         let query = format!("id={}", percent_encode(id));
         for pause in LOOKUP_PAUSES {
             tokio::time::sleep(pause).await;

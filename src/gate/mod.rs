@@ -1,0 +1,60 @@
+//! The gate: who may come in, and the home a request lives in until its response is done.
+//!
+//! [`admit`] is the first step of every door: the client key (401), the limits (429, or 503 when
+//! the shared limits backend cannot be asked), then a [`RequestContext`] that owns what the
+//! request holds. At the other end, [`Accounting`] hears what the response body shows and
+//! charges it: tokens and spend, metrics, the provider check, and a settlement from
+//! `/generation` when a response ends without reporting its usage.
+//!
+//! # Layout
+//! - `context`: the [`RequestContext`] and the [`Door`] a request came through;
+//! - `accounting`: what a response used, charged as the body passes and when it is gone;
+//! - `settlement`: asking the upstream what a response without usage cost.
+
+mod accounting;
+mod context;
+mod settlement;
+
+use axum::response::{IntoResponse, Response};
+use http::HeaderMap;
+
+pub use accounting::{Accounting, Charging};
+pub use context::{Door, RequestContext};
+
+use crate::error::GatewayError;
+use crate::limits::LimitKind;
+use crate::state::AppState;
+
+/// Admits a request that came through `door` with `headers`, or answers it: 503 while shutting
+/// down, 401 without a known key, 429 (or 503) when a limit refuses. The context a refusal by a
+/// limit was built with travels with its response, so the access log names the key.
+pub async fn admit(
+    state: &AppState,
+    headers: &HeaderMap,
+    door: Door,
+) -> Result<RequestContext, Response> {
+    if !state.is_ready() {
+        return Err(GatewayError::ShuttingDown.into_response());
+    }
+    let snapshot = state.snapshot();
+    let client = snapshot
+        .keys
+        .authenticate(headers)
+        .map_err(IntoResponse::into_response)?;
+    let mut ctx = RequestContext::new(client, snapshot, state.metrics().clone(), door, headers);
+    match ctx.snapshot.limits.check(ctx.key()).await {
+        Ok(admission) => {
+            ctx.hold(admission);
+            Ok(ctx)
+        }
+        Err(refusal) => {
+            // The backend logs (rate-limited) and counts its own failures.
+            if refusal.limit != LimitKind::Backend {
+                let limit = refusal.limit.as_str();
+                ctx.metrics.ratelimited(ctx.key(), limit);
+                tracing::info!(key = %ctx.key(), limit, "request refused by a limit");
+            }
+            Err(ctx.respond(refusal.into_response()))
+        }
+    }
+}
