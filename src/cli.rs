@@ -1,4 +1,5 @@
-//! The command line: `serve` (also bare `orgate`), `check`, `hash-key`, `keygen`, `explain`.
+//! The command line: `serve` (also bare `orgate`), `check`, `hash-key`, `keygen`, `explain`,
+//! `healthcheck`; [`run`] carries out the one the command line names.
 
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
@@ -8,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 use crate::auth::{generate_key, key_hash_field};
 use crate::config::{self, ConfigSource, Env};
+use crate::StartupError;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -63,8 +65,81 @@ pub enum Command {
     },
 }
 
-/// Runs a command that does not serve; `serve` is run by `main` (it needs the runtime).
-pub fn check(path: Option<PathBuf>, env: &Env) -> ExitCode {
+/// Runs the command the command line names, with the process's environment.
+pub fn run(cli: Cli) -> ExitCode {
+    let env = Env::from_process();
+    let serve_defaults = Command::Serve {
+        config: None,
+        listen: None,
+    };
+    match cli.command.unwrap_or(serve_defaults) {
+        Command::Serve { config, listen } => serve(
+            ConfigSource {
+                path: config,
+                listen,
+            },
+            &env,
+        ),
+        Command::Check { config } => check(config, &env),
+        Command::HashKey { key } => hash_key(key),
+        Command::Keygen { prefix } => keygen(&prefix),
+        Command::Explain { key, config, file } => explain(&key, config, file, &env),
+        Command::Healthcheck { addr } => healthcheck(addr, &env),
+    }
+}
+
+/// `orgate serve`: logging set up, the config loaded, the listener bound, then the gateway
+/// until SIGTERM/SIGINT; SIGHUP reloads the config from the same place.
+fn serve(source: ConfigSource, env: &Env) -> ExitCode {
+    // Before any thread starts: see `crate::memory`. A refusal leaves glibc's defaults.
+    let _ = crate::memory::keep_large_buffers();
+    if let Err(e) = crate::telemetry::init(env.get("ORGATE_LOG"), env.get("ORGATE_LOG_FORMAT")) {
+        eprintln!("orgate: {e}");
+        return ExitCode::FAILURE;
+    }
+    let config = match config::load(&source, env) {
+        Ok((config, _)) => config,
+        Err(problems) => {
+            report_problems("orgate: cannot start", &problems);
+            return ExitCode::FAILURE;
+        }
+    };
+    // This runtime only accepts, handles signals and reloads, and runs housekeeping; the
+    // connections are served by the I/O threads (`crate::workers`).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("orgate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(config.server.listen)
+            .await
+            .map_err(|e| {
+                StartupError::Config(format!("cannot listen on {}: {e}", config.server.listen))
+            })?;
+        let (reload_tx, reloads) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(crate::shutdown::on_sighup(move || {
+            // The environment is read again too: a secret's file may have been rotated.
+            let reloaded = config::load(&source, &Env::from_process()).map(|(config, _)| config);
+            let _ = reload_tx.try_send(reloaded);
+        }));
+        crate::serve_with_reloads(config, listener, crate::shutdown::signal(), reloads).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("orgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(path: Option<PathBuf>, env: &Env) -> ExitCode {
     let source = ConfigSource { path, listen: None };
     match config::load(&source, env) {
         Ok((config, path)) => {
@@ -100,7 +175,7 @@ pub fn check(path: Option<PathBuf>, env: &Env) -> ExitCode {
     }
 }
 
-pub fn explain(key: &str, config: Option<PathBuf>, file: Option<PathBuf>, env: &Env) -> ExitCode {
+fn explain(key: &str, config: Option<PathBuf>, file: Option<PathBuf>, env: &Env) -> ExitCode {
     let source = ConfigSource {
         path: config,
         listen: None,
@@ -140,14 +215,14 @@ pub fn explain(key: &str, config: Option<PathBuf>, file: Option<PathBuf>, env: &
 }
 
 /// Prints every config problem, one per line, under a heading naming the command.
-pub fn report_problems(command: &str, problems: &config::Problems) {
+fn report_problems(command: &str, problems: &config::Problems) {
     eprintln!("{command}: the config has {} problem(s):", problems.0.len());
     for problem in &problems.0 {
         eprintln!("  {problem}");
     }
 }
 
-pub fn hash_key(key: Option<String>) -> ExitCode {
+fn hash_key(key: Option<String>) -> ExitCode {
     let key = match key {
         Some(key) => key,
         None => {
@@ -170,7 +245,7 @@ pub fn hash_key(key: Option<String>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-pub fn healthcheck(addr: Option<std::net::SocketAddr>, env: &Env) -> ExitCode {
+fn healthcheck(addr: Option<std::net::SocketAddr>, env: &Env) -> ExitCode {
     use std::io::Write;
     use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
     use std::time::Duration;
@@ -207,7 +282,7 @@ pub fn healthcheck(addr: Option<std::net::SocketAddr>, env: &Env) -> ExitCode {
     }
 }
 
-pub fn keygen(prefix: &str) -> ExitCode {
+fn keygen(prefix: &str) -> ExitCode {
     match generate_key(prefix) {
         Ok(key) => {
             println!("key:  {key}");

@@ -57,6 +57,3 @@ pub mod workers;
 pub use config::Config;
 pub use server::{app, router, serve, serve_with_reloads, ReloadRequest};
 pub use state::StartupError;
-
-/// The name the style guide uses for the entry point.
-pub use server::serve as run;

@@ -4,8 +4,8 @@
 //! more than a threshold of it is free (128 KiB at first, then twice the largest mapped block
 //! it has freed), and it serves blocks above a moving threshold with their own `mmap`.
 //! A gateway copies each request body (up to `server.max_body`) a few times, so every large
-//! request handed its buffers back to the kernel and page-faulted fresh ones in: with 1 MiB
-//! bodies, page faults and `madvise` were ~40 % of orgate's CPU (BENCHMARKS.md). The heaps
+//! request handed its buffers back to the kernel and page-faulted fresh ones in: with large
+//! bodies, page faults and `madvise` were a large share of orgate's CPU (BENCHMARKS.md). The heaps
 //! now keep up to [`TRIM_THRESHOLD`] free at their top, and blocks below [`MMAP_THRESHOLD`]
 //! come from them.
 

@@ -3,9 +3,9 @@
 //!
 //! A connection never changes thread, and neither does anything it starts: its upstream
 //! connections (each thread has its own pool, see [`current`]), its timers, its response body.
-//! A work-stealing runtime moved those between threads, and on the 2-core test machine spent
-//! about 60 % more CPU per request on the cross-thread wake-ups (67.8 against 42.1 µs at 32
-//! connections; BENCHMARKS.md). This is the shape nginx's workers and pingora's runtimes have:
+//! A work-stealing runtime moved those between threads and spent much of a request's CPU on
+//! the cross-thread wake-ups (BENCHMARKS.md has the measurement). This is the shape nginx's
+//! workers and pingora's runtimes have:
 //! no stealing, work balanced per connection instead, by handing each new one to the thread
 //! serving the fewest.
 
