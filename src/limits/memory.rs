@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use futures_util::future::Either;
 use governor::clock::{Clock, DefaultClock};
 
 use super::admission::{Admission, Permit, Refusal};
@@ -202,7 +203,7 @@ impl<C: LimitClock> KeyState<C> {
 
 impl<C: LimitClock> LimitBackend for MemoryBackend<C> {
     fn check<'a>(&'a self, key_id: &'a str) -> CheckFuture<'a> {
-        CheckFuture::Ready(Some(self.check_now(key_id)))
+        Either::Left(std::future::ready(self.check_now(key_id)))
     }
 
     fn carry_over(&self, config: &Config) -> Arc<dyn LimitBackend> {

@@ -40,6 +40,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
+use futures_util::future::Either;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script};
 
@@ -671,9 +672,9 @@ impl LimitBackend for RedisBackend {
     fn check<'a>(&'a self, key_id: &'a str) -> CheckFuture<'a> {
         let entry = self.keys.get(key_id).unwrap_or(&self.anonymous);
         if entry.unlimited(self.global_rps) {
-            return CheckFuture::Ready(Some(Ok(unlimited_admission())));
+            return Either::Left(std::future::ready(Ok(unlimited_admission())));
         }
-        CheckFuture::Pending(Box::pin(self.check_remote(key_id, entry)))
+        Either::Right(Box::pin(self.check_remote(key_id, entry)))
     }
 
     /// Keeps the connection (the state lives in Redis anyway) unless the URL or the timeout
