@@ -36,13 +36,12 @@ use std::sync::Arc;
 use crate::config::{Config, LimitsBackend};
 use crate::metrics::Metrics;
 
-pub use crate::config::ANONYMOUS;
 pub use admission::{Admission, LimitKind, Permit, Refusal};
 pub use backend::{CheckFuture, LimitBackend};
 pub use headers::{format_reset, LimitStatus, RateLimitHeaders};
 pub use memory::{LimitClock, MemoryBackend};
 pub use middleware::check_request;
-pub use redis::{check_redis_url, RedisBackend};
+pub use redis::RedisBackend;
 pub use settings::KeyLimits;
 pub use tokens::{ChargeUsage, UsageAccount};
 

@@ -9,7 +9,7 @@ use governor::clock::FakeRelativeClock;
 use http::HeaderMap;
 
 use super::*;
-use crate::config::{KeyConfig, LimitsConfig};
+use crate::config::{KeyConfig, LimitsConfig, ANONYMOUS};
 
 /// `[limits]` with every limit off, to switch on one at a time.
 fn unlimited() -> LimitsConfig {
