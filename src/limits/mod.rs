@@ -14,8 +14,8 @@
 //! - `tokens`: tokens per minute, an overdraft bucket debited after the response;
 //! - `headers`: the `x-ratelimit-*` headers;
 //! - `admission`: what a check returns, and the 429;
-//! - `backend`: the trait a backend implements; `memory`: the in-memory one; `redis`: the one
-//!   shared by every replica (`limits.backend = "redis"`), its server side in `redis.lua`;
+//! - `backend`: the trait a backend implements; `memory`: the in-memory one; `redis/`: the one
+//!   shared by every replica (`limits.backend = "redis"`), its server side in `redis/redis.lua`;
 //! - `middleware`: the check of one request, which hands its permit to the request's facts.
 
 mod admission;

@@ -1,4 +1,4 @@
--- orgate's limits on Redis: the server side of src/limits/redis.rs.
+-- orgate's limits on Redis: the server side of src/limits/redis/.
 --
 -- One script, three operations (ARGV[1]); each runs atomically on the server:
 --   check  : every limit of one request, checked and, if all pass, charged. One round trip.
