@@ -42,12 +42,12 @@ use self::account::Account;
 use self::connection::{millis, CallError, Connection};
 use self::keys::{KeyNames, GLOBAL_RATE_KEY};
 use self::lease::{Lease, LeaseIds};
-use self::verdict::Verdict;
+use self::verdict::{Code, Verdict};
 use super::admission::{Admission, Permit, Refusal};
 use super::backend::{CheckFuture, LimitBackend};
 use super::headers::{LimitStatus, RateLimitHeaders};
 use super::settings::KeyLimits;
-use super::spend::to_micros;
+use super::spend::{to_micros, Period};
 use super::tokens::UsageAccount;
 use crate::config::{Config, OnBackendError};
 use crate::metrics::Metrics;
@@ -242,16 +242,23 @@ impl RedisBackend {
         }
         let wait = verdict.wait;
         match verdict.code {
-            0 => {}
-            1 => {
-                let (period, budget) = if verdict.detail == 2 {
-                    ("month", limits.usd_per_month)
-                } else {
-                    ("day", limits.usd_per_day)
+            Code::Admitted => {}
+            Code::Budget => {
+                // `Verdict::parse` refuses a budget verdict without its period.
+                let period = verdict.budget.unwrap_or(Period::Day);
+                let budget = match period {
+                    Period::Day => limits.usd_per_day,
+                    Period::Month => limits.usd_per_month,
                 };
-                return Err(Refusal::budget(key_id, period, budget, wait, headers));
+                return Err(Refusal::budget(
+                    key_id,
+                    period.as_str(),
+                    budget,
+                    wait,
+                    headers,
+                ));
             }
-            2 => {
+            Code::Tokens => {
                 return Err(Refusal::tokens(
                     key_id,
                     limits.tokens_per_minute,
@@ -259,8 +266,10 @@ impl RedisBackend {
                     headers,
                 ))
             }
-            3 => return Err(Refusal::concurrency(key_id, limits.max_concurrent, headers)),
-            4 => {
+            Code::Concurrency => {
+                return Err(Refusal::concurrency(key_id, limits.max_concurrent, headers))
+            }
+            Code::Requests => {
                 let burst = u32::try_from(burst).unwrap_or(u32::MAX);
                 return Err(Refusal::requests(
                     key_id,
@@ -270,7 +279,7 @@ impl RedisBackend {
                     headers,
                 ));
             }
-            _ => return Err(Refusal::global(self.global_rps, wait, headers)),
+            Code::Global => return Err(Refusal::global(self.global_rps, wait, headers)),
         }
         let permit = match lease {
             Some(lease) => Permit::from_guard(Lease::hold(
