@@ -8,7 +8,7 @@
 //! - release the concurrency slot: dropping the [`Permit`](super::Permit) the admission holds
 //!   (another backend builds it with `Permit::from_guard`);
 //! - debit tokens: the [`UsageAccount`](super::UsageAccount) the admission carries, over any
-//!   [`ChargeUsage`](super::ChargeUsage).
+//!   [`ChargeUsage`](super::tokens::ChargeUsage).
 
 use std::fmt;
 use std::future::Ready;
@@ -19,7 +19,7 @@ use futures_util::future::{BoxFuture, Either};
 use super::admission::{Admission, Refusal};
 use crate::config::Config;
 
-pub trait LimitBackend: Send + Sync + fmt::Debug {
+pub(crate) trait LimitBackend: Send + Sync + fmt::Debug {
     /// Admits one request of `key_id` (a configured key id, or `anonymous`) or says which limit
     /// refuses it. An id the backend does not know gets `anonymous`'s limits. The in-memory
     /// backend answers at once (a ready future, no allocation); a shared store answers after one

@@ -37,13 +37,14 @@ use crate::config::{Config, LimitsBackend};
 use crate::metrics::Metrics;
 
 pub use admission::{Admission, LimitKind, Permit, Refusal};
-pub use backend::{CheckFuture, LimitBackend};
+pub use backend::CheckFuture;
 pub use headers::{format_reset, LimitStatus, RateLimitHeaders};
-pub use memory::{LimitClock, MemoryBackend};
 pub use middleware::check_request;
-pub use redis::RedisBackend;
-pub use settings::KeyLimits;
-pub use tokens::{ChargeUsage, UsageAccount};
+pub use tokens::UsageAccount;
+
+use backend::LimitBackend;
+use memory::MemoryBackend;
+use redis::RedisBackend;
 
 /// The limits of every key, behind the backend that keeps their counters. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -70,8 +71,9 @@ impl Limits {
         })
     }
 
-    /// Limits over any backend (tests, benchmarks).
-    pub fn with_backend(backend: Arc<dyn LimitBackend>) -> Limits {
+    /// Limits over any backend (tests, on a fake clock).
+    #[cfg(test)]
+    fn with_backend(backend: Arc<dyn LimitBackend>) -> Limits {
         Limits {
             backend,
             kind: LimitsBackend::Memory,

@@ -77,7 +77,7 @@ fn redis_url(config: &Config) -> Result<String, String> {
 }
 
 #[derive(Debug)]
-pub struct RedisBackend {
+pub(crate) struct RedisBackend {
     connection: Arc<Connection>,
     /// Kept with the connection across reloads, so that ids never repeat.
     lease_ids: Arc<LeaseIds>,
@@ -129,7 +129,7 @@ impl KeyEntry {
 
 impl RedisBackend {
     /// The backend for `config`: checks the URL, does not connect (the first check does).
-    pub fn new(config: &Config, metrics: &Arc<Metrics>) -> Result<Self, String> {
+    pub(crate) fn new(config: &Config, metrics: &Arc<Metrics>) -> Result<Self, String> {
         let url = redis_url(config)?;
         let connection =
             Connection::new(url, config.limits.backend_timeout.get(), metrics.clone())?;
