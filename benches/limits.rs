@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use futures_util::FutureExt;
 use http::HeaderMap;
 use orgate::config::{Config, KeyConfig, LimitsConfig};
 use orgate::limits::Limits;
@@ -51,17 +52,17 @@ fn single_thread(c: &mut Criterion) {
 
     let limits = Limits::build(&config(), &metrics()).unwrap();
     group.bench_function("admit+drop", |b| {
-        b.iter(|| drop(limits.check("key-7").ready().unwrap()));
+        b.iter(|| drop(limits.check("key-7").now_or_never().unwrap()));
     });
     group.bench_function("admit+headers+drop", |b| {
         let mut headers = HeaderMap::new();
         b.iter(|| {
-            if let Ok(admission) = limits.check("key-7").ready().unwrap() {
+            if let Ok(admission) = limits.check("key-7").now_or_never().unwrap() {
                 admission.headers.write_to(&mut headers);
             }
         });
     });
-    if let Ok(admission) = limits.check("key-7").ready().unwrap() {
+    if let Ok(admission) = limits.check("key-7").now_or_never().unwrap() {
         let mut headers = HeaderMap::new();
         group.bench_function("headers-only", |b| {
             b.iter(|| admission.headers.write_to(&mut headers));
@@ -74,7 +75,7 @@ fn single_thread(c: &mut Criterion) {
     }
     group.bench_function("admit+debit+drop", |b| {
         b.iter(|| {
-            if let Ok(admission) = limits.check("key-7").ready().unwrap() {
+            if let Ok(admission) = limits.check("key-7").now_or_never().unwrap() {
                 if let Some(tokens) = &admission.account {
                     tokens.charge(100, 0.0);
                 }
@@ -95,7 +96,7 @@ fn single_thread(c: &mut Criterion) {
     )
     .unwrap();
     group.bench_function("unlimited", |b| {
-        b.iter(|| drop(unlimited.check("anonymous").ready().unwrap()));
+        b.iter(|| drop(unlimited.check("anonymous").now_or_never().unwrap()));
     });
 
     // A key whose burst is spent: every check is a refusal (message and headers built).
@@ -111,9 +112,9 @@ fn single_thread(c: &mut Criterion) {
         &metrics(),
     )
     .unwrap();
-    drop(refusing.check("anonymous").ready().unwrap());
+    drop(refusing.check("anonymous").now_or_never().unwrap());
     group.bench_function("refuse", |b| {
-        b.iter(|| drop(refusing.check("anonymous").ready().unwrap()));
+        b.iter(|| drop(refusing.check("anonymous").now_or_never().unwrap()));
     });
     group.finish();
 }
@@ -137,7 +138,7 @@ fn on_threads(
             };
             s.spawn(move || {
                 for _ in 0..per_thread {
-                    drop(limits.check(id).ready().unwrap());
+                    drop(limits.check(id).now_or_never().unwrap());
                 }
             });
         }
@@ -168,7 +169,7 @@ fn on_tasks(
                 });
                 tokio::spawn(async move {
                     for i in 0..per_task {
-                        let admission = limits.check(&id).ready().unwrap();
+                        let admission = limits.check(&id).now_or_never().unwrap();
                         if i % 16 == 0 {
                             tokio::task::yield_now().await;
                         }

@@ -639,7 +639,7 @@ async fn the_scripts_calendar_matches_utc() {
     let Some(redis) = RedisServer::start("the_scripts_calendar").await else {
         return;
     };
-    let script = redis::Script::new(include_str!("../src/limits/redis.lua"));
+    let script = redis::Script::new(include_str!("../src/limits/redis/redis.lua"));
     let mut connection = redis.connection().await;
     const DAY: i64 = 86_400;
     // (a moment, its day index, its day's end, its month index, its month's end)

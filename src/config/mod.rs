@@ -8,6 +8,7 @@
 
 mod env;
 mod load;
+mod redis_url;
 mod units;
 mod validate;
 
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 pub use env::{Env, Secrets};
 pub use load::{load, parse_toml, ConfigSource, Problem, Problems};
+pub(crate) use redis_url::check_redis_url;
 pub use units::{Duration, Size};
 pub use validate::{parse_key_hash, validate, QUANTIZATIONS};
 

@@ -3,8 +3,8 @@
 use std::collections::HashSet;
 
 use super::{
-    Config, KeyConfig, LimitsBackend, Percentiles, PolicyConfig, Problem, ProviderPolicy,
-    ProviderSort,
+    check_redis_url, Config, KeyConfig, LimitsBackend, Percentiles, PolicyConfig, Problem,
+    ProviderPolicy, ProviderSort,
 };
 
 /// Quantization levels OpenRouter knows; a typo here would silently match nothing.
@@ -243,11 +243,11 @@ fn validate_limits(config: &Config, out: &mut Vec<Problem>) {
         ));
     }
     if !limits.redis_url.is_empty() {
-        if let Err(why) = crate::limits::check_redis_url(&limits.redis_url) {
+        if let Err(why) = check_redis_url(&limits.redis_url) {
             out.push(Problem::at("limits.redis_url", why));
         }
     } else if let Some(url) = config.secrets.get(&limits.redis_url_env) {
-        if let Err(why) = crate::limits::check_redis_url(url.expose()) {
+        if let Err(why) = check_redis_url(url.expose()) {
             out.push(Problem::at(
                 "limits.redis_url_env",
                 format!("{}: {why}", limits.redis_url_env),

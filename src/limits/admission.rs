@@ -35,7 +35,7 @@ pub struct Permit {
 
 impl Permit {
     /// A permit that holds nothing: the key has no concurrency limit.
-    pub fn unlimited() -> Self {
+    pub(crate) fn unlimited() -> Self {
         Self {
             slot: None,
             guard: None,
@@ -43,7 +43,7 @@ impl Permit {
     }
 
     /// A permit for another backend: dropping `guard` must release the slot.
-    pub fn from_guard(guard: impl Any + Send + Sync) -> Self {
+    pub(crate) fn from_guard(guard: impl Any + Send + Sync) -> Self {
         Self {
             slot: None,
             guard: Some(Box::new(guard)),
@@ -58,7 +58,7 @@ impl Permit {
     }
 
     /// Whether a concurrency slot is held (false when the key has no concurrency limit).
-    pub fn holds_slot(&self) -> bool {
+    pub(crate) fn holds_slot(&self) -> bool {
         self.slot.is_some() || self.guard.is_some()
     }
 }
@@ -117,7 +117,7 @@ pub struct Refusal {
 const CONCURRENCY_RETRY: Duration = Duration::from_secs(1);
 
 impl Refusal {
-    pub fn requests(
+    pub(crate) fn requests(
         key_id: &str,
         per_minute: u64,
         burst: u32,
@@ -136,7 +136,7 @@ impl Refusal {
         }
     }
 
-    pub fn concurrency(key_id: &str, max: u64, headers: RateLimitHeaders) -> Self {
+    pub(crate) fn concurrency(key_id: &str, max: u64, headers: RateLimitHeaders) -> Self {
         Self {
             limit: LimitKind::Concurrency,
             retry_after: CONCURRENCY_RETRY,
@@ -148,7 +148,7 @@ impl Refusal {
         }
     }
 
-    pub fn tokens(
+    pub(crate) fn tokens(
         key_id: &str,
         per_minute: u64,
         wait: Duration,
@@ -167,7 +167,7 @@ impl Refusal {
     }
 
     /// A spend budget is used up until its UTC period rolls over.
-    pub fn budget(
+    pub(crate) fn budget(
         key_id: &str,
         period: &str,
         budget_usd: f64,
@@ -185,7 +185,7 @@ impl Refusal {
         }
     }
 
-    pub fn global(per_second: u64, wait: Duration, headers: RateLimitHeaders) -> Self {
+    pub(crate) fn global(per_second: u64, wait: Duration, headers: RateLimitHeaders) -> Self {
         Self {
             limit: LimitKind::Global,
             retry_after: wait,
@@ -199,7 +199,7 @@ impl Refusal {
 
     /// The limits backend cannot be reached and `limits.on_backend_error` refuses: a 503 with
     /// `Retry-After: 1` (`GatewayError::LimitsUnavailable`).
-    pub fn backend_unavailable() -> Self {
+    pub(crate) fn backend_unavailable() -> Self {
         Self {
             limit: LimitKind::Backend,
             retry_after: Duration::from_secs(1),

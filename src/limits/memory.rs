@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use futures_util::future::Either;
 use governor::clock::{Clock, DefaultClock};
 
 use super::admission::{Admission, Permit, Refusal};
@@ -37,12 +38,12 @@ use super::tokens::{ChargeUsage, TokenBucket, UsageAccount};
 use crate::config::Config;
 
 /// The clocks the backend runs on: governor's (quanta) in the gateway, a fake one in tests.
-pub trait LimitClock: Clock + Clone + fmt::Debug + Send + Sync + 'static {}
+pub(crate) trait LimitClock: Clock + Clone + fmt::Debug + Send + Sync + 'static {}
 
 impl<C> LimitClock for C where C: Clock + Clone + fmt::Debug + Send + Sync + 'static {}
 
 #[derive(Debug)]
-pub struct MemoryBackend<C: LimitClock = DefaultClock> {
+pub(crate) struct MemoryBackend<C: LimitClock = DefaultClock> {
     /// Key id → its limiters; read-only once built.
     keys: HashMap<Box<str>, KeyState<C>>,
     anonymous: KeyState<C>,
@@ -86,13 +87,13 @@ impl<C: LimitClock> ChargeUsage for Account<C> {
 }
 
 impl MemoryBackend<DefaultClock> {
-    pub fn new(config: &Config) -> Self {
+    pub(crate) fn new(config: &Config) -> Self {
         Self::with_clock(config, DefaultClock::default())
     }
 }
 
 impl<C: LimitClock> MemoryBackend<C> {
-    pub fn with_clock(config: &Config, clock: C) -> Self {
+    pub(crate) fn with_clock(config: &Config, clock: C) -> Self {
         Self::build(config, clock, None)
     }
 
@@ -202,7 +203,7 @@ impl<C: LimitClock> KeyState<C> {
 
 impl<C: LimitClock> LimitBackend for MemoryBackend<C> {
     fn check<'a>(&'a self, key_id: &'a str) -> CheckFuture<'a> {
-        CheckFuture::Ready(Some(self.check_now(key_id)))
+        Either::Left(std::future::ready(self.check_now(key_id)))
     }
 
     fn carry_over(&self, config: &Config) -> Arc<dyn LimitBackend> {
@@ -226,7 +227,7 @@ impl<C: LimitClock> LimitBackend for MemoryBackend<C> {
 
 impl<C: LimitClock> MemoryBackend<C> {
     /// The check itself: every limit is in memory, so the answer is immediate.
-    pub fn check_now(&self, key_id: &str) -> Result<Admission, Refusal> {
+    fn check_now(&self, key_id: &str) -> Result<Admission, Refusal> {
         let key = self.keys.get(key_id).unwrap_or(&self.anonymous);
         let mut headers = RateLimitHeaders::default();
 

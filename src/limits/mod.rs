@@ -1,6 +1,6 @@
 //! Per-key limits: request rate, requests in flight, tokens per minute, and a gateway-wide rate.
 //!
-//! The API layer calls [`Limits::check`] once per request, with the key id auth found
+//! The gate ([`crate::gate::admit`]) calls [`Limits::check`] once per request, with the key id auth found
 //! (or `anonymous`). A [`Refusal`] becomes the 429 (`GatewayError::from`, or `into_response`
 //! for the headers too). An [`Admission`] holds the request's concurrency [`Permit`] (keep it
 //! until the response body ends: dropping it releases the slot), the [`RateLimitHeaders`] for
@@ -14,8 +14,8 @@
 //! - `tokens`: tokens per minute, an overdraft bucket debited after the response;
 //! - `headers`: the `x-ratelimit-*` headers;
 //! - `admission`: what a check returns, and the 429;
-//! - `backend`: the trait a backend implements; `memory`: the in-memory one; `redis`: the one
-//!   shared by every replica (`limits.backend = "redis"`), its server side in `redis.lua`.
+//! - `backend`: the trait a backend implements; `memory`: the in-memory one; `redis/`: the one
+//!   shared by every replica (`limits.backend = "redis"`), its server side in `redis/redis.lua`.
 
 mod admission;
 mod backend;
@@ -34,14 +34,14 @@ use std::sync::Arc;
 use crate::config::{Config, LimitsBackend};
 use crate::metrics::Metrics;
 
-pub use crate::config::ANONYMOUS;
 pub use admission::{Admission, LimitKind, Permit, Refusal};
-pub use backend::{CheckFuture, LimitBackend};
+pub use backend::CheckFuture;
 pub use headers::{format_reset, LimitStatus, RateLimitHeaders};
-pub use memory::{LimitClock, MemoryBackend};
-pub use redis::{check_redis_url, RedisBackend};
-pub use settings::KeyLimits;
-pub use tokens::{ChargeUsage, UsageAccount};
+pub use tokens::UsageAccount;
+
+use backend::LimitBackend;
+use memory::MemoryBackend;
+use redis::RedisBackend;
 
 /// The limits of every key, behind the backend that keeps their counters. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -68,8 +68,9 @@ impl Limits {
         })
     }
 
-    /// Limits over any backend (tests, benchmarks).
-    pub fn with_backend(backend: Arc<dyn LimitBackend>) -> Limits {
+    /// Limits over any backend (tests, on a fake clock).
+    #[cfg(test)]
+    fn with_backend(backend: Arc<dyn LimitBackend>) -> Limits {
         Limits {
             backend,
             kind: LimitsBackend::Memory,

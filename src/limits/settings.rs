@@ -4,20 +4,20 @@ use crate::config::{KeyConfig, LimitsConfig};
 
 /// The effective limits of one key id (or of `anonymous`). `0` means unlimited, as in the config.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct KeyLimits {
-    pub requests_per_minute: u64,
+pub(crate) struct KeyLimits {
+    pub(crate) requests_per_minute: u64,
     /// Requests that may arrive back to back after a quiet spell; only meaningful with a rate.
-    pub burst: u64,
-    pub max_concurrent: u64,
-    pub tokens_per_minute: u64,
+    pub(crate) burst: u64,
+    pub(crate) max_concurrent: u64,
+    pub(crate) tokens_per_minute: u64,
     /// Spend budgets in USD per UTC day and month; 0 = none.
-    pub usd_per_day: f64,
-    pub usd_per_month: f64,
+    pub(crate) usd_per_day: f64,
+    pub(crate) usd_per_month: f64,
 }
 
 impl KeyLimits {
     /// The limits for anonymous use: `[limits]` as written.
-    pub fn defaults(limits: &LimitsConfig) -> Self {
+    pub(crate) fn defaults(limits: &LimitsConfig) -> Self {
         Self {
             requests_per_minute: limits.requests_per_minute,
             burst: limits.burst,
@@ -29,7 +29,7 @@ impl KeyLimits {
     }
 
     /// A key's limits: each value it sets overrides the one in `[limits]`.
-    pub fn for_key(key: &KeyConfig, limits: &LimitsConfig) -> Self {
+    pub(crate) fn for_key(key: &KeyConfig, limits: &LimitsConfig) -> Self {
         let defaults = Self::defaults(limits);
         Self {
             requests_per_minute: key
@@ -49,7 +49,7 @@ impl KeyLimits {
     }
 
     /// Whether any spend budget applies.
-    pub fn has_budget(&self) -> bool {
+    pub(crate) fn has_budget(&self) -> bool {
         self.usd_per_day > 0.0 || self.usd_per_month > 0.0
     }
 }

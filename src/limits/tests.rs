@@ -4,11 +4,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use governor::clock::FakeRelativeClock;
 use http::HeaderMap;
 
 use super::*;
-use crate::config::{KeyConfig, LimitsConfig};
+use crate::config::{KeyConfig, LimitsConfig, ANONYMOUS};
 
 /// `[limits]` with every limit off, to switch on one at a time.
 fn unlimited() -> LimitsConfig {
@@ -20,6 +21,13 @@ fn unlimited() -> LimitsConfig {
         global_requests_per_second: 0,
         ..LimitsConfig::default()
     }
+}
+
+/// The answer of a backend that needs no I/O (the in-memory one): its future is ready at once.
+fn at_once(check: CheckFuture<'_>) -> Result<Admission, Refusal> {
+    check
+        .now_or_never()
+        .expect("the in-memory backend answers without waiting")
 }
 
 fn key(id: &str) -> KeyConfig {
@@ -57,25 +65,25 @@ fn keys_get_their_own_limits_and_the_rest_get_anonymous() {
     };
     let (limits, _clock) = limits_on(&config(limits, vec![alice, key("bob")]));
 
-    assert!((0..3).all(|_| limits.check("alice").ready().unwrap().is_ok()));
+    assert!((0..3).all(|_| at_once(limits.check("alice")).is_ok()));
     assert_eq!(
-        limits.check("alice").ready().unwrap().unwrap_err().limit,
+        at_once(limits.check("alice")).unwrap_err().limit,
         LimitKind::Requests
     );
     // bob has [limits]'s burst, and his own bucket.
-    assert!(limits.check("bob").ready().unwrap().is_ok());
-    assert!(limits.check("bob").ready().unwrap().is_err());
-    assert!(limits.check(ANONYMOUS).ready().unwrap().is_ok());
-    assert!(limits.check(ANONYMOUS).ready().unwrap().is_err());
+    assert!(at_once(limits.check("bob")).is_ok());
+    assert!(at_once(limits.check("bob")).is_err());
+    assert!(at_once(limits.check(ANONYMOUS)).is_ok());
+    assert!(at_once(limits.check(ANONYMOUS)).is_err());
     // An id that is not configured is counted as anonymous.
-    assert!(limits.check("mallory").ready().unwrap().is_err());
+    assert!(at_once(limits.check("mallory")).is_err());
 }
 
 #[test]
 fn unlimited_takes_nothing_and_says_nothing() {
     let (limits, _clock) = limits_on(&config(unlimited(), vec![key("alice")]));
     for _ in 0..1000 {
-        let admission = limits.check("alice").ready().unwrap().unwrap();
+        let admission = at_once(limits.check("alice")).unwrap();
         assert!(!admission.permit.holds_slot());
         assert!(admission.headers.is_empty());
         assert!(admission.account.is_none());
@@ -91,12 +99,12 @@ fn the_rate_refusal_reads_as_documented() {
     };
     let (limits, clock) = limits_on(&config(limits, vec![key("alice")]));
     let admissions: Vec<_> = (0..3)
-        .map(|_| limits.check("alice").ready().unwrap().unwrap())
+        .map(|_| at_once(limits.check("alice")).unwrap())
         .collect();
     let last = admissions[2].headers.requests.unwrap();
     assert_eq!((last.limit, last.remaining), (3, 0));
 
-    let refusal = limits.check("alice").ready().unwrap().unwrap_err();
+    let refusal = at_once(limits.check("alice")).unwrap_err();
     assert_eq!(refusal.retry_after, Duration::from_secs(20));
     assert_eq!(
         refusal.message,
@@ -109,7 +117,7 @@ fn the_rate_refusal_reads_as_documented() {
     assert_eq!(headers["x-ratelimit-reset-requests"], "1m0s");
 
     clock.advance(Duration::from_secs(20));
-    assert!(limits.check("alice").ready().unwrap().is_ok());
+    assert!(at_once(limits.check("alice")).is_ok());
 }
 
 #[test]
@@ -121,10 +129,10 @@ fn a_full_house_is_refused_without_using_a_rate_cell() {
         ..unlimited()
     };
     let (limits, _clock) = limits_on(&config(limits, vec![key("alice")]));
-    let first = limits.check("alice").ready().unwrap().unwrap();
+    let first = at_once(limits.check("alice")).unwrap();
     assert!(first.permit.holds_slot());
 
-    let refusal = limits.check("alice").ready().unwrap().unwrap_err();
+    let refusal = at_once(limits.check("alice")).unwrap_err();
     assert_eq!(refusal.limit, LimitKind::Concurrency);
     assert_eq!(refusal.retry_after, Duration::from_secs(1));
     assert_eq!(
@@ -134,7 +142,7 @@ fn a_full_house_is_refused_without_using_a_rate_cell() {
 
     // The refused request did not take the second cell of the burst.
     drop(first);
-    let second = limits.check("alice").ready().unwrap().unwrap();
+    let second = at_once(limits.check("alice")).unwrap();
     assert_eq!(second.headers.requests.unwrap().remaining, 0);
 }
 
@@ -147,14 +155,14 @@ fn a_rate_refusal_gives_the_slot_back() {
         ..unlimited()
     };
     let (limits, clock) = limits_on(&config(limits, vec![key("alice")]));
-    drop(limits.check("alice").ready().unwrap().unwrap());
+    drop(at_once(limits.check("alice")).unwrap());
     assert_eq!(
-        limits.check("alice").ready().unwrap().unwrap_err().limit,
+        at_once(limits.check("alice")).unwrap_err().limit,
         LimitKind::Requests
     );
     clock.advance(Duration::from_secs(60));
     // Had the refused request kept its slot, this would be a concurrency refusal.
-    assert!(limits.check("alice").ready().unwrap().is_ok());
+    assert!(at_once(limits.check("alice")).is_ok());
 }
 
 #[test]
@@ -167,7 +175,7 @@ fn tokens_are_debited_after_the_response_even_past_the_permit() {
         ..unlimited()
     };
     let (limits, clock) = limits_on(&config(limits, vec![key("alice")]));
-    let admission = limits.check("alice").ready().unwrap().unwrap();
+    let admission = at_once(limits.check("alice")).unwrap();
     let tokens = admission.headers.tokens.unwrap();
     assert_eq!((tokens.limit, tokens.remaining), (1000, 1000));
     let account = admission.account.clone().unwrap();
@@ -175,7 +183,7 @@ fn tokens_are_debited_after_the_response_even_past_the_permit() {
 
     // The stream ends after the permit was released; its usage arrives now.
     account.charge(1500, 0.0);
-    let refusal = limits.check("alice").ready().unwrap().unwrap_err();
+    let refusal = at_once(limits.check("alice")).unwrap_err();
     assert_eq!(refusal.limit, LimitKind::Tokens);
     assert_eq!(refusal.retry_after, Duration::from_millis(30_060));
     assert!(refusal.message.starts_with(
@@ -188,7 +196,7 @@ fn tokens_are_debited_after_the_response_even_past_the_permit() {
     assert!(refusal.headers.requests.is_none());
 
     clock.advance(Duration::from_millis(30_060));
-    let admission = limits.check("alice").ready().unwrap().unwrap();
+    let admission = at_once(limits.check("alice")).unwrap();
     assert_eq!(admission.headers.tokens.unwrap().remaining, 1);
     assert_eq!(admission.headers.requests.unwrap().remaining, 4);
 }
@@ -200,9 +208,9 @@ fn the_global_rate_is_shared_by_every_key() {
         ..unlimited()
     };
     let (limits, clock) = limits_on(&config(limits, vec![key("alice"), key("bob")]));
-    assert!(limits.check("alice").ready().unwrap().is_ok());
-    assert!(limits.check("bob").ready().unwrap().is_ok());
-    let refusal = limits.check(ANONYMOUS).ready().unwrap().unwrap_err();
+    assert!(at_once(limits.check("alice")).is_ok());
+    assert!(at_once(limits.check("bob")).is_ok());
+    let refusal = at_once(limits.check(ANONYMOUS)).unwrap_err();
     assert_eq!(refusal.limit, LimitKind::Global);
     assert_eq!(refusal.retry_after, Duration::from_millis(500));
     assert_eq!(
@@ -210,7 +218,7 @@ fn the_global_rate_is_shared_by_every_key() {
         "gateway-wide rate limit exceeded: 2 requests per second; retry in 1s"
     );
     clock.advance(Duration::from_millis(500));
-    assert!(limits.check("bob").ready().unwrap().is_ok());
+    assert!(at_once(limits.check("bob")).is_ok());
 }
 
 #[test]
@@ -225,15 +233,15 @@ fn a_key_over_its_own_rate_does_not_drain_the_global_one() {
         ..key("greedy")
     };
     let (limits, clock) = limits_on(&config(limits, vec![greedy, key("alice")]));
-    assert!(limits.check("greedy").ready().unwrap().is_ok());
+    assert!(at_once(limits.check("greedy")).is_ok());
     clock.advance(Duration::from_secs(1));
     for _ in 0..100 {
         assert_eq!(
-            limits.check("greedy").ready().unwrap().unwrap_err().limit,
+            at_once(limits.check("greedy")).unwrap_err().limit,
             LimitKind::Requests
         );
     }
-    assert!(limits.check("alice").ready().unwrap().is_ok());
+    assert!(at_once(limits.check("alice")).is_ok());
 }
 
 #[test]
@@ -248,11 +256,11 @@ fn reload_keeps_the_state_of_what_did_not_change() {
     let keys = vec![key("alice"), key("bob"), key("carol")];
     let (before, _clock) = limits_on(&config(base.clone(), keys));
 
-    let alice_slot = before.check("alice").ready().unwrap().unwrap();
-    let bob = before.check("bob").ready().unwrap().unwrap();
+    let alice_slot = at_once(before.check("alice")).unwrap();
+    let bob = at_once(before.check("bob")).unwrap();
     bob.account.clone().unwrap().charge(500, 0.0);
     drop(bob);
-    drop(before.check("carol").ready().unwrap().unwrap());
+    drop(at_once(before.check("carol")).unwrap());
 
     // bob gets a higher rate; carol goes; dave arrives.
     let bob = KeyConfig {
@@ -265,21 +273,21 @@ fn reload_keeps_the_state_of_what_did_not_change() {
         .unwrap();
 
     // alice: unchanged, her slot and her used cell carry over.
-    let refusal = after.check("alice").ready().unwrap().unwrap_err();
+    let refusal = at_once(after.check("alice")).unwrap_err();
     assert_eq!(refusal.limit, LimitKind::Concurrency);
     drop(alice_slot);
     assert_eq!(
-        after.check("alice").ready().unwrap().unwrap_err().limit,
+        at_once(after.check("alice")).unwrap_err().limit,
         LimitKind::Requests
     );
     // bob: a new rate, but his token debt stays.
     assert_eq!(
-        after.check("bob").ready().unwrap().unwrap_err().limit,
+        at_once(after.check("bob")).unwrap_err().limit,
         LimitKind::Tokens
     );
     // dave is new and fresh; carol's id now counts as anonymous, whose bucket is untouched.
-    assert!(after.check("dave").ready().unwrap().is_ok());
-    assert!(after.check("carol").ready().unwrap().is_ok());
+    assert!(at_once(after.check("dave")).is_ok());
+    assert!(at_once(after.check("carol")).is_ok());
 }
 
 #[test]
@@ -298,7 +306,7 @@ fn in_flight_never_exceeds_the_max_under_contention() {
         for _ in 0..8 {
             s.spawn(|| {
                 for _ in 0..2000 {
-                    if let Ok(admission) = limits.check("alice").ready().unwrap() {
+                    if let Ok(admission) = at_once(limits.check("alice")) {
                         let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
                         peak.fetch_max(now, Ordering::SeqCst);
                         admitted.fetch_add(1, Ordering::SeqCst);
@@ -314,10 +322,10 @@ fn in_flight_never_exceeds_the_max_under_contention() {
     assert!(admitted.load(Ordering::SeqCst) > 0);
     // Every slot came back.
     let held: Vec<_> = (0..3)
-        .map(|_| limits.check("alice").ready().unwrap().unwrap())
+        .map(|_| at_once(limits.check("alice")).unwrap())
         .collect();
     assert_eq!(
-        limits.check("alice").ready().unwrap().unwrap_err().limit,
+        at_once(limits.check("alice")).unwrap_err().limit,
         LimitKind::Concurrency
     );
     drop(held);
@@ -327,7 +335,7 @@ fn in_flight_never_exceeds_the_max_under_contention() {
 fn builds_on_the_real_clock() {
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let limits = Limits::build(&Config::default(), &metrics).unwrap();
-    let admission = limits.check(ANONYMOUS).ready().unwrap().unwrap();
+    let admission = at_once(limits.check(ANONYMOUS)).unwrap();
     let requests = admission.headers.requests.unwrap();
     assert_eq!((requests.limit, requests.remaining), (60, 59));
     assert!(admission.permit.holds_slot());

@@ -19,7 +19,7 @@ const MINUTE_NS: u64 = 60_000_000_000;
 
 /// Where what a response used is charged: tokens against the token limit, cost against the
 /// spend budgets. In memory here; a shared store implements the same.
-pub trait ChargeUsage: Send + Sync + fmt::Debug {
+pub(crate) trait ChargeUsage: Send + Sync + fmt::Debug {
     fn charge(&self, tokens: u64, cost_usd: f64);
 }
 
@@ -30,7 +30,7 @@ pub trait ChargeUsage: Send + Sync + fmt::Debug {
 pub struct UsageAccount(Arc<dyn ChargeUsage>);
 
 impl UsageAccount {
-    pub fn new(budget: Arc<dyn ChargeUsage>) -> Self {
+    pub(crate) fn new(budget: Arc<dyn ChargeUsage>) -> Self {
         Self(budget)
     }
 

@@ -1,4 +1,4 @@
--- orgate's limits on Redis: the server side of src/limits/redis.rs.
+-- orgate's limits on Redis: the server side of src/limits/redis/.
 --
 -- One script, three operations (ARGV[1]); each runs atomically on the server:
 --   check  : every limit of one request, checked and, if all pass, charged. One round trip.
@@ -19,6 +19,18 @@
 -- Every key expires on its own once it no longer holds anything a limit needs.
 -- The spend counters' names depend on the server's clock, so the script builds them from the
 -- prefix in KEYS[4]; they share its hash tag.
+
+-- The check's verdict: admitted, or the first limit that refuses. These values are the
+-- discriminants of `Code` in verdict.rs, and a unit test there reads them here: change both.
+local ADMITTED = 0
+local REFUSED_BUDGET = 1
+local REFUSED_TOKENS = 2
+local REFUSED_CONCURRENCY = 3
+local REFUSED_REQUESTS = 4
+local REFUSED_GLOBAL = 5
+-- A budget refusal's detail: the period whose budget is spent (read by verdict.rs too).
+local BUDGET_DAY = 1
+local BUDGET_MONTH = 2
 
 if redis.replicate_commands then
   -- Redis < 5 must be told to replicate effects (TIME is not deterministic); later ones do.
@@ -112,9 +124,9 @@ end
 --       usd_per_day and usd_per_month in micro-dollars, global_requests_per_second,
 --       lease_ttl (ms), lease id. 0 = unlimited.
 -- Returns {code, wait_us, detail, req_seen, req_remaining, req_reset_us, tok_seen,
---          tok_remaining, tok_reset_us}: code 0 admitted, 1 budget (detail 1 day, 2 month),
--- 2 tokens, 3 concurrency, 4 requests, 5 global. `*_seen` is 1 when that limit was looked at
--- (its remaining and reset are then meaningful), else 0.
+--          tok_remaining, tok_reset_us}: code ADMITTED or the REFUSED_* of the refusing limit
+-- (detail: BUDGET_DAY or BUDGET_MONTH for a budget, else 0). `*_seen` is 1 when that limit
+-- was looked at (its remaining and reset are then meaningful), else 0.
 -- The order is the in-memory backend's: budgets, tokens, concurrency, the key's rate, the
 -- global rate; a request several limits refuse is refused by the first. All or nothing: a
 -- refusal writes nothing.
@@ -143,10 +155,10 @@ local function check()
   if day_budget > 0 or month_budget > 0 then
     local day, day_end, month, month_end = periods(secs)
     if day_budget > 0 and number_at(k_spend .. ':day:' .. day) >= day_budget then
-      return answer(1, (day_end - secs) * SECOND, 1)
+      return answer(REFUSED_BUDGET, (day_end - secs) * SECOND, BUDGET_DAY)
     end
     if month_budget > 0 and number_at(k_spend .. ':month:' .. month) >= month_budget then
-      return answer(1, (month_end - secs) * SECOND, 2)
+      return answer(REFUSED_BUDGET, (month_end - secs) * SECOND, BUDGET_MONTH)
     end
   end
 
@@ -156,7 +168,7 @@ local function check()
     local allowed = MINUTE - math.ceil(MINUTE / tpm)
     tok = { 1, math.max(math.floor((MINUTE - used) * tpm / MINUTE), 0), used }
     if used > allowed then
-      return answer(2, used - allowed, 0)
+      return answer(REFUSED_TOKENS, used - allowed, 0)
     end
   end
 
@@ -164,7 +176,7 @@ local function check()
   if max_concurrent > 0 then
     redis.call('ZREMRANGEBYSCORE', k_leases, '-inf', now_ms)
     if redis.call('ZCARD', k_leases) >= max_concurrent then
-      return answer(3, SECOND, 0)
+      return answer(REFUSED_CONCURRENCY, SECOND, 0)
     end
   end
 
@@ -175,7 +187,7 @@ local function check()
     local fits, value, used = gcra(k_rate, now, interval, interval * burst)
     if not fits then
       req = { 1, 0, used }
-      return answer(4, value, 0)
+      return answer(REFUSED_REQUESTS, value, 0)
     end
     req = { 1, math.max(math.floor((interval * burst - used) / interval + 1e-9), 0), used }
     rate_tat = value
@@ -187,7 +199,7 @@ local function check()
     local interval = SECOND / global_rps
     local fits, value = gcra(k_global, now, interval, interval * global_rps)
     if not fits then
-      return answer(5, value, 0)
+      return answer(REFUSED_GLOBAL, value, 0)
     end
     global_tat = value
   end
@@ -203,7 +215,7 @@ local function check()
     redis.call('ZADD', k_leases, now_ms + lease_ttl, lease)
     keep_for(k_leases, lease_ttl + 1000)
   end
-  return answer(0, 0, 0)
+  return answer(ADMITTED, 0, 0)
 end
 
 -- KEYS: tokens, spend prefix. ARGV: 'charge', tokens, tokens_per_minute, micro-dollars.
