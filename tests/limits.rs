@@ -1,7 +1,5 @@
 //! Per-key limits through the real gateway: request rate, concurrency, tokens.
 
-use std::time::Duration;
-
 use crate::common::*;
 use futures_util::StreamExt;
 
@@ -15,21 +13,17 @@ fn stream_request(gw: &TestGateway, key: &str, scenario: &str) -> reqwest::Reque
     ))
 }
 
-/// Polls until a request of `key` is admitted (a slot or a refill frees), within 5 s.
+/// Polls until a request of `key` is admitted (a slot or a refill frees); until then it is
+/// refused with 429, nothing else.
 async fn admitted_eventually(gw: &TestGateway, key: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let response = chat(gw, key).await;
-        if response.status() == 200 {
-            return;
+    eventually("a request admitted again", async || {
+        match chat(gw, key).await.status().as_u16() {
+            200 => Ok(()),
+            429 => Err("refused: 429"),
+            other => panic!("refused with {other}, not 429"),
         }
-        assert_eq!(response.status(), 429);
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never admitted again"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -271,12 +265,8 @@ async fn hanging_up_is_not_free_the_generation_is_looked_up() {
         );
     }
     // 14 tokens debited: the next request is refused.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while chat(&gw, ALICE_KEY).await.status() != 429 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the settled tokens were never debited"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the settled tokens debited", async || {
+        chat(&gw, ALICE_KEY).await.status() == 429
+    })
+    .await;
 }

@@ -1,7 +1,5 @@
 //! `GET /metrics`: values move as requests, streams, tokens and failures happen.
 
-use std::time::Duration;
-
 use crate::common::*;
 use futures_util::StreamExt;
 
@@ -26,25 +24,21 @@ fn value(text: &str, series: &str) -> f64 {
 }
 
 /// Polls the scrape until `series` reaches `expected` (gauges move when bodies finish).
-async fn eventually(gw: &TestGateway, series: &str, expected: f64) -> String {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
+async fn reaches(gw: &TestGateway, series: &str, expected: f64) -> String {
+    eventually(&format!("{series} to reach {expected}"), async || {
         let text = scrape(gw).await;
         if value(&text, series) == expected {
-            return text;
+            Ok(text)
+        } else {
+            Err(text)
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{series} never reached {expected}:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 /// Waits until the gateway has learnt the upstream's model list (a background fetch).
 async fn models_learnt(gw: &TestGateway) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
+    eventually("the model list learnt", async || {
         let body = format!(r#"{{"model":"{MODEL}","messages":[]}}"#);
         gw.chat(BOB_KEY)
             .body(body)
@@ -54,18 +48,11 @@ async fn models_learnt(gw: &TestGateway) {
             .bytes()
             .await
             .unwrap();
-        if scrape(gw)
+        scrape(gw)
             .await
             .contains(&format!(r#"key="bob",route="chat",model="{MODEL}""#))
-        {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the model list was never learnt"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -94,7 +81,7 @@ async fn requests_tokens_and_cost_are_counted_by_key_and_model() {
     let stream = gw.chat(ALICE_KEY).body(stream_body).send().await.unwrap();
     stream.bytes().await.unwrap();
 
-    let after = eventually(&gw, &requests, value(&before, &requests) + 2.0).await;
+    let after = reaches(&gw, &requests, value(&before, &requests) + 2.0).await;
     assert_eq!(value(&after, &prompt) - value(&before, &prompt), 20.0);
     assert_eq!(
         value(&after, &completion) - value(&before, &completion),
@@ -126,13 +113,13 @@ async fn in_flight_requests_and_streams_rise_and_fall() {
         .send()
         .await
         .unwrap();
-    let text = eventually(&gw, inflight, 1.0).await;
+    let text = reaches(&gw, inflight, 1.0).await;
     assert_eq!(value(&text, streams), 1.0);
     // The client leaves mid-stream: both fall back to 0.
     let mut body = response.bytes_stream();
     body.next().await.unwrap().unwrap();
     drop(body);
-    let text = eventually(&gw, inflight, 0.0).await;
+    let text = reaches(&gw, inflight, 0.0).await;
     assert_eq!(value(&text, streams), 0.0);
 }
 
@@ -158,7 +145,7 @@ async fn upstream_failures_and_retries_are_counted_by_kind() {
     send("hang").await.unwrap().bytes().await.unwrap();
     let _ = send("stream-cut").await.unwrap().bytes().await;
     send("status-500").await.unwrap().bytes().await.unwrap();
-    let after = eventually(&gw, &kind("reset"), value(&before, &kind("reset")) + 1.0).await;
+    let after = reaches(&gw, &kind("reset"), value(&before, &kind("reset")) + 1.0).await;
     assert_eq!(
         value(&after, &kind("retry")) - value(&before, &kind("retry")),
         1.0
@@ -194,7 +181,7 @@ async fn made_up_models_are_grouped_and_no_secret_is_scraped() {
         .send()
         .await
         .unwrap();
-    let text = eventually(
+    let text = reaches(
         &gw,
         r#"orgate_requests_total{key="alice",route="chat",model="other",status="200"}"#,
         5.0,

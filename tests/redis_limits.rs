@@ -69,29 +69,29 @@ impl RedisServer {
             .expect("redis-server starts");
         self.child = Some(child);
         let client = redis::Client::open(self.url()).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(Ok(mut connection)) = tokio::time::timeout(
-                Duration::from_secs(1),
-                client.get_multiplexed_async_connection(),
-            )
-            .await
-            {
-                let pong: redis::RedisResult<String> =
-                    redis::cmd("PING").query_async(&mut connection).await;
-                if pong.is_ok_and(|p| p == "PONG") {
-                    return;
+        eventually_within(
+            Duration::from_secs(10),
+            "redis-server to answer PING",
+            async || {
+                if let Ok(Ok(mut connection)) = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    client.get_multiplexed_async_connection(),
+                )
+                .await
+                {
+                    let pong: redis::RedisResult<String> =
+                        redis::cmd("PING").query_async(&mut connection).await;
+                    if pong.is_ok_and(|p| p == "PONG") {
+                        return true;
+                    }
                 }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not answer PING within 10s"
-            );
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
-                panic!("redis-server exited: {status}");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+                if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                    panic!("redis-server exited: {status}");
+                }
+                false
+            },
+        )
+        .await;
     }
 
     /// Kills it (`SIGKILL`): every connection drops, every key is gone.
@@ -151,24 +151,39 @@ async fn stream(url: &str, key: &str, chunks: u32) -> reqwest::Response {
         .unwrap()
 }
 
-/// Sends `send()` until `done(status, message)` holds, within 5 s; returns that response's
-/// status and headers.
-async fn until<F, Fut>(what: &str, mut send: F, done: impl Fn(u16) -> bool) -> reqwest::Response
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = reqwest::Response>,
-{
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
+/// Sends `send()` until its answer has status `status`; returns that response.
+async fn until(
+    what: &str,
+    mut send: impl AsyncFnMut() -> reqwest::Response,
+    status: u16,
+) -> reqwest::Response {
+    eventually(what, async || {
         let response = send().await;
-        if done(response.status().as_u16()) {
-            return response;
+        if response.status() == status {
+            return Ok(response);
         }
-        let status = response.status();
+        let seen = response.status();
         response.bytes().await.unwrap();
-        assert!(Instant::now() < deadline, "{what}: still {status} after 5s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        Err(format!("still {seen}"))
+    })
+    .await
+}
+
+/// Sends requests of `key` until one is checked against Redis again (it has limit headers);
+/// returns that response.
+async fn checked_again(gw: &TestGateway, key: &str) -> reqwest::Response {
+    eventually("Redis checking again", async || {
+        let response = chat(gw, key).await;
+        if response
+            .headers()
+            .contains_key("x-ratelimit-remaining-requests")
+        {
+            Ok(response)
+        } else {
+            Err(format!("unchecked: {}", response.status()))
+        }
+    })
+    .await
 }
 
 /// The value of the first series line starting with `series`, or 0.
@@ -264,8 +279,8 @@ async fn concurrency_holds_across_replicas_and_slots_come_back() {
     let started = Instant::now();
     until(
         "a slot after a stream ended",
-        || chat(&b, ALICE_KEY),
-        |s| s == 200,
+        async || chat(&b, ALICE_KEY).await,
+        200,
     )
     .await;
     assert!(
@@ -327,16 +342,15 @@ async fn a_killed_replicas_leases_expire_after_lease_ttl() {
         429,
         "the dead replica's lease outlives it for up to lease_ttl"
     );
-    let deadline = killed + Duration::from_secs(5);
-    loop {
-        let status = chat_b().await.unwrap().status();
-        if status == 200 {
-            break;
-        }
-        assert_eq!(status, 429);
-        assert!(Instant::now() < deadline, "the lease never expired");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "the dead replica's lease to expire",
+        async || match chat_b().await.unwrap().status().as_u16() {
+            200 => Ok(()),
+            429 => Err("refused: 429"),
+            other => panic!("refused with {other}, not 429"),
+        },
+    )
+    .await;
     let freed_after = killed.elapsed();
     assert!(
         freed_after <= Duration::from_millis(2500),
@@ -366,8 +380,8 @@ async fn spend_debited_on_one_replica_refuses_the_key_on_the_other() {
     // The charge is written after the response: the other replica sees it moments later.
     let refused = until(
         "the budget on the other replica",
-        || chat(&b, ALICE_KEY),
-        |s| s == 429,
+        async || chat(&b, ALICE_KEY).await,
+        429,
     )
     .await;
     let retry_after = retry_after(&refused);
@@ -416,12 +430,12 @@ async fn tokens_debited_on_one_replica_refuse_the_key_on_the_other() {
     assert_eq!(first.headers()["x-ratelimit-limit-tokens"], "20");
     assert_eq!(first.headers()["x-ratelimit-remaining-tokens"], "20");
     first.bytes().await.unwrap();
-    let second = until("the first charge", || chat(&a, ALICE_KEY), |s| s == 200).await;
+    let second = until("the first charge", async || chat(&a, ALICE_KEY).await, 200).await;
     second.bytes().await.unwrap();
     let refused = until(
         "tokens on the other replica",
-        || chat(&b, ALICE_KEY),
-        |s| s == 429,
+        async || chat(&b, ALICE_KEY).await,
+        429,
     )
     .await;
     assert_eq!(refused.headers()["x-ratelimit-remaining-tokens"], "0");
@@ -487,16 +501,7 @@ async fn with_allow_a_stopped_redis_lets_requests_through_and_limits_return_with
 
     // Back (empty: the burst is whole again), and limiting again: exactly the burst passes.
     redis.restart().await;
-    let mut checked = chat(&gw, ALICE_KEY).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !checked
-        .headers()
-        .contains_key("x-ratelimit-remaining-requests")
-    {
-        assert!(Instant::now() < deadline, "Redis never checked again");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        checked = chat(&gw, ALICE_KEY).await;
-    }
+    let checked = checked_again(&gw, ALICE_KEY).await;
     assert_eq!(checked.status(), 200);
     assert_eq!(checked.headers()["x-ratelimit-remaining-requests"], "1");
     assert_eq!(chat(&gw, ALICE_KEY).await.status(), 200);
@@ -552,11 +557,11 @@ async fn with_deny_or_a_budget_a_stopped_redis_refuses_with_503_until_it_returns
     );
 
     redis.restart().await;
-    until("admitted again", || chat(&deny, BOB_KEY), |s| s == 200).await;
+    until("admitted again", async || chat(&deny, BOB_KEY).await, 200).await;
     until(
         "admitted again",
-        || chat(&by_default, ALICE_KEY),
-        |s| s == 200,
+        async || chat(&by_default, ALICE_KEY).await,
+        200,
     )
     .await;
 }
@@ -609,21 +614,7 @@ async fn a_slow_redis_is_not_waited_for_and_leaves_no_lease_behind() {
     );
 
     // Once Redis answers again, bob's one slot is free: the late lease was removed.
-    let response = until("checked again", || chat(&gw, BOB_KEY), |_| true).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut response = response;
-    while !response
-        .headers()
-        .contains_key("x-ratelimit-remaining-requests")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "never checked again: {}",
-            response.status()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        response = chat(&gw, BOB_KEY).await;
-    }
+    let response = checked_again(&gw, BOB_KEY).await;
     assert_eq!(response.status(), 200, "{:?}", response.text().await);
     let leases: i64 = redis::cmd("ZCARD")
         .arg("orgate:{bob}:leases")
@@ -685,14 +676,9 @@ async fn a_reload_keeps_the_connection_and_the_shared_state() {
     // A reload that changes another key: alice's bucket, in Redis, stays spent.
     config.auth.keys[1].burst = Some(7);
     gw.reload(Ok(config)).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let response = chat(&gw, BOB_KEY).await;
-        if response.headers()["x-ratelimit-limit-requests"] == "7" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the reload never applied");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the reload applied", async || {
+        chat(&gw, BOB_KEY).await.headers()["x-ratelimit-limit-requests"] == "7"
+    })
+    .await;
     assert_eq!(chat(&gw, ALICE_KEY).await.status(), 429);
 }

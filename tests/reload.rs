@@ -1,7 +1,5 @@
 //! Live reload: new config for new requests, in-flight streams finish on the old one.
 
-use std::time::Duration;
-
 use crate::common::process::{serve_command, Served};
 use crate::common::*;
 use futures_util::StreamExt;
@@ -18,18 +16,6 @@ async fn metric(gw: &TestGateway, series: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
         .map_or(0.0, |v| v.trim().parse().unwrap())
-}
-
-/// Polls until `check` holds (the reload is applied by the serving task), within 5 s.
-async fn until<F: std::future::Future<Output = bool>>(mut check: impl FnMut() -> F) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "condition never held"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test]
@@ -71,7 +57,11 @@ async fn a_reload_changes_rules_and_limits_for_new_requests_only() {
     reloaded.auth.keys[0].requests_per_minute = Some(1);
     reloaded.auth.keys[0].burst = Some(1);
     gw.reload(Ok(reloaded)).await;
-    until(|| async { chat(&gw, "sk-orgate-carol", &format!("{MODEL}:free")).await == 403 }).await;
+    // The reload is applied by the serving task, moments later.
+    eventually("`:free` denied after the reload", async || {
+        chat(&gw, "sk-orgate-carol", &format!("{MODEL}:free")).await == 403
+    })
+    .await;
     assert_eq!(chat(&gw, ALICE_KEY, MODEL).await, 200);
     assert_eq!(
         chat(&gw, ALICE_KEY, MODEL).await,
@@ -107,8 +97,10 @@ async fn a_broken_reload_is_refused_and_the_running_config_stays() {
     let mut unbuildable = config.clone();
     unbuildable.auth.keys[0].upstream_key_env = Some("NOT_SET_ANYWHERE".into());
     gw.reload(Ok(unbuildable)).await;
-    until(|| async { metric(&gw, r#"orgate_config_reloads_total{kind="refused"}"#).await == 2.0 })
-        .await;
+    eventually("both reloads refused", async || {
+        metric(&gw, r#"orgate_config_reloads_total{kind="refused"}"#).await == 2.0
+    })
+    .await;
     assert_eq!(
         chat(&gw, ALICE_KEY, &format!("{MODEL}:free")).await,
         403,

@@ -2,12 +2,14 @@
 
 #![allow(dead_code, unreachable_pub, unused_imports)]
 
+pub mod eventually;
 pub mod mock_openrouter;
 pub mod process;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub use eventually::{eventually, eventually_within};
 pub use mock_openrouter::{MockOpenRouter, MODEL};
 use orgate::config::{Config, KeyConfig};
 use tokio::net::TcpListener;
