@@ -183,7 +183,7 @@ async fn serve_like_the_container_and_drain_a_stream_on_sigterm() {
         format!(
             "[server]\nshutdown_grace = \"10s\"\n[upstream]\nbase_url = \"{}\"\n[[auth.keys]]\nid = \"alice\"\nhash = \"{}\"\n",
             mock.base_url,
-            orgate::auth::key_hash_field(ALICE_KEY)
+            hash_field(ALICE_KEY)
         ),
     )
     .unwrap();

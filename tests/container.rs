@@ -167,7 +167,7 @@ async fn the_binary_starts_as_the_image_starts_it_and_passes_its_health_check() 
         format!(
             "[upstream]\nbase_url = \"{}\"\n[[auth.keys]]\nid = \"app\"\nhash = \"{}\"\n",
             mock.base_url,
-            orgate::auth::key_hash_field(ALICE_KEY)
+            hash_field(ALICE_KEY)
         ),
     )
     .unwrap();

@@ -378,10 +378,7 @@ async fn health_and_readiness() {
 async fn while_draining_readyz_and_new_api_requests_get_503() {
     use tower::ServiceExt;
     let mock = MockOpenRouter::start().await;
-    let metrics = std::sync::Arc::new(orgate::metrics::Metrics::new());
-    let snapshot = orgate::state::Snapshot::build(config_for(&mock), &metrics).unwrap();
-    let state = orgate::state::AppState::new(snapshot, metrics);
-    let app = orgate::router(state.clone());
+    let (state, app) = internals::router(config_for(&mock));
     let get = |path: &str| {
         http::Request::get(path)
             .header("authorization", format!("Bearer {ALICE_KEY}"))

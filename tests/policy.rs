@@ -465,7 +465,7 @@ async fn explain_shows_the_forwarded_body_and_each_rule_without_network() {
         &config,
         format!(
             "[policy]\naliases = {{ \"gpt\" = \"openai/gpt-4o\" }}\nmodels.deny = [\"*:free\"]\n[policy.provider]\nonly = [\"openai\", \"azure\"]\n[[auth.keys]]\nid = \"alice\"\nhash = \"{}\"\n",
-            orgate::auth::key_hash_field(ALICE_KEY)
+            hash_field(ALICE_KEY)
         ),
     )
     .unwrap();

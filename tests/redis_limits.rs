@@ -307,7 +307,7 @@ async fn a_killed_replicas_leases_expire_after_lease_ttl() {
              lease_ttl = \"1s\"\n\
              [[auth.keys]]\nid = \"alice\"\nhash = \"{}\"\nmax_concurrent = 1\n",
             mock.base_url,
-            orgate::auth::key_hash_field(ALICE_KEY)
+            hash_field(ALICE_KEY)
         ),
     )
     .unwrap();

@@ -116,7 +116,7 @@ async fn sighup_reloads_the_config_file() {
     let path = dir.path().join("orgate.toml");
     let keys = format!(
         "[[auth.keys]]\nid = \"alice\"\nhash = \"{}\"\n",
-        orgate::auth::key_hash_field(ALICE_KEY)
+        hash_field(ALICE_KEY)
     );
     let base = format!("[upstream]\nbase_url = \"{}\"\n{keys}", mock.base_url);
     std::fs::write(&path, &base).unwrap();
@@ -162,18 +162,17 @@ async fn sighup_reloads_the_config_file() {
 
 #[tokio::test]
 async fn a_reload_keeps_the_upstream_pools_unless_upstream_settings_change() {
-    use orgate::state::Snapshot;
+    use crate::common::internals::{rebuild, same_upstream, snapshot};
     let mock = MockOpenRouter::start().await;
-    let metrics = std::sync::Arc::new(orgate::metrics::Metrics::new());
-    let first = Snapshot::build(config_for(&mock), &metrics).unwrap();
+    let first = snapshot(config_for(&mock));
 
     let mut new_rules = config_for(&mock);
     new_rules.policy.models.deny = vec!["openai/*".into()];
-    let second = Snapshot::rebuild(new_rules.clone(), &first).unwrap();
-    assert!(std::sync::Arc::ptr_eq(&first.upstream, &second.upstream));
+    let second = rebuild(new_rules.clone(), &first);
+    assert!(same_upstream(&first, &second));
 
     let mut new_upstream = new_rules;
     new_upstream.upstream.retries += 1;
-    let third = Snapshot::rebuild(new_upstream, &second).unwrap();
-    assert!(!std::sync::Arc::ptr_eq(&second.upstream, &third.upstream));
+    let third = rebuild(new_upstream, &second);
+    assert!(!same_upstream(&second, &third));
 }

@@ -108,8 +108,8 @@ requests_per_minute = 1
 burst = 1
 "#,
             mock.base_url,
-            orgate::auth::key_hash_field(ALICE_KEY),
-            orgate::auth::key_hash_field("sk-orgate-limited")
+            hash_field(ALICE_KEY),
+            hash_field("sk-orgate-limited")
         ),
     )
     .unwrap();
@@ -183,8 +183,7 @@ fn debug_output_of_config_and_state_redacts_keys() {
     let debug = format!("{config:?}");
     assert!(!debug.contains(UPSTREAM_KEY), "{debug}");
     assert!(debug.contains("[redacted]"));
-    let metrics = std::sync::Arc::new(orgate::metrics::Metrics::new());
-    let snapshot = orgate::state::Snapshot::build(config, &metrics).unwrap();
+    let snapshot = crate::common::internals::snapshot(config);
     let debug = format!("{snapshot:?}");
     assert!(
         !debug.contains(UPSTREAM_KEY) && !debug.contains(ALICE_KEY),

@@ -141,7 +141,7 @@ async fn requests_in_flight_each_get_their_own_upstream_connection_over_tls() {
             "[server]\nworkers = 1\n[upstream]\nbase_url = \"https://127.0.0.1:{}/api/v1\"\nretries = 0\n\
              [[auth.keys]]\nid = \"alice\"\nhash = \"{}\"\n",
             upstream.port,
-            orgate::auth::key_hash_field(ALICE_KEY)
+            hash_field(ALICE_KEY)
         ),
     )
     .unwrap();

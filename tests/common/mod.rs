@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub, unused_imports)]
 
 pub mod eventually;
+pub mod internals;
 pub mod mock_openrouter;
 pub mod process;
 
@@ -10,6 +11,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 pub use eventually::{eventually, eventually_within};
+pub use internals::hash_field;
 pub use mock_openrouter::{MockOpenRouter, MODEL};
 use orgate::config::{Config, KeyConfig};
 use tokio::net::TcpListener;
@@ -35,7 +37,7 @@ pub fn config_for(mock: &MockOpenRouter) -> Config {
 pub fn key(id: &str, secret: &str) -> KeyConfig {
     KeyConfig {
         id: id.to_owned(),
-        hash: orgate::auth::key_hash_field(secret),
+        hash: hash_field(secret),
         ..KeyConfig::default()
     }
 }
