@@ -5,7 +5,6 @@ use std::process::{Command, Stdio};
 
 use crate::common::process::{Served, BIN};
 use crate::common::*;
-use futures_util::StreamExt;
 
 fn orgate(args: &[&str]) -> Command {
     let mut command = Command::new(BIN);
@@ -198,40 +197,26 @@ async fn serve_like_the_container_and_drain_a_stream_on_sigterm() {
         .env("ORGATE_LOG_FORMAT", "json")
         .env("ORGATE_LOG", "trace");
     let mut served = Served::start(&mut command).await;
-    let url = format!("http://{}/v1/chat/completions", served.addr);
 
     // A stream that takes ~1 s; SIGTERM arrives while it runs.
-    let response = http()
-        .post(&url)
-        .bearer_auth(ALICE_KEY)
-        .header("x-mock", "stream")
-        .header("x-mock-delay-ms", "150")
-        .header("x-mock-chunks", "4")
+    let response = served
+        .chat(ALICE_KEY)
+        .scenario("stream")
+        .delay_ms(150)
+        .chunks(4)
         .header("x-request-id", "drain-test-1")
-        .body(format!(
-            r#"{{"model":"{MODEL}","messages":[],"stream":true}}"#
-        ))
-        .send()
-        .await
-        .unwrap();
+        .streaming()
+        .fetch()
+        .await;
     assert_eq!(response.status(), 200);
-    assert_eq!(
-        mock.next_request().await.header("authorization"),
-        Some(format!("Bearer {UPSTREAM_KEY}").as_str())
-    );
-    let mut body = response.bytes_stream();
-    let mut received = body.next().await.unwrap().unwrap().to_vec();
+    assert_eq!(mock.next_request().await.bearer(), Some(UPSTREAM_KEY));
+    let stream = Streamed::first_piece(response).await;
     served.terminate();
     served.wait_for("SIGTERM received").await;
     // New connections are refused while the stream drains.
-    let refused = http()
-        .get(format!("http://{}/healthz", served.addr))
-        .send()
-        .await;
+    let refused = served.get("/healthz").send().await;
     assert!(refused.is_err(), "the listener is closed during the drain");
-    while let Some(piece) = body.next().await {
-        received.extend_from_slice(&piece.unwrap());
-    }
+    let received = stream.to_end().await;
     assert!(
         received.ends_with(b"data: [DONE]\n\n"),
         "the in-flight stream finished"

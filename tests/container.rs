@@ -200,15 +200,11 @@ async fn the_binary_starts_as_the_image_starts_it_and_passes_its_health_check() 
     let response = http()
         .post(format!("http://127.0.0.1:{port}/v1/chat/completions"))
         .bearer_auth(ALICE_KEY)
-        .body(chat_body(MODEL))
-        .send()
-        .await
-        .unwrap();
+        .completion()
+        .fetch()
+        .await;
     assert_eq!(response.status(), 200);
-    assert_eq!(
-        mock.next_request().await.header("authorization"),
-        Some(format!("Bearer {UPSTREAM_KEY}").as_str())
-    );
+    assert_eq!(mock.next_request().await.bearer(), Some(UPSTREAM_KEY));
     served.terminate();
     let (code, _) = served.finish().await;
     assert_eq!(code, Some(0));

@@ -1,16 +1,9 @@
 //! Per-key limits through the real gateway: request rate, concurrency, tokens.
 
 use crate::common::*;
-use futures_util::StreamExt;
 
 async fn chat(gw: &TestGateway, key: &str) -> reqwest::Response {
-    gw.chat(key).body(chat_body(MODEL)).send().await.unwrap()
-}
-
-fn stream_request(gw: &TestGateway, key: &str, scenario: &str) -> reqwest::RequestBuilder {
-    gw.chat(key).header("x-mock", scenario).body(format!(
-        r#"{{"model":"{MODEL}","messages":[],"stream":true}}"#
-    ))
+    gw.chat(key).completion().fetch().await
 }
 
 /// Polls until a request of `key` is admitted (a slot or a refill frees); until then it is
@@ -28,11 +21,11 @@ async fn admitted_eventually(gw: &TestGateway, key: &str) {
 
 #[tokio::test]
 async fn a_burst_admits_exactly_burst_then_429_with_retry_after() {
-    let mock = MockOpenRouter::start().await;
-    let mut config = config_for(&mock);
-    config.limits.requests_per_minute = 6;
-    config.limits.burst = 3;
-    let gw = TestGateway::start(config).await;
+    let (mock, gw) = start_gateway_with(|config| {
+        config.limits.requests_per_minute = 6;
+        config.limits.burst = 3;
+    })
+    .await;
     for remaining in [2, 1, 0] {
         let response = chat(&gw, ALICE_KEY).await;
         assert_eq!(response.status(), 200);
@@ -71,11 +64,11 @@ async fn a_burst_admits_exactly_burst_then_429_with_retry_after() {
 
 #[tokio::test]
 async fn a_drained_bucket_refills_with_time() {
-    let mock = MockOpenRouter::start().await;
-    let mut config = config_for(&mock);
-    config.limits.requests_per_minute = 600; // one cell every 100 ms
-    config.limits.burst = 1;
-    let gw = TestGateway::start(config).await;
+    let (_mock, gw) = start_gateway_with(|config| {
+        config.limits.requests_per_minute = 600; // one cell every 100 ms
+        config.limits.burst = 1;
+    })
+    .await;
     assert_eq!(chat(&gw, ALICE_KEY).await.status(), 200);
     assert_eq!(chat(&gw, ALICE_KEY).await.status(), 429);
     admitted_eventually(&gw, ALICE_KEY).await;
@@ -83,12 +76,12 @@ async fn a_drained_bucket_refills_with_time() {
 
 #[tokio::test]
 async fn per_key_values_override_the_defaults_and_zero_is_unlimited() {
-    let mock = MockOpenRouter::start().await;
-    let mut config = config_for(&mock);
-    config.limits.requests_per_minute = 0;
-    config.auth.keys[0].requests_per_minute = Some(60);
-    config.auth.keys[0].burst = Some(1);
-    let gw = TestGateway::start(config).await;
+    let (_mock, gw) = start_gateway_with(|config| {
+        config.limits.requests_per_minute = 0;
+        config.auth.keys[0].requests_per_minute = Some(60);
+        config.auth.keys[0].burst = Some(1);
+    })
+    .await;
     assert_eq!(chat(&gw, ALICE_KEY).await.status(), 200);
     assert_eq!(chat(&gw, ALICE_KEY).await.status(), 429);
     for _ in 0..20 {
@@ -105,21 +98,16 @@ async fn per_key_values_override_the_defaults_and_zero_is_unlimited() {
 
 #[tokio::test]
 async fn anonymous_use_has_its_own_bucket() {
-    let mock = MockOpenRouter::start().await;
-    let mut config = config_for(&mock);
-    config.auth.allow_anonymous = true;
-    config.limits.burst = 2;
-    config.limits.requests_per_minute = 1;
-    let gw = TestGateway::start(config).await;
-    let anonymous = || {
-        http()
-            .post(gw.url("/v1/chat/completions"))
-            .body(chat_body(MODEL))
-            .send()
-    };
-    assert_eq!(anonymous().await.unwrap().status(), 200);
-    assert_eq!(anonymous().await.unwrap().status(), 200);
-    assert_eq!(anonymous().await.unwrap().status(), 429);
+    let (_mock, gw) = start_gateway_with(|config| {
+        config.auth.allow_anonymous = true;
+        config.limits.burst = 2;
+        config.limits.requests_per_minute = 1;
+    })
+    .await;
+    let anonymous = async || gw.chat_without_key().completion().fetch().await.status();
+    assert_eq!(anonymous().await, 200);
+    assert_eq!(anonymous().await, 200);
+    assert_eq!(anonymous().await, 429);
     assert_eq!(
         chat(&gw, ALICE_KEY).await.status(),
         200,
@@ -129,10 +117,10 @@ async fn anonymous_use_has_its_own_bucket() {
 
 #[tokio::test]
 async fn the_global_rate_caps_all_keys_together() {
-    let mock = MockOpenRouter::start().await;
-    let mut config = config_for(&mock);
-    config.limits.global_requests_per_second = 2;
-    let gw = TestGateway::start(config).await;
+    let (_mock, gw) = start_gateway_with(|config| {
+        config.limits.global_requests_per_second = 2;
+    })
+    .await;
     let mut statuses = Vec::new();
     for key in [ALICE_KEY, BOB_KEY, ALICE_KEY, BOB_KEY] {
         statuses.push(chat(&gw, key).await.status().as_u16());
@@ -147,23 +135,23 @@ async fn the_global_rate_caps_all_keys_together() {
 
 #[tokio::test]
 async fn concurrency_counts_streams_until_they_end_or_the_client_leaves() {
-    let mock = MockOpenRouter::start().await;
-    let mut config = config_for(&mock);
-    config.limits.max_concurrent = 2;
-    let gw = TestGateway::start(config).await;
-    let long = |gw: &TestGateway| {
-        stream_request(gw, ALICE_KEY, "stream")
-            .header("x-mock-chunks", "200")
-            .header("x-mock-delay-ms", "20")
-            .send()
+    let (_mock, gw) = start_gateway_with(|config| config.limits.max_concurrent = 2).await;
+    let long = async || {
+        gw.chat(ALICE_KEY)
+            .scenario("stream")
+            .chunks(200)
+            .delay_ms(20)
+            .streaming()
+            .fetch()
+            .await
     };
-    let first = long(&gw).await.unwrap();
-    let second = long(&gw).await.unwrap();
+    let first = long().await;
+    let second = long().await;
     assert_eq!(
         (first.status().as_u16(), second.status().as_u16()),
         (200, 200)
     );
-    let third = long(&gw).await.unwrap();
+    let third = long().await;
     assert_eq!(third.status(), 429);
     let (_, message) = error_of(third).await;
     assert!(
@@ -176,38 +164,33 @@ async fn concurrency_counts_streams_until_they_end_or_the_client_leaves() {
         "other keys are unaffected"
     );
     // The first client leaves: its slot comes back.
-    let mut body = first.bytes_stream();
-    body.next().await.unwrap().unwrap();
-    drop(body);
+    leave_after_first_piece(first).await;
     admitted_eventually(&gw, ALICE_KEY).await;
     // A stream that ends frees its slot too; a failed upstream request holds none.
     drop(second);
     admitted_eventually(&gw, ALICE_KEY).await;
     for _ in 0..3 {
-        let response = gw
+        let status = gw
             .chat(ALICE_KEY)
-            .header("x-mock", "status-500")
-            .body(chat_body(MODEL))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 500);
-        response.bytes().await.unwrap();
+            .scenario("status-500")
+            .completion()
+            .fetch_status()
+            .await;
+        assert_eq!(status, 500);
     }
     admitted_eventually(&gw, ALICE_KEY).await;
 }
 
 #[tokio::test]
 async fn tokens_reported_by_a_stream_are_debited() {
-    let mock = MockOpenRouter::start().await;
-    let mut config = config_for(&mock);
-    config.limits.tokens_per_minute = 10;
-    let gw = TestGateway::start(config).await;
+    let (_mock, gw) = start_gateway_with(|config| config.limits.tokens_per_minute = 10).await;
     // The stream's usage event says 12 tokens: the bucket is overdrawn.
-    let response = stream_request(&gw, ALICE_KEY, "stream")
-        .send()
-        .await
-        .unwrap();
+    let response = gw
+        .chat(ALICE_KEY)
+        .scenario("stream")
+        .streaming()
+        .fetch()
+        .await;
     assert_eq!(response.headers()["x-ratelimit-limit-tokens"], "10");
     response.bytes().await.unwrap();
     let refused = chat(&gw, ALICE_KEY).await;
@@ -222,10 +205,7 @@ async fn tokens_reported_by_a_stream_are_debited() {
 
 #[tokio::test]
 async fn tokens_reported_by_a_json_body_are_debited() {
-    let mock = MockOpenRouter::start().await;
-    let mut config = config_for(&mock);
-    config.limits.tokens_per_minute = 20;
-    let gw = TestGateway::start(config).await;
+    let (_mock, gw) = start_gateway_with(|config| config.limits.tokens_per_minute = 20).await;
     // 14 tokens: room remains for one more request, which overdraws.
     chat(&gw, ALICE_KEY).await.bytes().await.unwrap();
     assert_eq!(chat(&gw, ALICE_KEY).await.status(), 200);
@@ -235,34 +215,25 @@ async fn tokens_reported_by_a_json_body_are_debited() {
 
 #[tokio::test]
 async fn hanging_up_is_not_free_the_generation_is_looked_up() {
-    let mock = MockOpenRouter::start().await;
-    let mut config = config_for(&mock);
-    config.limits.tokens_per_minute = 10;
-    let gw = TestGateway::start(config).await;
+    let (mock, gw) = start_gateway_with(|config| config.limits.tokens_per_minute = 10).await;
     // The client leaves before the usage event.
-    let response = stream_request(&gw, ALICE_KEY, "stream")
-        .header("x-mock-chunks", "100")
-        .header("x-mock-delay-ms", "20")
-        .send()
-        .await
-        .unwrap();
-    let id = response.headers()["x-generation-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let mut body = response.bytes_stream();
-    body.next().await.unwrap().unwrap();
-    drop(body);
+    let response = gw
+        .chat(ALICE_KEY)
+        .scenario("stream")
+        .chunks(100)
+        .delay_ms(20)
+        .streaming()
+        .fetch()
+        .await;
+    let id = generation_id(&response);
+    leave_after_first_piece(response).await;
     mock.next_abandoned().await;
     // The gateway asks upstream what it cost (the first answer is a 404, as upstream may give).
     for _ in 0..2 {
         let lookup = mock.next_internal_request().await;
         assert_eq!(lookup.path, "/api/v1/generation");
         assert_eq!(lookup.query.as_deref(), Some(format!("id={id}").as_str()));
-        assert_eq!(
-            lookup.header("authorization"),
-            Some(format!("Bearer {UPSTREAM_KEY}").as_str())
-        );
+        assert_eq!(lookup.bearer(), Some(UPSTREAM_KEY));
     }
     // 14 tokens debited: the next request is refused.
     eventually("the settled tokens debited", async || {

@@ -125,30 +125,19 @@ fn redis_config(mock: &MockOpenRouter, redis: &RedisServer) -> Config {
     config
 }
 
-async fn chat(gw: &TestGateway, key: &str) -> reqwest::Response {
-    http()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(key)
-        .body(chat_body(MODEL))
-        .send()
-        .await
-        .unwrap()
+async fn chat(gw: &impl Gateway, key: &str) -> reqwest::Response {
+    gw.chat(key).completion().fetch().await
 }
 
 /// A stream of `chunks` chunks 50 ms apart; its response (headers) returns at once.
-async fn stream(url: &str, key: &str, chunks: u32) -> reqwest::Response {
-    http()
-        .post(url)
-        .bearer_auth(key)
-        .header("x-mock", "stream")
-        .header("x-mock-chunks", chunks.to_string())
-        .header("x-mock-delay-ms", "50")
-        .body(format!(
-            r#"{{"model":"{MODEL}","messages":[],"stream":true}}"#
-        ))
-        .send()
+async fn stream(gw: &impl Gateway, key: &str, chunks: usize) -> reqwest::Response {
+    gw.chat(key)
+        .scenario("stream")
+        .chunks(chunks)
+        .delay_ms(50)
+        .streaming()
+        .fetch()
         .await
-        .unwrap()
 }
 
 /// Sends `send()` until its answer has status `status`; returns that response.
@@ -184,15 +173,6 @@ async fn checked_again(gw: &TestGateway, key: &str) -> reqwest::Response {
         }
     })
     .await
-}
-
-/// The value of the first series line starting with `series`, or 0.
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[tokio::test]
@@ -254,12 +234,10 @@ async fn concurrency_holds_across_replicas_and_slots_come_back() {
     config.auth.keys[0].max_concurrent = Some(2);
     let a = TestGateway::start(config.clone()).await;
     let b = TestGateway::start(config).await;
-    let url_a = a.url("/v1/chat/completions");
-    let url_b = b.url("/v1/chat/completions");
 
     // 100 chunks 50 ms apart: 5 s each, far longer than the 1 s lease: renewals keep them.
-    let one = stream(&url_a, ALICE_KEY, 100).await;
-    let two = stream(&url_b, ALICE_KEY, 100).await;
+    let one = stream(&a, ALICE_KEY, 100).await;
+    let two = stream(&b, ALICE_KEY, 100).await;
     assert_eq!((one.status().as_u16(), two.status().as_u16()), (200, 200));
     for gw in [&a, &b] {
         let (code, message) = error_of(chat(gw, ALICE_KEY).await).await;
@@ -318,38 +296,25 @@ async fn a_killed_replicas_leases_expire_after_lease_ttl() {
     };
     let a = Served::start(&mut replica()).await;
     let b = Served::start(&mut replica()).await;
-    let chat_b = || {
-        http()
-            .post(format!("http://{}/v1/chat/completions", b.addr))
-            .bearer_auth(ALICE_KEY)
-            .body(chat_body(MODEL))
-            .send()
-    };
 
     // A holds alice's one slot with a long stream, then dies without a word.
-    let held = stream(
-        &format!("http://{}/v1/chat/completions", a.addr),
-        ALICE_KEY,
-        400,
-    )
-    .await;
+    let held = stream(&a, ALICE_KEY, 400).await;
     assert_eq!(held.status(), 200);
-    assert_eq!(chat_b().await.unwrap().status(), 429);
+    assert_eq!(chat(&b, ALICE_KEY).await.status(), 429);
     a.kill();
     let killed = Instant::now();
     assert_eq!(
-        chat_b().await.unwrap().status(),
+        chat(&b, ALICE_KEY).await.status(),
         429,
         "the dead replica's lease outlives it for up to lease_ttl"
     );
-    eventually(
-        "the dead replica's lease to expire",
-        async || match chat_b().await.unwrap().status().as_u16() {
+    eventually("the dead replica's lease to expire", async || {
+        match chat(&b, ALICE_KEY).await.status().as_u16() {
             200 => Ok(()),
             429 => Err("refused: 429"),
             other => panic!("refused with {other}, not 429"),
-        },
-    )
+        }
+    })
     .await;
     let freed_after = killed.elapsed();
     assert!(
@@ -484,7 +449,7 @@ async fn with_allow_a_stopped_redis_lets_requests_through_and_limits_return_with
     let errors: f64 = ["timeout", "connection", "reply"]
         .iter()
         .map(|kind| {
-            metric(
+            metric_value(
                 &text,
                 &format!("orgate_limits_backend_errors_total{{kind=\"{kind}\"}}"),
             )
@@ -492,7 +457,7 @@ async fn with_allow_a_stopped_redis_lets_requests_through_and_limits_return_with
         .sum();
     assert!(errors >= 1.0, "{text}");
     assert!(
-        metric(
+        metric_value(
             &text,
             r#"orgate_limits_backend_fallbacks_total{decision="allow"}"#
         ) >= 5.0,
@@ -545,7 +510,7 @@ async fn with_deny_or_a_budget_a_stopped_redis_refuses_with_503_until_it_returns
     );
     let text = deny.metrics_text().await;
     assert!(
-        metric(
+        metric_value(
             &text,
             r#"orgate_limits_backend_fallbacks_total{decision="deny"}"#
         ) >= 2.0,
@@ -606,7 +571,7 @@ async fn a_slow_redis_is_not_waited_for_and_leaves_no_lease_behind() {
     );
     let text = gw.metrics_text().await;
     assert!(
-        metric(
+        metric_value(
             &text,
             r#"orgate_limits_backend_errors_total{kind="timeout"}"#
         ) >= 1.0,

@@ -2,20 +2,9 @@
 
 use crate::common::process::{serve_command, Served};
 use crate::common::*;
-use futures_util::StreamExt;
 
-async fn chat(gw: &TestGateway, key: &str, model: &str) -> u16 {
-    let response = gw.chat(key).body(chat_body(model)).send().await.unwrap();
-    let status = response.status().as_u16();
-    response.bytes().await.unwrap();
-    status
-}
-
-async fn metric(gw: &TestGateway, series: &str) -> f64 {
-    let text = gw.metrics_text().await;
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
-        .map_or(0.0, |v| v.trim().parse().unwrap())
+async fn chat(gw: &impl Gateway, key: &str, model: &str) -> u16 {
+    gw.chat(key).body(chat_body(model)).fetch_status().await
 }
 
 #[tokio::test]
@@ -38,18 +27,16 @@ async fn a_reload_changes_rules_and_limits_for_new_requests_only() {
     assert_eq!(chat(&gw, BOB_KEY, MODEL).await, 429);
     let stream = gw
         .chat(ALICE_KEY)
-        .header("x-mock", "stream")
-        .header("x-mock-chunks", "20")
-        .header("x-mock-delay-ms", "25")
+        .scenario("stream")
+        .chunks(20)
+        .delay_ms(25)
         .body(format!(
             r#"{{"model":"{MODEL}:free","messages":[],"stream":true}}"#
         ))
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(stream.status(), 200);
-    let mut body = stream.bytes_stream();
-    let mut received = body.next().await.unwrap().unwrap().to_vec();
+    let stream = Streamed::first_piece(stream).await;
 
     // Reload: `:free` models denied, alice limited to one request a minute.
     let mut reloaded = config.clone();
@@ -75,14 +62,9 @@ async fn a_reload_changes_rules_and_limits_for_new_requests_only() {
     );
 
     // The stream that started before the reload finishes on the old rules.
-    while let Some(piece) = body.next().await {
-        received.extend_from_slice(&piece.unwrap());
-    }
-    assert!(received.ends_with(b"data: [DONE]\n\n"));
-    assert_eq!(
-        metric(&gw, r#"orgate_config_reloads_total{kind="applied"}"#).await,
-        1.0
-    );
+    assert!(stream.to_end().await.ends_with(b"data: [DONE]\n\n"));
+    let applied = r#"orgate_config_reloads_total{kind="applied"}"#;
+    assert_eq!(gw.metric(applied).await, 1.0);
 }
 
 #[tokio::test]
@@ -97,8 +79,9 @@ async fn a_broken_reload_is_refused_and_the_running_config_stays() {
     let mut unbuildable = config.clone();
     unbuildable.auth.keys[0].upstream_key_env = Some("NOT_SET_ANYWHERE".into());
     gw.reload(Ok(unbuildable)).await;
+    let refused = r#"orgate_config_reloads_total{kind="refused"}"#;
     eventually("both reloads refused", async || {
-        metric(&gw, r#"orgate_config_reloads_total{kind="refused"}"#).await == 2.0
+        gw.metric(refused).await == 2.0
     })
     .await;
     assert_eq!(
@@ -121,15 +104,8 @@ async fn sighup_reloads_the_config_file() {
     let base = format!("[upstream]\nbase_url = \"{}\"\n{keys}", mock.base_url);
     std::fs::write(&path, &base).unwrap();
     let mut served = Served::start(&mut serve_command(&path)).await;
-    let url = format!("http://{}/v1/chat/completions", served.addr);
-    let send = |model: String| {
-        http()
-            .post(&url)
-            .bearer_auth(ALICE_KEY)
-            .body(chat_body(&model))
-            .send()
-    };
-    assert_eq!(send(format!("{MODEL}:free")).await.unwrap().status(), 200);
+    let free = format!("{MODEL}:free");
+    assert_eq!(chat(&served, ALICE_KEY, &free).await, 200);
 
     std::fs::write(
         &path,
@@ -138,7 +114,7 @@ async fn sighup_reloads_the_config_file() {
     .unwrap();
     served.hup();
     served.wait_for("config reloaded").await;
-    assert_eq!(send(format!("{MODEL}:free")).await.unwrap().status(), 403);
+    assert_eq!(chat(&served, ALICE_KEY, &free).await, 403);
 
     std::fs::write(
         &path,
@@ -152,7 +128,7 @@ async fn sighup_reloads_the_config_file() {
         "{refused}"
     );
     assert_eq!(
-        send(format!("{MODEL}:free")).await.unwrap().status(),
+        chat(&served, ALICE_KEY, &free).await,
         403,
         "still the last good config"
     );

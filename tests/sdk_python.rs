@@ -21,14 +21,14 @@ async fn the_official_python_sdk_works_through_the_gateway() {
         );
         return;
     }
-    let mock = MockOpenRouter::start().await;
-    let mut config = config_for(&mock);
-    config.upstream.retries = 0;
-    let mut limited = key("limited", "sk-orgate-limited");
-    limited.requests_per_minute = Some(1);
-    limited.burst = Some(1);
-    config.auth.keys.push(limited);
-    let gw = TestGateway::start(config).await;
+    let (_mock, gw) = start_gateway_with(|config| {
+        config.upstream.retries = 0;
+        let mut limited = key("limited", "sk-orgate-limited");
+        limited.requests_per_minute = Some(1);
+        limited.burst = Some(1);
+        config.auth.keys.push(limited);
+    })
+    .await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/openai_sdk_check.py");
     let output = tokio::process::Command::new("python3")
         .arg(script)

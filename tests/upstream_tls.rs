@@ -151,20 +151,13 @@ async fn requests_in_flight_each_get_their_own_upstream_connection_over_tls() {
     command.env("SSL_CERT_FILE", &ca);
     let served = Served::start(&mut command).await;
 
-    let url = format!("http://{}/v1/chat/completions", served.addr);
     let send = |n: usize| {
-        let url = url.clone();
-        async move {
-            http()
-                .post(&url)
-                .bearer_auth(ALICE_KEY)
-                .body(format!(
-                    r#"{{"model":"{MODEL}","messages":[{{"role":"user","content":"{n}"}}]}}"#
-                ))
-                .send()
-                .await
-                .unwrap()
-        }
+        served
+            .chat(ALICE_KEY)
+            .body(format!(
+                r#"{{"model":"{MODEL}","messages":[{{"role":"user","content":"{n}"}}]}}"#
+            ))
+            .fetch()
     };
     let responses = tokio::time::timeout(
         Duration::from_secs(20),

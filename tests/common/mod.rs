@@ -2,6 +2,7 @@
 
 #![allow(dead_code, unreachable_pub, unused_imports)]
 
+pub mod client;
 pub mod eventually;
 pub mod internals;
 pub mod mock_openrouter;
@@ -10,6 +11,10 @@ pub mod process;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub use client::{
+    error_of, generation_id, leave_after_first_piece, metric_value, retry_after, Gateway,
+    RequestExt, Streamed,
+};
 pub use eventually::{eventually, eventually_within};
 pub use internals::hash_field;
 pub use mock_openrouter::{MockOpenRouter, MODEL};
@@ -32,6 +37,20 @@ pub fn config_for(mock: &MockOpenRouter) -> Config {
     config.secrets.insert("OPENROUTER_API_KEY", UPSTREAM_KEY);
     config.auth.keys = vec![key("alice", ALICE_KEY), key("bob", BOB_KEY)];
     config
+}
+
+/// The mock, and a gateway in front of it as [`config_for`] sets it up.
+pub async fn start_gateway() -> (MockOpenRouter, TestGateway) {
+    start_gateway_with(|_| {}).await
+}
+
+/// The mock, and a gateway in front of it as [`config_for`] sets it up and `tweak` changes it.
+pub async fn start_gateway_with(tweak: impl FnOnce(&mut Config)) -> (MockOpenRouter, TestGateway) {
+    let mock = MockOpenRouter::start().await;
+    let mut config = config_for(&mock);
+    tweak(&mut config);
+    let gateway = TestGateway::start(config).await;
+    (mock, gateway)
 }
 
 pub fn key(id: &str, secret: &str) -> KeyConfig {
@@ -71,27 +90,34 @@ impl TestGateway {
         }
     }
 
-    /// `POST /v1/chat/completions` as `key`, ready for more headers and a body.
-    pub fn chat(&self, key: &str) -> reqwest::RequestBuilder {
-        http()
-            .post(self.url("/v1/chat/completions"))
-            .bearer_auth(key)
-    }
-
-    /// The text of `GET /metrics`.
+    /// The text of `GET /metrics` (Prometheus text).
     pub async fn metrics_text(&self) -> String {
-        http()
-            .get(self.url("/metrics"))
-            .send()
-            .await
+        let response = self.get("/metrics").fetch().await;
+        assert_eq!(response.status(), 200);
+        assert!(response.headers()["content-type"]
+            .to_str()
             .unwrap()
-            .text()
-            .await
-            .unwrap()
+            .starts_with("text/plain"));
+        response.text().await.unwrap()
     }
 
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+    /// The value of one series in `GET /metrics` ([`metric_value`]).
+    pub async fn metric(&self, series: &str) -> f64 {
+        metric_value(&self.metrics_text().await, series)
+    }
+
+    /// Scrapes `/metrics` until `series` reaches `expected` (gauges move when bodies finish);
+    /// returns that scrape.
+    pub async fn metrics_when(&self, series: &str, expected: f64) -> String {
+        eventually(&format!("{series} to reach {expected}"), async || {
+            let text = self.metrics_text().await;
+            if metric_value(&text, series) == expected {
+                Ok(text)
+            } else {
+                Err(text)
+            }
+        })
+        .await
     }
 
     /// Hands the gateway a reloaded config (or a failed load), as SIGHUP would.
@@ -118,6 +144,12 @@ impl TestGateway {
     }
 }
 
+impl Gateway for TestGateway {
+    fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
 impl Drop for TestGateway {
     fn drop(&mut self) {
         self.task.abort();
@@ -140,39 +172,4 @@ pub fn stream_body() -> String {
 
 pub fn chat_body(model: &str) -> String {
     format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"Hi"}}]}}"#)
-}
-
-/// A response's `Retry-After`, in whole seconds.
-pub fn retry_after(response: &reqwest::Response) -> u64 {
-    response.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
-/// Parses an OpenRouter-shaped error and returns (code, message).
-pub async fn error_of(response: reqwest::Response) -> (u16, String) {
-    let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_owned());
-    assert_eq!(
-        content_type.as_deref(),
-        Some("application/json"),
-        "errors are JSON"
-    );
-    let body: serde_json::Value = response.json().await.expect("error body is JSON");
-    assert_eq!(
-        body["error"]["code"], status,
-        "error.code equals the status: {body}"
-    );
-    (
-        status,
-        body["error"]["message"]
-            .as_str()
-            .expect("error.message")
-            .to_owned(),
-    )
 }

@@ -29,6 +29,12 @@ pub struct Served {
     pub addr: String,
 }
 
+impl super::Gateway for Served {
+    fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
 impl Served {
     /// Like [`Served::start`] for pretty (non-JSON) logs: the address is read from the
     /// listening line's text.
