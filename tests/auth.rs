@@ -21,10 +21,7 @@ async fn requests_without_a_valid_key_get_401_and_are_not_forwarded() {
         .fetch()
         .await;
     assert_eq!(response.status(), 401);
-    assert!(mock
-        .try_next_request(Duration::from_millis(100))
-        .await
-        .is_none());
+    assert!(mock.forwarded_nothing(Duration::from_millis(100)).await);
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use crate::common::process::{Served, BIN};
+use crate::common::process::{key_toml, ConfigFile, Served, BIN};
 use crate::common::*;
 
 fn orgate(args: &[&str]) -> Command {
@@ -175,25 +175,17 @@ fn serve_refuses_to_start_without_the_upstream_key() {
 #[tokio::test]
 async fn serve_like_the_container_and_drain_a_stream_on_sigterm() {
     let mock = MockOpenRouter::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config_path = dir.path().join("orgate.toml");
-    std::fs::write(
-        &config_path,
-        format!(
-            "[server]\nshutdown_grace = \"10s\"\n[upstream]\nbase_url = \"{}\"\n[[auth.keys]]\nid = \"alice\"\nhash = \"{}\"\n",
-            mock.base_url,
-            hash_field(ALICE_KEY)
-        ),
-    )
-    .unwrap();
-    let secret_path = dir.path().join("openrouter_api_key");
-    std::fs::write(&secret_path, format!("{UPSTREAM_KEY}\n")).unwrap();
+    let config = ConfigFile::new(&format!(
+        "[server]\nshutdown_grace = \"10s\"\n{}{}",
+        mock.upstream_toml(),
+        key_toml("alice", ALICE_KEY)
+    ));
     let mut command = tokio::process::Command::new(BIN);
     command
         .env_clear()
         .env("ORGATE_LISTEN", "127.0.0.1:0")
-        .env("ORGATE_CONFIG", &config_path)
-        .env("OPENROUTER_API_KEY_FILE", &secret_path)
+        .env("ORGATE_CONFIG", &config.path)
+        .env("OPENROUTER_API_KEY_FILE", config.upstream_key_file())
         .env("ORGATE_LOG_FORMAT", "json")
         .env("ORGATE_LOG", "trace");
     let mut served = Served::start(&mut command).await;

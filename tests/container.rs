@@ -5,21 +5,13 @@
 
 use std::process::Command;
 
-use crate::common::process::{Served, BIN};
+use crate::common::process::{key_toml, ConfigFile, Served, BIN};
 use crate::common::*;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 fn tool_available(name: &str, arg: &str) -> bool {
-    let found = Command::new(name)
-        .arg(arg)
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(std::env::var_os("CI").is_none(), "CI must install {name}");
-        eprintln!("SKIPPED: {name} is not installed");
-    }
-    found
+    tool_present(Command::new(name).arg(arg), name)
 }
 
 #[test]
@@ -159,25 +151,14 @@ fn the_image_is_multi_stage_non_root_and_exposes_8080() {
 #[tokio::test]
 async fn the_binary_starts_as_the_image_starts_it_and_passes_its_health_check() {
     let mock = MockOpenRouter::start().await;
-    let dir = tempfile::tempdir().unwrap();
     // The mounted config/ and the Docker secret, at paths of our own.
-    let config = dir.path().join("orgate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[upstream]\nbase_url = \"{}\"\n[[auth.keys]]\nid = \"app\"\nhash = \"{}\"\n",
-            mock.base_url,
-            hash_field(ALICE_KEY)
-        ),
-    )
-    .unwrap();
-    let secret = dir.path().join("openrouter_api_key");
-    std::fs::write(&secret, format!("{UPSTREAM_KEY}\n")).unwrap();
+    let config = ConfigFile::new(&(mock.upstream_toml() + &key_toml("app", ALICE_KEY)));
+    let secret = config.upstream_key_file();
     let mut command = tokio::process::Command::new(BIN);
     command.env_clear().arg("serve");
     for (name, value) in image_env() {
         let value = match name.as_str() {
-            "ORGATE_CONFIG" => config.to_str().unwrap().to_owned(),
+            "ORGATE_CONFIG" => config.path.to_str().unwrap().to_owned(),
             "OPENROUTER_API_KEY_FILE" => secret.to_str().unwrap().to_owned(),
             // Port 0: tests run in parallel. Still every interface, as in the image.
             "ORGATE_LISTEN" => value.replace(":8080", ":0"),
@@ -217,10 +198,5 @@ async fn the_binary_starts_as_the_image_starts_it_and_passes_its_health_check() 
 }
 
 fn served_addr_closed() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    format!("127.0.0.1:{port}")
+    format!("127.0.0.1:{}", unused_port())
 }

@@ -6,12 +6,7 @@ use crate::common::*;
 
 #[tokio::test]
 async fn an_upstream_that_refuses_connections_gives_502() {
-    // A port nobody listens on: bind, note, release.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = unused_port();
     let (_mock, gw) = start_gateway_with(|config| {
         config.upstream.base_url = format!("http://127.0.0.1:{port}/api/v1");
         config.upstream.retries = 2;

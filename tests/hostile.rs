@@ -192,9 +192,7 @@ async fn transfer_encoding_tricks_are_refused() {
         );
     }
     assert!(
-        mock.try_next_request(Duration::from_millis(200))
-            .await
-            .is_none(),
+        mock.forwarded_nothing(Duration::from_millis(200)).await,
         "nothing smuggled upstream"
     );
 }

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::common::process::{key_toml, ConfigFile};
 use crate::common::*;
 use serde_json::{json, Value};
 
@@ -34,10 +35,7 @@ impl Org {
         if response.status() != 200 {
             let refusal = error_of(response).await;
             assert!(
-                self.mock
-                    .try_next_request(Duration::from_millis(50))
-                    .await
-                    .is_none(),
+                self.mock.forwarded_nothing(Duration::from_millis(50)).await,
                 "a refused request reaches nobody"
             );
             return Err(refusal);
@@ -385,26 +383,19 @@ async fn policy_actions_and_provider_violations_are_counted() {
 
 #[tokio::test]
 async fn explain_shows_the_forwarded_body_and_each_rule_without_network() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("orgate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[policy]\naliases = {{ \"gpt\" = \"openai/gpt-4o\" }}\nmodels.deny = [\"*:free\"]\n[policy.provider]\nonly = [\"openai\", \"azure\"]\n[[auth.keys]]\nid = \"alice\"\nhash = \"{}\"\n",
-            hash_field(ALICE_KEY)
-        ),
-    )
-    .unwrap();
+    let config = ConfigFile::new(&format!(
+        "[policy]\naliases = {{ \"gpt\" = \"openai/gpt-4o\" }}\nmodels.deny = [\"*:free\"]\n[policy.provider]\nonly = [\"openai\", \"azure\"]\n{}",
+        key_toml("alice", ALICE_KEY)
+    ));
     let explain = |body: &str| {
-        let file = dir.path().join("request.json");
-        std::fs::write(&file, body).unwrap();
+        let file = config.beside("request.json", body);
         let output = std::process::Command::new(crate::common::process::BIN)
             .args([
                 "explain",
                 "--key",
                 "alice",
                 "--config",
-                config.to_str().unwrap(),
+                config.path.to_str().unwrap(),
                 file.to_str().unwrap(),
             ])
             .env_clear()

@@ -5,7 +5,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::common::process::{serve_command, Served};
+use crate::common::process::{key_toml, serve_command, ConfigFile, Served};
 use crate::common::*;
 use orgate::config::{Config, LimitsBackend, OnBackendError};
 use tokio::time::Instant;
@@ -21,30 +21,15 @@ impl RedisServer {
     /// `None` (after a loud `SKIPPED:` line) when `redis-server` is not installed; under CI
     /// that is a failure instead.
     async fn start(test: &str) -> Option<Self> {
-        let installed = std::process::Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !installed {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "redis-server is not installed, and CI is set: install it (apt-get install redis-server)"
-            );
-            eprintln!(
-                "SKIPPED: {test}: redis-server is not installed (apt-get install redis-server)"
-            );
+        if !tool_present(
+            std::process::Command::new("redis-server").arg("--version"),
+            &format!("{test}: redis-server (apt-get install redis-server)"),
+        ) {
             return None;
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let mut server = Self {
             child: None,
-            port,
+            port: unused_port(),
             dir: tempfile::tempdir().unwrap(),
         };
         server.restart().await;
@@ -275,22 +260,16 @@ async fn a_killed_replicas_leases_expire_after_lease_ttl() {
         return;
     };
     let mock = MockOpenRouter::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("orgate.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[upstream]\nbase_url = \"{}\"\nidle_timeout = \"5s\"\n\
-             [limits]\nbackend = \"redis\"\nredis_url_env = \"ORGATE_TEST_REDIS_URL\"\n\
-             lease_ttl = \"1s\"\n\
-             [[auth.keys]]\nid = \"alice\"\nhash = \"{}\"\nmax_concurrent = 1\n",
-            mock.base_url,
-            hash_field(ALICE_KEY)
-        ),
-    )
-    .unwrap();
+    let config = ConfigFile::new(&format!(
+        "{}idle_timeout = \"5s\"\n\
+         [limits]\nbackend = \"redis\"\nredis_url_env = \"ORGATE_TEST_REDIS_URL\"\n\
+         lease_ttl = \"1s\"\n\
+         {}max_concurrent = 1\n",
+        mock.upstream_toml(),
+        key_toml("alice", ALICE_KEY)
+    ));
     let replica = || {
-        let mut command = serve_command(&path);
+        let mut command = serve_command(&config.path);
         command.env("ORGATE_TEST_REDIS_URL", redis.url());
         command
     };

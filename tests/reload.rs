@@ -1,6 +1,6 @@
 //! Live reload: new config for new requests, in-flight streams finish on the old one.
 
-use crate::common::process::{serve_command, Served};
+use crate::common::process::{key_toml, serve_command, ConfigFile, Served};
 use crate::common::*;
 
 async fn chat(gw: &impl Gateway, key: &str, model: &str) -> u16 {
@@ -95,32 +95,20 @@ async fn a_broken_reload_is_refused_and_the_running_config_stays() {
 #[tokio::test]
 async fn sighup_reloads_the_config_file() {
     let mock = MockOpenRouter::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("orgate.toml");
-    let keys = format!(
-        "[[auth.keys]]\nid = \"alice\"\nhash = \"{}\"\n",
-        hash_field(ALICE_KEY)
-    );
-    let base = format!("[upstream]\nbase_url = \"{}\"\n{keys}", mock.base_url);
-    std::fs::write(&path, &base).unwrap();
-    let mut served = Served::start(&mut serve_command(&path)).await;
+    let base = mock.upstream_toml() + &key_toml("alice", ALICE_KEY);
+    let config = ConfigFile::new(&base);
+    let mut served = Served::start(&mut serve_command(&config.path)).await;
     let free = format!("{MODEL}:free");
     assert_eq!(chat(&served, ALICE_KEY, &free).await, 200);
 
-    std::fs::write(
-        &path,
-        format!("{base}[policy]\nmodels.deny = [\"*:free\"]\n"),
-    )
-    .unwrap();
+    config.rewrite(&format!("{base}[policy]\nmodels.deny = [\"*:free\"]\n"));
     served.hup();
     served.wait_for("config reloaded").await;
     assert_eq!(chat(&served, ALICE_KEY, &free).await, 403);
 
-    std::fs::write(
-        &path,
-        format!("{base}[policy]\nmodels.deny = [\"*:free\"]\nunknown_knob = 1\n"),
-    )
-    .unwrap();
+    config.rewrite(&format!(
+        "{base}[policy]\nmodels.deny = [\"*:free\"]\nunknown_knob = 1\n"
+    ));
     served.hup();
     let refused = served.wait_for("config reload refused").await;
     assert!(

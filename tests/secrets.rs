@@ -1,6 +1,6 @@
 //! Keys never leak: not in responses, headers, logs (any level, either format) or metrics.
 
-use crate::common::process::{serve_command, Served};
+use crate::common::process::{key_toml, serve_command, ConfigFile, Served};
 use crate::common::*;
 
 const WRONG_KEY: &str = "sk-orgate-wrong-but-secret-looking-key-123";
@@ -77,35 +77,21 @@ async fn describe(response: reqwest::Response) -> String {
 
 async fn run(format: &str) {
     let mock = MockOpenRouter::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("orgate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"[server]
+    let config = ConfigFile::new(&format!(
+        r#"[server]
 max_body = "2KiB"
-[upstream]
-base_url = "{}"
-first_byte_timeout = "500ms"
+{}first_byte_timeout = "500ms"
 idle_timeout = "300ms"
 [policy]
 models.deny = ["*:free"]
-[[auth.keys]]
-id = "alice"
-hash = "{}"
-[[auth.keys]]
-id = "limited"
-hash = "{}"
-requests_per_minute = 1
+{}{}requests_per_minute = 1
 burst = 1
 "#,
-            mock.base_url,
-            hash_field(ALICE_KEY),
-            hash_field("sk-orgate-limited")
-        ),
-    )
-    .unwrap();
-    let mut command = serve_command(&config);
+        mock.upstream_toml(),
+        key_toml("alice", ALICE_KEY),
+        key_toml("limited", "sk-orgate-limited")
+    ));
+    let mut command = serve_command(&config.path);
     command
         .env("ORGATE_LOG", "trace")
         .env("ORGATE_LOG_FORMAT", format);

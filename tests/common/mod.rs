@@ -156,6 +156,35 @@ impl Drop for TestGateway {
     }
 }
 
+/// Whether a tool a test needs from the machine is there: `check` runs it and succeeds
+/// (`redis-server --version`). Without it the test is skipped, loudly (`SKIPPED:` on stderr),
+/// except under CI (`CI` set), where it fails: CI must install `what`.
+pub fn tool_present(check: &mut std::process::Command, what: &str) -> bool {
+    let present = check
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !present {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{what} is not installed, and CI is set: CI must install it"
+        );
+        eprintln!("SKIPPED: {what} is not installed");
+    }
+    present
+}
+
+/// A loopback port nobody listens on (bound, noted, released): for an upstream that refuses,
+/// or a server the test starts itself on a port it must know.
+pub fn unused_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A plain HTTP client (no redirects, no pooling surprises).
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder()
