@@ -11,7 +11,7 @@ async fn requests_without_a_valid_key_get_401_and_are_not_forwarded() {
     assert_eq!(code, 401);
     assert!(message.contains("missing API key"), "{message}");
     let wrong = "sk-orgate-not-a-real-key";
-    let response = gw.chat(wrong).completion().fetch().await;
+    let response = gw.completion(wrong).fetch().await;
     let text = response.text().await.unwrap();
     assert!(text.contains("invalid API key"), "{text}");
     assert!(!text.contains(wrong), "the presented key is not echoed");
@@ -41,7 +41,7 @@ async fn without_configured_keys_everyone_is_anonymous_and_gets_the_upstream_key
 async fn allow_anonymous_admits_requests_without_credentials_but_not_wrong_keys() {
     let (_mock, gw) = start_gateway_with(|config| config.auth.allow_anonymous = true).await;
     assert_eq!(gw.chat_without_key().completion().fetch_status().await, 200);
-    assert_eq!(gw.chat("nope").completion().fetch().await.status(), 401);
+    assert_eq!(gw.completion("nope").fetch().await.status(), 401);
 }
 
 #[tokio::test]
@@ -55,9 +55,9 @@ async fn a_key_can_have_its_own_upstream_key() {
             .insert("OPENROUTER_API_KEY_TEAM_A", "sk-or-v1-team-a");
     })
     .await;
-    gw.chat("sk-orgate-carol").completion().fetch().await;
+    gw.completion("sk-orgate-carol").fetch().await;
     assert_eq!(mock.next_request().await.bearer(), Some("sk-or-v1-team-a"));
-    gw.chat(ALICE_KEY).completion().fetch().await;
+    gw.completion(ALICE_KEY).fetch().await;
     assert_eq!(mock.next_request().await.bearer(), Some(UPSTREAM_KEY));
 }
 

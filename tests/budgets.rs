@@ -8,9 +8,9 @@ async fn a_spent_daily_budget_refuses_until_utc_midnight() {
     let (_mock, gw) =
         start_gateway_with(|config| config.auth.keys[0].usd_per_day = Some(0.0002)).await;
     for _ in 0..2 {
-        assert_eq!(gw.chat(ALICE_KEY).completion().fetch_status().await, 200);
+        assert_eq!(gw.completion(ALICE_KEY).fetch_status().await, 200);
     }
-    let refused = gw.chat(ALICE_KEY).completion().fetch().await;
+    let refused = gw.completion(ALICE_KEY).fetch().await;
     assert_eq!(refused.status(), 429);
     let retry_after = retry_after(&refused);
     assert!(
@@ -23,7 +23,7 @@ async fn a_spent_daily_budget_refuses_until_utc_midnight() {
         "{message}"
     );
     assert_eq!(
-        gw.chat(BOB_KEY).completion().fetch().await.status(),
+        gw.completion(BOB_KEY).fetch().await.status(),
         200,
         "other keys keep their own budgets"
     );
@@ -38,9 +38,9 @@ async fn a_spent_daily_budget_refuses_until_utc_midnight() {
 async fn a_streamed_usage_event_is_charged_to_the_monthly_budget() {
     // One stream ($0.00006) leaves some; two spend it.
     let (_mock, gw) = start_gateway_with(|config| config.limits.usd_per_month = 0.0001).await;
-    gw.chat(ALICE_KEY).streaming().fetch_status().await;
-    gw.chat(ALICE_KEY).streaming().fetch_status().await;
-    let (code, message) = gw.chat(ALICE_KEY).completion().fetch_error().await;
+    gw.stream(ALICE_KEY).fetch_status().await;
+    gw.stream(ALICE_KEY).fetch_status().await;
+    let (code, message) = gw.completion(ALICE_KEY).fetch_error().await;
     assert_eq!(code, 429);
     assert!(message.contains("per month"), "{message}");
 }
@@ -53,14 +53,14 @@ async fn spending_survives_a_restart_with_state_dir() {
     config.limits.state_dir = dir.path().to_str().unwrap().to_owned();
     config.auth.keys[0].usd_per_day = Some(0.0002);
     let gw = TestGateway::start(config.clone()).await;
-    gw.chat(ALICE_KEY).completion().fetch_status().await;
-    gw.chat(ALICE_KEY).completion().fetch_status().await;
+    gw.completion(ALICE_KEY).fetch_status().await;
+    gw.completion(ALICE_KEY).fetch_status().await;
     gw.shutdown().await.unwrap();
     assert!(dir.path().join("spend.json").exists(), "saved at shutdown");
 
     let gw = TestGateway::start(config.clone()).await;
     assert_eq!(
-        gw.chat(ALICE_KEY).completion().fetch().await.status(),
+        gw.completion(ALICE_KEY).fetch().await.status(),
         429,
         "the restarted gateway remembers the spending"
     );
@@ -69,5 +69,5 @@ async fn spending_survives_a_restart_with_state_dir() {
     // Without state_dir a restart starts afresh (the documented default).
     config.limits.state_dir.clear();
     let gw = TestGateway::start(config).await;
-    assert_eq!(gw.chat(ALICE_KEY).completion().fetch().await.status(), 200);
+    assert_eq!(gw.completion(ALICE_KEY).fetch().await.status(), 200);
 }

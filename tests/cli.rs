@@ -192,12 +192,9 @@ async fn serve_like_the_container_and_drain_a_stream_on_sigterm() {
 
     // A stream that takes ~1 s; SIGTERM arrives while it runs.
     let response = served
-        .chat(ALICE_KEY)
-        .scenario("stream")
-        .delay_ms(150)
-        .chunks(4)
+        .stream(ALICE_KEY)
+        .paced(4, 150)
         .header("x-request-id", "drain-test-1")
-        .streaming()
         .fetch()
         .await;
     assert_eq!(response.status(), 200);

@@ -12,7 +12,7 @@ async fn an_upstream_that_refuses_connections_gives_502() {
         config.upstream.retries = 2;
     })
     .await;
-    let (code, message) = gw.chat(ALICE_KEY).completion().fetch_error().await;
+    let (code, message) = gw.completion(ALICE_KEY).fetch_error().await;
     assert_eq!(code, 502);
     assert!(
         message.starts_with("upstream unreachable: connection refused"),
@@ -26,15 +26,11 @@ async fn an_upstream_that_refuses_connections_gives_502() {
 
 #[tokio::test]
 async fn an_upstream_that_never_answers_gives_504_after_the_first_byte_timeout() {
-    let (mock, gw) = start_gateway_with(|config| {
-        config.upstream.first_byte_timeout = "300ms".parse().unwrap();
-    })
-    .await;
+    let (mock, gw) = start_gateway_with(first_byte_timeout_300ms).await;
     let started = Instant::now();
     let (code, message) = gw
-        .chat(ALICE_KEY)
+        .completion(ALICE_KEY)
         .scenario("hang")
-        .completion()
         .fetch_error()
         .await;
     assert_eq!(code, 504);
@@ -50,13 +46,7 @@ async fn an_upstream_that_never_answers_gives_504_after_the_first_byte_timeout()
 #[tokio::test]
 async fn a_503_is_retried_and_the_recovery_reaches_the_client() {
     let (mock, gw) = start_gateway_with(|config| config.upstream.retries = 2).await;
-    let response = gw
-        .chat(ALICE_KEY)
-        .scenario("fail-then-ok")
-        .header("x-mock-fail-times", "2")
-        .completion()
-        .fetch()
-        .await;
+    let response = gw.completion(ALICE_KEY).fail_then_ok(2).fetch().await;
     assert_eq!(response.status(), 200);
     assert_eq!(mock.request_count(), 3);
     for _ in 0..3 {
@@ -71,13 +61,7 @@ async fn a_503_is_retried_and_the_recovery_reaches_the_client() {
 #[tokio::test]
 async fn when_retries_run_out_the_upstreams_own_answer_passes() {
     let (mock, gw) = start_gateway_with(|config| config.upstream.retries = 1).await;
-    let response = gw
-        .chat(ALICE_KEY)
-        .scenario("fail-then-ok")
-        .header("x-mock-fail-times", "5")
-        .completion()
-        .fetch()
-        .await;
+    let response = gw.completion(ALICE_KEY).fail_then_ok(5).fetch().await;
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "7");
     let body: serde_json::Value = response.json().await.unwrap();
@@ -89,18 +73,13 @@ async fn when_retries_run_out_the_upstreams_own_answer_passes() {
 async fn other_statuses_and_broken_streams_are_never_retried() {
     let (mock, gw) = start_gateway_with(|config| config.upstream.retries = 3).await;
     for scenario in ["status-500", "status-429", "status-400"] {
-        gw.chat(ALICE_KEY)
-            .scenario(scenario)
-            .completion()
-            .fetch()
-            .await;
+        gw.completion(ALICE_KEY).scenario(scenario).fetch().await;
     }
     assert_eq!(mock.request_count(), 3);
     // Once the first byte has gone to the client, a broken stream is not retried.
     let response = gw
-        .chat(ALICE_KEY)
+        .completion(ALICE_KEY)
         .scenario("stream-cut")
-        .completion()
         .fetch()
         .await;
     let _ = response.bytes().await;
@@ -120,25 +99,21 @@ async fn an_upstream_that_accepts_and_never_answers_gives_504() {
     });
     let (_mock, gw) = start_gateway_with(|config| {
         config.upstream.base_url = format!("http://127.0.0.1:{port}/api/v1");
-        config.upstream.first_byte_timeout = "300ms".parse().unwrap();
+        first_byte_timeout_300ms(config);
     })
     .await;
-    let (code, _) = gw.chat(ALICE_KEY).completion().fetch_error().await;
+    let (code, _) = gw.completion(ALICE_KEY).fetch_error().await;
     assert_eq!(code, 504);
     held.abort();
 }
 
 #[tokio::test]
 async fn headers_then_silence_on_a_json_body_is_cut_at_the_idle_timeout() {
-    let (_mock, gw) = start_gateway_with(|config| {
-        config.upstream.idle_timeout = "300ms".parse().unwrap();
-    })
-    .await;
+    let (_mock, gw) = start_gateway_with(idle_timeout_300ms).await;
     let started = Instant::now();
     let response = gw
-        .chat(ALICE_KEY)
+        .completion(ALICE_KEY)
         .scenario("headers-stall")
-        .completion()
         .fetch()
         .await;
     assert_eq!(response.status(), 200, "the headers had already come");
@@ -153,9 +128,8 @@ async fn headers_then_silence_on_a_json_body_is_cut_at_the_idle_timeout() {
 async fn garbage_sse_passes_unchanged_and_still_ends_with_an_error_event() {
     let (mock, gw) = start_gateway().await;
     let response = gw
-        .chat(ALICE_KEY)
+        .completion(ALICE_KEY)
         .scenario("stream-garbage")
-        .completion()
         .fetch()
         .await;
     let id = generation_id(&response);
@@ -174,5 +148,5 @@ async fn garbage_sse_passes_unchanged_and_still_ends_with_an_error_event() {
         serde_json::from_str(tail.trim().strip_prefix("data: ").unwrap()).unwrap();
     assert_eq!(event["choices"][0]["finish_reason"], "error");
     // The gateway is unharmed.
-    assert_eq!(gw.chat(ALICE_KEY).completion().fetch().await.status(), 200);
+    assert_eq!(gw.completion(ALICE_KEY).fetch().await.status(), 200);
 }

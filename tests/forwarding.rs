@@ -13,8 +13,7 @@ async fn the_body_reaches_the_upstream_byte_for_byte() {
       "tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object","properties":{"location":{"type":"string"}}}}}],
       "reasoning":{"effort":"high","exclude":false},"plugins":[{"id":"response-healing"}],"session_id":"s-1","trace":{"trace_id":"t1","custom":true},"user":"u-42","temperature":0.0,"seed":null }"#;
     let response = gw
-        .post("/api/v1/chat/completions")
-        .bearer_auth(ALICE_KEY)
+        .openrouter_chat(ALICE_KEY)
         .header("content-type", "application/json")
         .body(body)
         .fetch()
@@ -63,10 +62,9 @@ async fn the_upstream_key_replaces_the_clients_credentials() {
         assert_eq!(seen.header("x-title"), Some("Team Gateway"));
     }
     // The client's own attribution wins.
-    gw.chat(ALICE_KEY)
+    gw.completion(ALICE_KEY)
         .header("http-referer", "https://mine.example")
         .header("x-title", "Mine")
-        .completion()
         .fetch()
         .await;
     let seen = mock.next_request().await;
@@ -78,7 +76,7 @@ async fn the_upstream_key_replaces_the_clients_credentials() {
 #[tokio::test]
 async fn a_request_id_is_made_when_the_client_sent_none() {
     let (mock, gw) = start_gateway().await;
-    let response = gw.chat(ALICE_KEY).completion().fetch().await;
+    let response = gw.completion(ALICE_KEY).fetch().await;
     let id = response.headers()["x-request-id"]
         .to_str()
         .unwrap()
@@ -96,12 +94,7 @@ async fn a_request_id_is_made_when_the_client_sent_none() {
 #[tokio::test]
 async fn the_upstream_answer_reaches_the_client_unchanged() {
     let (_mock, gw) = start_gateway().await;
-    let response = gw
-        .post("/api/v1/chat/completions")
-        .bearer_auth(ALICE_KEY)
-        .completion()
-        .fetch()
-        .await;
+    let response = gw.openrouter_chat(ALICE_KEY).completion().fetch().await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-generation-id"], "gen-mock-0");
     assert_eq!(response.headers()["content-type"], "application/json");
@@ -113,11 +106,10 @@ async fn the_upstream_answer_reaches_the_client_unchanged() {
 #[tokio::test]
 async fn upstream_errors_pass_through_with_status_body_and_headers() {
     let (_mock, gw) = start_gateway_with(|config| config.upstream.retries = 0).await;
-    let api_chat = || gw.post("/api/v1/chat/completions").bearer_auth(ALICE_KEY);
+    let api_chat = || gw.openrouter_chat(ALICE_KEY).completion();
     for status in [400u16, 401, 402, 403, 404, 429, 500, 502, 503, 524] {
         let response = api_chat()
             .scenario(&format!("status-{status}"))
-            .completion()
             .fetch()
             .await;
         assert_eq!(response.status().as_u16(), status);
@@ -134,7 +126,7 @@ async fn upstream_errors_pass_through_with_status_body_and_headers() {
         assert_eq!(body["user_id"], "user_mock", "the upstream body, not ours");
     }
     // A 200 that carries an error passes as it is.
-    let response = api_chat().scenario("error-200").completion().fetch().await;
+    let response = api_chat().scenario("error-200").fetch().await;
     assert_eq!(response.status(), 200);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"]["message"], "Provider returned error");

@@ -3,7 +3,7 @@
 use crate::common::*;
 
 async fn chat(gw: &TestGateway, key: &str) -> reqwest::Response {
-    gw.chat(key).completion().fetch().await
+    gw.completion(key).fetch().await
 }
 
 /// Polls until a request of `key` is admitted (a slot or a refill frees); until then it is
@@ -136,15 +136,7 @@ async fn the_global_rate_caps_all_keys_together() {
 #[tokio::test]
 async fn concurrency_counts_streams_until_they_end_or_the_client_leaves() {
     let (_mock, gw) = start_gateway_with(|config| config.limits.max_concurrent = 2).await;
-    let long = async || {
-        gw.chat(ALICE_KEY)
-            .scenario("stream")
-            .chunks(200)
-            .delay_ms(20)
-            .streaming()
-            .fetch()
-            .await
-    };
+    let long = async || gw.stream(ALICE_KEY).paced(200, 20).fetch().await;
     let first = long().await;
     let second = long().await;
     assert_eq!(
@@ -171,9 +163,8 @@ async fn concurrency_counts_streams_until_they_end_or_the_client_leaves() {
     admitted_eventually(&gw, ALICE_KEY).await;
     for _ in 0..3 {
         let status = gw
-            .chat(ALICE_KEY)
+            .completion(ALICE_KEY)
             .scenario("status-500")
-            .completion()
             .fetch_status()
             .await;
         assert_eq!(status, 500);
@@ -185,12 +176,7 @@ async fn concurrency_counts_streams_until_they_end_or_the_client_leaves() {
 async fn tokens_reported_by_a_stream_are_debited() {
     let (_mock, gw) = start_gateway_with(|config| config.limits.tokens_per_minute = 10).await;
     // The stream's usage event says 12 tokens: the bucket is overdrawn.
-    let response = gw
-        .chat(ALICE_KEY)
-        .scenario("stream")
-        .streaming()
-        .fetch()
-        .await;
+    let response = gw.stream(ALICE_KEY).scenario("stream").fetch().await;
     assert_eq!(response.headers()["x-ratelimit-limit-tokens"], "10");
     response.bytes().await.unwrap();
     let refused = chat(&gw, ALICE_KEY).await;
@@ -217,14 +203,7 @@ async fn tokens_reported_by_a_json_body_are_debited() {
 async fn hanging_up_is_not_free_the_generation_is_looked_up() {
     let (mock, gw) = start_gateway_with(|config| config.limits.tokens_per_minute = 10).await;
     // The client leaves before the usage event.
-    let response = gw
-        .chat(ALICE_KEY)
-        .scenario("stream")
-        .chunks(100)
-        .delay_ms(20)
-        .streaming()
-        .fetch()
-        .await;
+    let response = gw.stream(ALICE_KEY).paced(100, 20).fetch().await;
     let id = generation_id(&response);
     leave_after_first_piece(response).await;
     mock.next_abandoned().await;

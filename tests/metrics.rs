@@ -28,8 +28,8 @@ async fn requests_tokens_and_cost_are_counted_by_key_and_model() {
     let before = gw.metrics_text().await;
 
     // A JSON completion (usage 10 + 4, cost 0.00014) and a stream (usage 10 + 2, cost 0.00006).
-    gw.chat(ALICE_KEY).completion().fetch_status().await;
-    gw.chat(ALICE_KEY).streaming().fetch_status().await;
+    gw.completion(ALICE_KEY).fetch_status().await;
+    gw.stream(ALICE_KEY).fetch_status().await;
 
     let after = gw
         .metrics_when(&requests, metric_value(&before, &requests) + 2.0)
@@ -48,14 +48,7 @@ async fn in_flight_requests_and_streams_rise_and_fall() {
     let (_mock, gw) = start_gateway().await;
     let inflight = r#"orgate_inflight_requests{key="alice"}"#;
     let streams = r#"orgate_inflight_streams{key="alice"}"#;
-    let response = gw
-        .chat(ALICE_KEY)
-        .scenario("stream")
-        .chunks(50)
-        .delay_ms(20)
-        .streaming()
-        .fetch()
-        .await;
+    let response = gw.stream(ALICE_KEY).paced(50, 20).fetch().await;
     let text = gw.metrics_when(inflight, 1.0).await;
     assert_eq!(metric_value(&text, streams), 1.0);
     // The client leaves mid-stream: both fall back to 0.
@@ -68,16 +61,15 @@ async fn in_flight_requests_and_streams_rise_and_fall() {
 async fn upstream_failures_and_retries_are_counted_by_kind() {
     let (_mock, gw) = start_gateway_with(|config| {
         config.upstream.retries = 2;
-        config.upstream.first_byte_timeout = "300ms".parse().unwrap();
+        first_byte_timeout_300ms(config);
     })
     .await;
     let kind = |k: &str| format!(r#"orgate_upstream_errors_total{{kind="{k}"}}"#);
     let before = gw.metrics_text().await;
     let send = |scenario: &str| {
-        gw.chat(ALICE_KEY)
+        gw.stream(ALICE_KEY)
             .scenario(scenario)
             .header("x-mock-fail-times", "1")
-            .streaming()
             .fetch()
     };
     send("fail-then-ok").await.bytes().await.unwrap();
@@ -125,7 +117,7 @@ async fn rate_limit_refusals_are_counted_by_key_and_limit() {
     })
     .await;
     for _ in 0..3 {
-        gw.chat(ALICE_KEY).completion().fetch().await;
+        gw.completion(ALICE_KEY).fetch().await;
     }
     let text = gw.metrics_text().await;
     assert_eq!(

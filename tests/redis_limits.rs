@@ -111,18 +111,12 @@ fn redis_config(mock: &MockOpenRouter, redis: &RedisServer) -> Config {
 }
 
 async fn chat(gw: &impl Gateway, key: &str) -> reqwest::Response {
-    gw.chat(key).completion().fetch().await
+    gw.completion(key).fetch().await
 }
 
 /// A stream of `chunks` chunks 50 ms apart; its response (headers) returns at once.
 async fn stream(gw: &impl Gateway, key: &str, chunks: usize) -> reqwest::Response {
-    gw.chat(key)
-        .scenario("stream")
-        .chunks(chunks)
-        .delay_ms(50)
-        .streaming()
-        .fetch()
-        .await
+    gw.stream(key).paced(chunks, 50).fetch().await
 }
 
 /// Sends `send()` until its answer has status `status`; returns that response.

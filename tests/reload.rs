@@ -27,9 +27,7 @@ async fn a_reload_changes_rules_and_limits_for_new_requests_only() {
     assert_eq!(chat(&gw, BOB_KEY, MODEL).await, 429);
     let stream = gw
         .chat(ALICE_KEY)
-        .scenario("stream")
-        .chunks(20)
-        .delay_ms(25)
+        .paced(20, 25)
         .body(format!(
             r#"{{"model":"{MODEL}:free","messages":[],"stream":true}}"#
         ))

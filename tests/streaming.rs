@@ -8,8 +8,7 @@ use futures_util::StreamExt;
 
 async fn start_stream(gw: &TestGateway, scenario: &str, delay_ms: u64) -> reqwest::Response {
     let response = gw
-        .post("/api/v1/chat/completions")
-        .bearer_auth(ALICE_KEY)
+        .openrouter_chat(ALICE_KEY)
         .scenario(scenario)
         .delay_ms(delay_ms)
         .streaming()
@@ -18,6 +17,16 @@ async fn start_stream(gw: &TestGateway, scenario: &str, delay_ms: u64) -> reqwes
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     response
+}
+
+/// A stream in `scenario` from a gateway of its own, read to the end: the mock (which knows
+/// what it sent), the generation id, and the bytes the client received.
+async fn read_stream(scenario: &str) -> (MockOpenRouter, String, Vec<u8>) {
+    let (mock, gw) = start_gateway().await;
+    let response = start_stream(&gw, scenario, 0).await;
+    let id = generation_id(&response);
+    let (received, _) = read_timed(response).await;
+    (mock, id, received)
 }
 
 /// Reads the whole body, noting when each piece arrived.
@@ -46,10 +55,7 @@ fn data_events(bytes: &[u8]) -> Vec<String> {
 
 #[tokio::test]
 async fn stream_bytes_reach_the_client_unchanged_comments_included() {
-    let (mock, gw) = start_gateway().await;
-    let response = start_stream(&gw, "stream", 0).await;
-    let id = generation_id(&response);
-    let (received, _) = read_timed(response).await;
+    let (mock, id, received) = read_stream("stream").await;
     assert_eq!(received, mock.sent_stream(&id), "byte for byte");
     assert!(received.starts_with(b": OPENROUTER PROCESSING\n\n"));
     assert!(received.ends_with(b"data: [DONE]\n\n"));
@@ -84,10 +90,7 @@ async fn chunk_spacing_survives_the_gateway() {
 
 #[tokio::test]
 async fn a_stream_cut_mid_way_ends_with_one_error_event() {
-    let (mock, gw) = start_gateway().await;
-    let response = start_stream(&gw, "stream-cut", 0).await;
-    let id = generation_id(&response);
-    let (received, _) = read_timed(response).await;
+    let (mock, id, received) = read_stream("stream-cut").await;
     let sent = mock.sent_stream(&id);
     assert!(
         received.starts_with(&sent),
@@ -112,10 +115,7 @@ async fn a_stream_cut_mid_way_ends_with_one_error_event() {
 
 #[tokio::test]
 async fn a_stream_that_goes_quiet_ends_after_the_idle_timeout() {
-    let (mock, gw) = start_gateway_with(|config| {
-        config.upstream.idle_timeout = "300ms".parse().unwrap();
-    })
-    .await;
+    let (mock, gw) = start_gateway_with(idle_timeout_300ms).await;
     let started = Instant::now();
     let response = start_stream(&gw, "stream-stall", 0).await;
     let (received, _) = read_timed(response).await;
@@ -137,8 +137,7 @@ async fn a_stream_that_goes_quiet_ends_after_the_idle_timeout() {
 
 #[tokio::test]
 async fn a_stream_that_ends_without_done_gets_an_error_event() {
-    let (_mock, gw) = start_gateway().await;
-    let (received, _) = read_timed(start_stream(&gw, "stream-no-done", 0).await).await;
+    let (_, _, received) = read_stream("stream-no-done").await;
     let events = data_events(&received);
     let last: serde_json::Value = serde_json::from_str(events.last().unwrap()).unwrap();
     assert!(last["error"]["message"]
@@ -149,10 +148,7 @@ async fn a_stream_that_ends_without_done_gets_an_error_event() {
 
 #[tokio::test]
 async fn the_upstreams_own_error_event_passes_and_ends_the_stream() {
-    let (mock, gw) = start_gateway().await;
-    let response = start_stream(&gw, "stream-error", 0).await;
-    let id = generation_id(&response);
-    let (received, _) = read_timed(response).await;
+    let (mock, id, received) = read_stream("stream-error").await;
     assert_eq!(
         received,
         mock.sent_stream(&id),
@@ -163,14 +159,7 @@ async fn the_upstreams_own_error_event_passes_and_ends_the_stream() {
 #[tokio::test]
 async fn a_client_that_leaves_cancels_the_upstream_stream() {
     let (mock, gw) = start_gateway().await;
-    let response = gw
-        .chat(ALICE_KEY)
-        .scenario("stream")
-        .chunks(100)
-        .delay_ms(50)
-        .streaming()
-        .fetch()
-        .await;
+    let response = gw.stream(ALICE_KEY).paced(100, 50).fetch().await;
     let id = generation_id(&response);
     leave_after_first_piece(response).await;
     assert_eq!(
@@ -183,21 +172,10 @@ async fn a_client_that_leaves_cancels_the_upstream_stream() {
 #[tokio::test]
 async fn a_broken_stream_does_not_disturb_the_others() {
     let (_mock, gw) = start_gateway().await;
-    let healthy = gw
-        .chat(BOB_KEY)
-        .scenario("stream")
-        .delay_ms(40)
-        .chunks(10)
-        .streaming()
-        .send();
+    let healthy = gw.stream(BOB_KEY).paced(10, 40).send();
     let healthy = tokio::spawn(async move { healthy.await.unwrap().bytes().await.unwrap() });
     for scenario in ["stream-cut", "stream-no-done", "json-cut"] {
-        let response = gw
-            .chat(ALICE_KEY)
-            .scenario(scenario)
-            .streaming()
-            .fetch()
-            .await;
+        let response = gw.stream(ALICE_KEY).scenario(scenario).fetch().await;
         let _ = response.bytes().await;
     }
     let healthy = healthy.await.unwrap();
@@ -209,12 +187,7 @@ async fn a_broken_stream_does_not_disturb_the_others() {
 #[tokio::test]
 async fn a_json_body_cut_short_is_not_passed_off_as_complete() {
     let (_mock, gw) = start_gateway().await;
-    let response = gw
-        .chat(ALICE_KEY)
-        .scenario("json-cut")
-        .completion()
-        .fetch()
-        .await;
+    let response = gw.completion(ALICE_KEY).scenario("json-cut").fetch().await;
     assert_eq!(response.status(), 200);
     assert!(
         response.bytes().await.is_err(),

@@ -39,6 +39,21 @@ pub trait Gateway {
     fn chat(&self, key: &str) -> RequestBuilder {
         self.chat_without_key().bearer_auth(key)
     }
+
+    /// `POST /api/v1/chat/completions` (OpenRouter's own path) as `key`.
+    fn openrouter_chat(&self, key: &str) -> RequestBuilder {
+        self.post("/api/v1/chat/completions").bearer_auth(key)
+    }
+
+    /// [`Gateway::chat`] with the plain chat body for [`MODEL`] ([`chat_body`]).
+    fn completion(&self, key: &str) -> RequestBuilder {
+        self.chat(key).completion()
+    }
+
+    /// [`Gateway::chat`] with the streaming chat body for [`MODEL`] ([`stream_body`]).
+    fn stream(&self, key: &str) -> RequestBuilder {
+        self.chat(key).streaming()
+    }
 }
 
 /// The mock's knobs (see `mock_openrouter.rs`), the usual chat bodies, and sends that unwrap,
@@ -50,6 +65,12 @@ pub trait RequestExt: Sized {
     fn chunks(self, n: usize) -> Self;
     /// The mock's pause between two chunks (`x-mock-delay-ms`).
     fn delay_ms(self, ms: u64) -> Self;
+    /// The mock's stream: `chunks` content chunks, `delay_ms` apart.
+    fn paced(self, chunks: usize, delay_ms: u64) -> Self {
+        self.scenario("stream").chunks(chunks).delay_ms(delay_ms)
+    }
+    /// The mock's 503 for the first `times` requests it gets, then its answer.
+    fn fail_then_ok(self, times: usize) -> Self;
     /// The plain chat body for [`MODEL`] ([`chat_body`]).
     fn completion(self) -> Self;
     /// The streaming chat body for [`MODEL`] ([`stream_body`]).
@@ -73,6 +94,11 @@ impl RequestExt for RequestBuilder {
 
     fn delay_ms(self, ms: u64) -> Self {
         self.header("x-mock-delay-ms", ms)
+    }
+
+    fn fail_then_ok(self, times: usize) -> Self {
+        self.scenario("fail-then-ok")
+            .header("x-mock-fail-times", times)
     }
 
     fn completion(self) -> Self {

@@ -145,12 +145,7 @@ impl MockOpenRouter {
 
     /// The next request the mock received, waiting up to 5 s.
     pub async fn next_request(&self) -> Recorded {
-        next(
-            &self.seen,
-            Duration::from_secs(5),
-            "the mock received no request",
-        )
-        .await
+        next(&self.seen, WAIT, "the mock received no request").await
     }
 
     /// Whether a request arrives within `wait` (for "nothing was forwarded" checks).
@@ -168,12 +163,8 @@ impl MockOpenRouter {
     /// waiting up to 10 s.
     pub async fn next_internal_request(&self) -> Recorded {
         loop {
-            let recorded = next(
-                &self.internal,
-                Duration::from_secs(10),
-                "the gateway made no request of its own",
-            )
-            .await;
+            let own = "the gateway made no request of its own";
+            let recorded = next(&self.internal, 2 * WAIT, own).await;
             if !recorded.path.ends_with("/models") {
                 return recorded;
             }
@@ -182,12 +173,7 @@ impl MockOpenRouter {
 
     /// Waits up to 5 s for a stream to be abandoned by its reader; returns its generation id.
     pub async fn next_abandoned(&self) -> String {
-        next(
-            &self.abandoned,
-            Duration::from_secs(5),
-            "no stream was abandoned",
-        )
-        .await
+        next(&self.abandoned, WAIT, "no stream was abandoned").await
     }
 
     pub fn request_count(&self) -> usize {
@@ -205,6 +191,9 @@ impl MockOpenRouter {
             .expect("no such stream was sent")
     }
 }
+
+/// How long the mock's `next_*` wait for what a test expects to have happened.
+const WAIT: Duration = Duration::from_secs(5);
 
 /// The next message on one of the mock's channels, waiting up to `wait`; `none` says what did
 /// not happen.

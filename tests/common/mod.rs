@@ -53,6 +53,18 @@ pub async fn start_gateway_with(tweak: impl FnOnce(&mut Config)) -> (MockOpenRou
     (mock, gateway)
 }
 
+/// A tweak for [`start_gateway_with`]: no response headers from the upstream within 300 ms
+/// is a 504.
+pub fn first_byte_timeout_300ms(config: &mut Config) {
+    config.upstream.first_byte_timeout = "300ms".parse().unwrap();
+}
+
+/// A tweak for [`start_gateway_with`]: no body bytes from the upstream for 300 ms ends the
+/// answer.
+pub fn idle_timeout_300ms(config: &mut Config) {
+    config.upstream.idle_timeout = "300ms".parse().unwrap();
+}
+
 pub fn key(id: &str, secret: &str) -> KeyConfig {
     KeyConfig {
         id: id.to_owned(),
