@@ -14,20 +14,24 @@ fn tool_available(name: &str, arg: &str) -> bool {
     tool_present(Command::new(name).arg(arg), name)
 }
 
+/// Runs `command` to its end: whether it succeeded, and what it printed (stdout, then stderr).
+fn run(command: &mut Command) -> (bool, String) {
+    let output = command.output().unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), printed)
+}
+
 #[test]
 fn the_dockerfile_passes_hadolint() {
     if !tool_available("hadolint", "--version") {
         return;
     }
-    let output = Command::new("hadolint")
-        .arg(format!("{ROOT}/Dockerfile"))
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stdout)
-    );
+    let (passed, printed) = run(Command::new("hadolint").arg(format!("{ROOT}/Dockerfile")));
+    assert!(passed, "{printed}");
 }
 
 #[test]
@@ -39,18 +43,12 @@ fn the_compose_file_validates() {
     let compose = format!("{ROOT}/docker-compose.yml");
     // As is, and with the multi-replica profile (two replicas, Redis, nginx).
     for profile in [&[][..], &["--profile", "replicas"][..]] {
-        let output = Command::new("docker-compose")
+        let (valid, printed) = run(Command::new("docker-compose")
             .args(["-f", &compose])
             .args(profile)
             .args(["config", "-q"])
-            .current_dir(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{profile:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+            .current_dir(dir.path()));
+        assert!(valid, "{profile:?}: {printed}");
     }
 }
 
@@ -67,30 +65,35 @@ fn the_replicas_set_up_shares_limits_through_redis() {
     assert_eq!(config.limits.backend, orgate::config::LimitsBackend::Redis);
     assert_eq!(config.limits.redis_url, "redis://redis:6379");
 
-    let compose = std::fs::read_to_string(format!("{ROOT}/docker-compose.yml")).unwrap();
-    for needle in [
-        "ORGATE_CONFIG: /etc/orgate/orgate.replicas.toml",
-        "orgate-a:",
-        "orgate-b:",
-        "image: redis:7-alpine",
-        "image: nginx:1.27-alpine",
-        "./config/nginx-lb.conf:/etc/nginx/conf.d/default.conf:ro",
-    ] {
-        assert!(
-            compose.contains(needle),
-            "docker-compose.yml lacks {needle:?}"
-        );
-    }
-    let nginx = std::fs::read_to_string(format!("{ROOT}/config/nginx-lb.conf")).unwrap();
-    for needle in [
-        "server orgate-a:8080",
-        "server orgate-b:8080",
-        "keepalive ",
-        "proxy_http_version 1.1;",
-        "proxy_set_header Connection \"\";",
-        "proxy_buffering off;",
-    ] {
-        assert!(nginx.contains(needle), "nginx-lb.conf lacks {needle:?}");
+    assert_mentions(
+        "docker-compose.yml",
+        &[
+            "ORGATE_CONFIG: /etc/orgate/orgate.replicas.toml",
+            "orgate-a:",
+            "orgate-b:",
+            "image: redis:7-alpine",
+            "image: nginx:1.27-alpine",
+            "./config/nginx-lb.conf:/etc/nginx/conf.d/default.conf:ro",
+        ],
+    );
+    assert_mentions(
+        "config/nginx-lb.conf",
+        &[
+            "server orgate-a:8080",
+            "server orgate-b:8080",
+            "keepalive ",
+            "proxy_http_version 1.1;",
+            "proxy_set_header Connection \"\";",
+            "proxy_buffering off;",
+        ],
+    );
+}
+
+/// Asserts that the file at `path` (from the crate's root) contains every one of `needles`.
+fn assert_mentions(path: &str, needles: &[&str]) {
+    let text = std::fs::read_to_string(format!("{ROOT}/{path}")).unwrap();
+    for needle in needles {
+        assert!(text.contains(needle), "{path} lacks {needle:?}");
     }
 }
 
@@ -168,33 +171,21 @@ async fn the_binary_starts_as_the_image_starts_it_and_passes_its_health_check() 
     }
     let served = Served::start(&mut command).await;
     assert!(served.addr.starts_with("0.0.0.0:"), "{}", served.addr);
-    let health = Command::new(BIN)
-        .args(["healthcheck", "--addr", &served.addr])
-        .output()
-        .unwrap();
-    assert!(
-        health.status.success(),
-        "{}",
-        String::from_utf8_lossy(&health.stderr)
-    );
+    let (healthy, printed) = run(Command::new(BIN).args(["healthcheck", "--addr", &served.addr]));
+    assert!(healthy, "{printed}");
     let port = served.addr.rsplit(':').next().unwrap();
-    let response = http()
+    let request = http()
         .post(format!("http://127.0.0.1:{port}/v1/chat/completions"))
         .bearer_auth(ALICE_KEY)
-        .completion()
-        .fetch()
-        .await;
-    assert_eq!(response.status(), 200);
-    assert_eq!(mock.next_request().await.bearer(), Some(UPSTREAM_KEY));
+        .completion();
+    assert_eq!(forwarded(&mock, request).await.bearer(), Some(UPSTREAM_KEY));
     served.terminate();
     let (code, _) = served.finish().await;
     assert_eq!(code, Some(0));
     // Nothing listening: the health check fails.
-    let health = Command::new(BIN)
-        .args(["healthcheck", "--addr", &served_addr_closed()])
-        .output()
-        .unwrap();
-    assert!(!health.status.success());
+    let closed = served_addr_closed();
+    let (healthy, _) = run(Command::new(BIN).args(["healthcheck", "--addr", &closed]));
+    assert!(!healthy);
 }
 
 fn served_addr_closed() -> String {

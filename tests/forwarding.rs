@@ -12,14 +12,11 @@ async fn the_body_reaches_the_upstream_byte_for_byte() {
     let body = r#"{ "zeta": {"b":1,"a":[1.50,2e3]}, "model":"openai/gpt-4o","messages":[{"role":"user","content":[{"type":"text","text":"What is in this image? \u00e9"},{"type":"image_url","image_url":{"url":"data:image/png;base64,iVBORw0KGgo=","detail":"original"}}]}],
       "tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object","properties":{"location":{"type":"string"}}}}}],
       "reasoning":{"effort":"high","exclude":false},"plugins":[{"id":"response-healing"}],"session_id":"s-1","trace":{"trace_id":"t1","custom":true},"user":"u-42","temperature":0.0,"seed":null }"#;
-    let response = gw
+    let request = gw
         .openrouter_chat(ALICE_KEY)
         .header("content-type", "application/json")
-        .body(body)
-        .fetch()
-        .await;
-    assert_eq!(response.status(), 200);
-    let seen = mock.next_request().await;
+        .body(body);
+    let seen = forwarded(&mock, request).await;
     assert_eq!(
         seen.body,
         body.as_bytes(),
@@ -155,9 +152,7 @@ async fn other_api_routes_are_forwarded_with_their_query() {
         ),
     ];
     for (path, upstream_path, query) in cases {
-        let response = gw.get(path).bearer_auth(BOB_KEY).fetch().await;
-        assert_eq!(response.status(), 200, "{path}");
-        let seen = mock.next_request().await;
+        let seen = forwarded(&mock, gw.get(path).bearer_auth(BOB_KEY)).await;
         assert_eq!(seen.method, "GET");
         assert_eq!(seen.path, upstream_path);
         assert_eq!(seen.query.as_deref(), query);
@@ -165,14 +160,8 @@ async fn other_api_routes_are_forwarded_with_their_query() {
     }
     // Other methods and bodies too (embeddings).
     let body = r#"{"model":"openai/text-embedding-3-small","input":"hello"}"#;
-    let response = gw
-        .post("/v1/embeddings")
-        .bearer_auth(BOB_KEY)
-        .body(body)
-        .fetch()
-        .await;
-    assert_eq!(response.status(), 200);
-    let seen = mock.next_request().await;
+    let request = gw.post("/v1/embeddings").bearer_auth(BOB_KEY).body(body);
+    let seen = forwarded(&mock, request).await;
     assert_eq!(
         (seen.method.as_str(), seen.path.as_str()),
         ("POST", "/api/v1/embeddings")
@@ -202,13 +191,8 @@ async fn paths_that_escape_the_api_prefix_are_refused_and_never_forwarded() {
         "nothing was forwarded"
     );
     // A path the client normalised itself is simply a different path, forwarded as such.
-    let response = gw
-        .get("/v1/models/../models")
-        .bearer_auth(ALICE_KEY)
-        .fetch()
-        .await;
-    assert_eq!(response.status(), 200);
-    assert_eq!(mock.next_request().await.path, "/api/v1/models");
+    let request = gw.get("/v1/models/../models").bearer_auth(ALICE_KEY);
+    assert_eq!(forwarded(&mock, request).await.path, "/api/v1/models");
 }
 
 /// Sends `GET path` as written; returns the status and the body.

@@ -21,11 +21,7 @@ async fn admitted_eventually(gw: &TestGateway, key: &str) {
 
 #[tokio::test]
 async fn a_burst_admits_exactly_burst_then_429_with_retry_after() {
-    let (mock, gw) = start_gateway_with(|config| {
-        config.limits.requests_per_minute = 6;
-        config.limits.burst = 3;
-    })
-    .await;
+    let (mock, gw) = start_gateway_with(|config| default_rate(config, 6, 3)).await;
     for remaining in [2, 1, 0] {
         let response = chat(&gw, ALICE_KEY).await;
         assert_eq!(response.status(), 200);
@@ -64,11 +60,8 @@ async fn a_burst_admits_exactly_burst_then_429_with_retry_after() {
 
 #[tokio::test]
 async fn a_drained_bucket_refills_with_time() {
-    let (_mock, gw) = start_gateway_with(|config| {
-        config.limits.requests_per_minute = 600; // one cell every 100 ms
-        config.limits.burst = 1;
-    })
-    .await;
+    // One cell every 100 ms.
+    let (_mock, gw) = start_gateway_with(|config| default_rate(config, 600, 1)).await;
     assert_eq!(chat(&gw, ALICE_KEY).await.status(), 200);
     assert_eq!(chat(&gw, ALICE_KEY).await.status(), 429);
     admitted_eventually(&gw, ALICE_KEY).await;
@@ -78,8 +71,7 @@ async fn a_drained_bucket_refills_with_time() {
 async fn per_key_values_override_the_defaults_and_zero_is_unlimited() {
     let (_mock, gw) = start_gateway_with(|config| {
         config.limits.requests_per_minute = 0;
-        config.auth.keys[0].requests_per_minute = Some(60);
-        config.auth.keys[0].burst = Some(1);
+        key_rate(&mut config.auth.keys[0], 60, 1);
     })
     .await;
     assert_eq!(chat(&gw, ALICE_KEY).await.status(), 200);
@@ -100,8 +92,7 @@ async fn per_key_values_override_the_defaults_and_zero_is_unlimited() {
 async fn anonymous_use_has_its_own_bucket() {
     let (_mock, gw) = start_gateway_with(|config| {
         config.auth.allow_anonymous = true;
-        config.limits.burst = 2;
-        config.limits.requests_per_minute = 1;
+        default_rate(config, 1, 2);
     })
     .await;
     let anonymous = async || gw.chat_without_key().completion().fetch().await.status();

@@ -111,11 +111,7 @@ async fn made_up_models_are_grouped_and_no_secret_is_scraped() {
 
 #[tokio::test]
 async fn rate_limit_refusals_are_counted_by_key_and_limit() {
-    let (_mock, gw) = start_gateway_with(|config| {
-        config.limits.burst = 1;
-        config.limits.requests_per_minute = 1;
-    })
-    .await;
+    let (_mock, gw) = start_gateway_with(|config| default_rate(config, 1, 1)).await;
     for _ in 0..3 {
         gw.completion(ALICE_KEY).fetch().await;
     }

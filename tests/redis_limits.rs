@@ -102,12 +102,16 @@ impl Drop for RedisServer {
     }
 }
 
-fn redis_config(mock: &MockOpenRouter, redis: &RedisServer) -> Config {
-    let mut config = config_for(mock);
+/// A `redis-server` of the test's own, the mock, and a config that shares the limits through
+/// that Redis (leases of 1 s); `None` when `redis-server` is missing (see [`RedisServer::start`]).
+async fn shared_limits(test: &str) -> Option<(RedisServer, MockOpenRouter, Config)> {
+    let redis = RedisServer::start(test).await?;
+    let mock = MockOpenRouter::start().await;
+    let mut config = config_for(&mock);
     config.limits.backend = LimitsBackend::Redis;
     config.limits.redis_url = redis.url();
     config.limits.lease_ttl = "1s".parse().unwrap();
-    config
+    Some((redis, mock, config))
 }
 
 async fn chat(gw: &impl Gateway, key: &str) -> reqwest::Response {
@@ -119,14 +123,10 @@ async fn stream(gw: &impl Gateway, key: &str, chunks: usize) -> reqwest::Respons
     gw.stream(key).paced(chunks, 50).fetch().await
 }
 
-/// Sends `send()` until its answer has status `status`; returns that response.
-async fn until(
-    what: &str,
-    mut send: impl AsyncFnMut() -> reqwest::Response,
-    status: u16,
-) -> reqwest::Response {
+/// Sends requests of `key` to `gw` until one is answered `status`; returns that response.
+async fn until(gw: &TestGateway, key: &str, status: u16, what: &str) -> reqwest::Response {
     eventually(what, async || {
-        let response = send().await;
+        let response = chat(gw, key).await;
         if response.status() == status {
             return Ok(response);
         }
@@ -156,14 +156,11 @@ async fn checked_again(gw: &TestGateway, key: &str) -> reqwest::Response {
 
 #[tokio::test]
 async fn a_burst_of_ten_admits_exactly_ten_across_two_replicas() {
-    let Some(redis) = RedisServer::start("a_burst_of_ten").await else {
+    let Some((_redis, _mock, mut config)) = shared_limits("a_burst_of_ten").await else {
         return;
     };
-    let mock = MockOpenRouter::start().await;
-    let mut config = redis_config(&mock, &redis);
     // One request a minute after the burst: none refills during the test.
-    config.auth.keys[0].requests_per_minute = Some(1);
-    config.auth.keys[0].burst = Some(10);
+    key_rate(&mut config.auth.keys[0], 1, 10);
     let a = TestGateway::start(config.clone()).await;
     let b = TestGateway::start(config).await;
 
@@ -205,11 +202,9 @@ async fn a_burst_of_ten_admits_exactly_ten_across_two_replicas() {
 
 #[tokio::test]
 async fn concurrency_holds_across_replicas_and_slots_come_back() {
-    let Some(redis) = RedisServer::start("concurrency_holds").await else {
+    let Some((_redis, _mock, mut config)) = shared_limits("concurrency_holds").await else {
         return;
     };
-    let mock = MockOpenRouter::start().await;
-    let mut config = redis_config(&mock, &redis);
     config.auth.keys[0].max_concurrent = Some(2);
     let a = TestGateway::start(config.clone()).await;
     let b = TestGateway::start(config).await;
@@ -234,12 +229,7 @@ async fn concurrency_holds_across_replicas_and_slots_come_back() {
     // Ending one stream (the client leaves) gives its slot back at once, on either replica.
     drop(one);
     let started = Instant::now();
-    until(
-        "a slot after a stream ended",
-        async || chat(&b, ALICE_KEY).await,
-        200,
-    )
-    .await;
+    until(&b, ALICE_KEY, 200, "a slot after a stream ended").await;
     assert!(
         started.elapsed() < Duration::from_millis(900),
         "released, not expired: {:?}",
@@ -301,11 +291,9 @@ async fn a_killed_replicas_leases_expire_after_lease_ttl() {
 
 #[tokio::test]
 async fn spend_debited_on_one_replica_refuses_the_key_on_the_other() {
-    let Some(redis) = RedisServer::start("spend_debited").await else {
+    let Some((redis, _mock, mut config)) = shared_limits("spend_debited").await else {
         return;
     };
-    let mock = MockOpenRouter::start().await;
-    let mut config = redis_config(&mock, &redis);
     // Each mock completion costs $0.00014: two spend the day's $0.0002.
     config.auth.keys[0].usd_per_day = Some(0.0002);
     let a = TestGateway::start(config.clone()).await;
@@ -316,12 +304,7 @@ async fn spend_debited_on_one_replica_refuses_the_key_on_the_other() {
         response.bytes().await.unwrap();
     }
     // The charge is written after the response: the other replica sees it moments later.
-    let refused = until(
-        "the budget on the other replica",
-        async || chat(&b, ALICE_KEY).await,
-        429,
-    )
-    .await;
+    let refused = until(&b, ALICE_KEY, 429, "the budget on the other replica").await;
     let retry_after = retry_after(&refused);
     assert!((1..=86_400).contains(&retry_after), "{retry_after}");
     let (_, message) = error_of(refused).await;
@@ -355,11 +338,9 @@ async fn spend_debited_on_one_replica_refuses_the_key_on_the_other() {
 
 #[tokio::test]
 async fn tokens_debited_on_one_replica_refuse_the_key_on_the_other() {
-    let Some(redis) = RedisServer::start("tokens_debited").await else {
+    let Some((_redis, _mock, mut config)) = shared_limits("tokens_debited").await else {
         return;
     };
-    let mock = MockOpenRouter::start().await;
-    let mut config = redis_config(&mock, &redis);
     config.limits.tokens_per_minute = 20;
     let a = TestGateway::start(config.clone()).await;
     let b = TestGateway::start(config).await;
@@ -368,14 +349,9 @@ async fn tokens_debited_on_one_replica_refuse_the_key_on_the_other() {
     assert_eq!(first.headers()["x-ratelimit-limit-tokens"], "20");
     assert_eq!(first.headers()["x-ratelimit-remaining-tokens"], "20");
     first.bytes().await.unwrap();
-    let second = until("the first charge", async || chat(&a, ALICE_KEY).await, 200).await;
+    let second = until(&a, ALICE_KEY, 200, "the first charge").await;
     second.bytes().await.unwrap();
-    let refused = until(
-        "tokens on the other replica",
-        async || chat(&b, ALICE_KEY).await,
-        429,
-    )
-    .await;
+    let refused = until(&b, ALICE_KEY, 429, "tokens on the other replica").await;
     assert_eq!(refused.headers()["x-ratelimit-remaining-tokens"], "0");
     let (_, message) = error_of(refused).await;
     assert!(
@@ -387,14 +363,11 @@ async fn tokens_debited_on_one_replica_refuse_the_key_on_the_other() {
 
 #[tokio::test]
 async fn with_allow_a_stopped_redis_lets_requests_through_and_limits_return_with_it() {
-    let Some(mut redis) = RedisServer::start("with_allow").await else {
+    let Some((mut redis, _mock, mut config)) = shared_limits("with_allow").await else {
         return;
     };
-    let mock = MockOpenRouter::start().await;
-    let mut config = redis_config(&mock, &redis);
     config.limits.on_backend_error = OnBackendError::Allow;
-    config.auth.keys[0].requests_per_minute = Some(1);
-    config.auth.keys[0].burst = Some(2);
+    key_rate(&mut config.auth.keys[0], 1, 2);
     let gw = TestGateway::start(config).await;
     for _ in 0..2 {
         assert_eq!(chat(&gw, ALICE_KEY).await.status(), 200);
@@ -448,11 +421,9 @@ async fn with_allow_a_stopped_redis_lets_requests_through_and_limits_return_with
 
 #[tokio::test]
 async fn with_deny_or_a_budget_a_stopped_redis_refuses_with_503_until_it_returns() {
-    let Some(mut redis) = RedisServer::start("with_deny").await else {
+    let Some((mut redis, _mock, mut config)) = shared_limits("with_deny").await else {
         return;
     };
-    let mock = MockOpenRouter::start().await;
-    let mut config = redis_config(&mock, &redis);
     // default: alice has a budget (denied), bob has none (allowed).
     config.auth.keys[0].usd_per_day = Some(5.0);
     let by_default = TestGateway::start(config.clone()).await;
@@ -495,22 +466,15 @@ async fn with_deny_or_a_budget_a_stopped_redis_refuses_with_503_until_it_returns
     );
 
     redis.restart().await;
-    until("admitted again", async || chat(&deny, BOB_KEY).await, 200).await;
-    until(
-        "admitted again",
-        async || chat(&by_default, ALICE_KEY).await,
-        200,
-    )
-    .await;
+    until(&deny, BOB_KEY, 200, "admitted again").await;
+    until(&by_default, ALICE_KEY, 200, "admitted again").await;
 }
 
 #[tokio::test]
 async fn a_slow_redis_is_not_waited_for_and_leaves_no_lease_behind() {
-    let Some(redis) = RedisServer::start("a_slow_redis").await else {
+    let Some((redis, _mock, mut config)) = shared_limits("a_slow_redis").await else {
         return;
     };
-    let mock = MockOpenRouter::start().await;
-    let mut config = redis_config(&mock, &redis);
     // default: alice has a budget (denied), bob has none (allowed). A lease bob's timed-out
     // check took late would hold his one slot for 30 s.
     config.auth.keys[0].usd_per_day = Some(5.0);
@@ -568,7 +532,7 @@ async fn the_scripts_calendar_matches_utc() {
     let Some(redis) = RedisServer::start("the_scripts_calendar").await else {
         return;
     };
-    let script = redis::Script::new(include_str!("../src/limits/redis.lua"));
+    let script = redis::Script::new(crate::common::internals::REDIS_SCRIPT);
     let mut connection = redis.connection().await;
     const DAY: i64 = 86_400;
     // (a moment, its day index, its day's end, its month index, its month's end)
@@ -600,13 +564,10 @@ async fn the_scripts_calendar_matches_utc() {
 
 #[tokio::test]
 async fn a_reload_keeps_the_connection_and_the_shared_state() {
-    let Some(redis) = RedisServer::start("a_reload_keeps").await else {
+    let Some((_redis, _mock, mut config)) = shared_limits("a_reload_keeps").await else {
         return;
     };
-    let mock = MockOpenRouter::start().await;
-    let mut config = redis_config(&mock, &redis);
-    config.auth.keys[0].requests_per_minute = Some(1);
-    config.auth.keys[0].burst = Some(2);
+    key_rate(&mut config.auth.keys[0], 1, 2);
     let gw = TestGateway::start(config.clone()).await;
     for _ in 0..2 {
         assert_eq!(chat(&gw, ALICE_KEY).await.status(), 200);

@@ -11,8 +11,7 @@ async fn chat(gw: &impl Gateway, key: &str, model: &str) -> u16 {
 async fn a_reload_changes_rules_and_limits_for_new_requests_only() {
     let mock = MockOpenRouter::start().await;
     let mut config = config_for(&mock);
-    config.auth.keys[1].requests_per_minute = Some(1);
-    config.auth.keys[1].burst = Some(2);
+    key_rate(&mut config.auth.keys[1], 1, 2);
     config.auth.keys.push(key("carol", "sk-orgate-carol"));
     let gw = TestGateway::start(config.clone()).await;
 
@@ -39,8 +38,7 @@ async fn a_reload_changes_rules_and_limits_for_new_requests_only() {
     // Reload: `:free` models denied, alice limited to one request a minute.
     let mut reloaded = config.clone();
     reloaded.policy.models.deny = vec!["*:free".into()];
-    reloaded.auth.keys[0].requests_per_minute = Some(1);
-    reloaded.auth.keys[0].burst = Some(1);
+    key_rate(&mut reloaded.auth.keys[0], 1, 1);
     gw.reload(Ok(reloaded)).await;
     // The reload is applied by the serving task, moments later.
     eventually("`:free` denied after the reload", async || {

@@ -16,8 +16,7 @@ async fn the_official_python_sdk_works_through_the_gateway() {
     let (_mock, gw) = start_gateway_with(|config| {
         config.upstream.retries = 0;
         let mut limited = key("limited", "sk-orgate-limited");
-        limited.requests_per_minute = Some(1);
-        limited.burst = Some(1);
+        key_rate(&mut limited, 1, 1);
         config.auth.keys.push(limited);
     })
     .await;

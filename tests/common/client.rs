@@ -125,6 +125,14 @@ impl RequestExt for RequestBuilder {
     }
 }
 
+/// Sends `request` to a gateway in front of `mock`; it must be answered 200. Returns the
+/// request as it reached the mock.
+pub async fn forwarded(mock: &super::MockOpenRouter, request: RequestBuilder) -> super::Recorded {
+    let response = request.fetch().await;
+    assert_eq!(response.status(), 200, "{}", response.url());
+    mock.next_request().await
+}
+
 /// A response's `Retry-After`, in whole seconds.
 pub fn retry_after(response: &Response) -> u64 {
     response.headers()["retry-after"]

@@ -7,6 +7,9 @@ use std::sync::Arc;
 use orgate::config::Config;
 pub use orgate::state::{AppState, Snapshot};
 
+/// The Redis limits backend's script (`limits.backend = "redis"`), for its calendar.
+pub const REDIS_SCRIPT: &str = include_str!("../../src/limits/redis.lua");
+
 /// The `hash` field of a key's config entry (`sha256:…`) for the client key `key`.
 pub fn hash_field(key: &str) -> String {
     orgate::auth::key_hash_field(key)

@@ -12,12 +12,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 pub use client::{
-    error_of, generation_id, leave_after_first_piece, metric_value, retry_after, Gateway,
-    RequestExt, Streamed,
+    error_of, forwarded, generation_id, leave_after_first_piece, metric_value, retry_after,
+    Gateway, RequestExt, Streamed,
 };
 pub use eventually::{eventually, eventually_within};
 pub use internals::hash_field;
-pub use mock_openrouter::{MockOpenRouter, MODEL};
+pub use mock_openrouter::{MockOpenRouter, Recorded, MODEL};
 use orgate::config::{Config, KeyConfig};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -63,6 +63,19 @@ pub fn first_byte_timeout_300ms(config: &mut Config) {
 /// answer.
 pub fn idle_timeout_300ms(config: &mut Config) {
     config.upstream.idle_timeout = "300ms".parse().unwrap();
+}
+
+/// The request rate of the keys without one of their own: `per_minute` requests a minute,
+/// `burst` of them at once.
+pub fn default_rate(config: &mut Config, per_minute: u64, burst: u64) {
+    config.limits.requests_per_minute = per_minute;
+    config.limits.burst = burst;
+}
+
+/// A key's own request rate: `per_minute` requests a minute, `burst` of them at once.
+pub fn key_rate(key: &mut KeyConfig, per_minute: u64, burst: u64) {
+    key.requests_per_minute = Some(per_minute);
+    key.burst = Some(burst);
 }
 
 pub fn key(id: &str, secret: &str) -> KeyConfig {
