@@ -127,6 +127,7 @@ async fn the_global_rate_caps_all_keys_together() {
 #[tokio::test]
 async fn concurrency_counts_streams_until_they_end_or_the_client_leaves() {
     let (_mock, gw) = start_gateway_with(|config| config.limits.max_concurrent = 2).await;
+    // 200 chunks 20 ms apart: 4 s, far longer than what the test does while they run.
     let long = async || gw.stream(ALICE_KEY).paced(200, 20).fetch().await;
     let first = long().await;
     let second = long().await;
@@ -149,9 +150,18 @@ async fn concurrency_counts_streams_until_they_end_or_the_client_leaves() {
     // The first client leaves: its slot comes back.
     leave_after_first_piece(first).await;
     admitted_eventually(&gw, ALICE_KEY).await;
-    // A stream that ends frees its slot too; a failed upstream request holds none.
-    drop(second);
+    // A stream that ends frees its slot too: both slots are free again.
+    second.bytes().await.unwrap();
+    let both_free = async || {
+        let (one, two) = (long().await, long().await);
+        match (one.status().as_u16(), two.status().as_u16()) {
+            (200, 200) => Ok(()),
+            statuses => Err(format!("{statuses:?}")),
+        }
+    };
+    eventually("both of alice's slots free", both_free).await;
     admitted_eventually(&gw, ALICE_KEY).await;
+    // A failed upstream request holds none.
     for _ in 0..3 {
         let status = gw
             .completion(ALICE_KEY)
@@ -161,6 +171,7 @@ async fn concurrency_counts_streams_until_they_end_or_the_client_leaves() {
         assert_eq!(status, 500);
     }
     admitted_eventually(&gw, ALICE_KEY).await;
+    eventually("both of alice's slots free", both_free).await;
 }
 
 #[tokio::test]
