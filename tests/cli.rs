@@ -205,7 +205,7 @@ async fn serve_like_the_container_and_drain_a_stream_on_sigterm() {
     // New connections are refused while the stream drains.
     let refused = served.get("/healthz").send().await;
     assert!(refused.is_err(), "the listener is closed during the drain");
-    let received = stream.to_end().await;
+    let received = stream.read_to_end().await;
     assert!(
         received.ends_with(b"data: [DONE]\n\n"),
         "the in-flight stream finished"

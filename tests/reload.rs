@@ -58,7 +58,7 @@ async fn a_reload_changes_rules_and_limits_for_new_requests_only() {
     );
 
     // The stream that started before the reload finishes on the old rules.
-    assert!(stream.to_end().await.ends_with(b"data: [DONE]\n\n"));
+    assert!(stream.read_to_end().await.ends_with(b"data: [DONE]\n\n"));
     let applied = r#"orgate_config_reloads_total{kind="applied"}"#;
     assert_eq!(gw.metric(applied).await, 1.0);
 }

@@ -195,7 +195,7 @@ impl Streamed {
     }
 
     /// Reads the rest, to the end; returns the whole body.
-    pub async fn to_end(mut self) -> Vec<u8> {
+    pub async fn read_to_end(mut self) -> Vec<u8> {
         while let Some(piece) = self.body.next().await {
             self.received.extend_from_slice(&piece.unwrap());
         }
