@@ -1,4 +1,13 @@
 //! Shared test support: the real gateway on an ephemeral port in front of the mock OpenRouter.
+//!
+//! - here: the keys, the config ([`config_for`] and its tweaks), [`TestGateway`] and
+//!   [`start_gateway_with`], the tools a test needs from the machine;
+//! - [`client`]: requests to a gateway (in-process or a child process) and what their answers
+//!   hold;
+//! - [`eventually`]: waiting, to a deadline, for what happens in the background;
+//! - [`mock_openrouter`]: the recording mock OpenRouter;
+//! - [`process`]: the `orgate` binary as a child process, and its config files;
+//! - [`internals`]: every way into the library past `orgate::serve`, for `src/` renames.
 
 #![allow(dead_code, unreachable_pub, unused_imports)]
 
