@@ -75,7 +75,7 @@ pub trait RequestExt: Sized {
     fn completion(self) -> Self;
     /// The streaming chat body for [`MODEL`] ([`stream_body`]).
     fn streaming(self) -> Self;
-    /// Sends it; getting an answer at all is not what the test is about.
+    /// Sends it; the transport must not fail (a test about a failing transport sends by hand).
     fn fetch(self) -> impl Future<Output = Response>;
     /// Sends it and reads the whole answer; returns its status.
     fn fetch_status(self) -> impl Future<Output = u16>;
