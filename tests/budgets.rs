@@ -2,23 +2,15 @@
 
 use crate::common::*;
 
-async fn chat(gw: &TestGateway, key: &str) -> reqwest::Response {
-    gw.chat(key).body(chat_body(MODEL)).send().await.unwrap()
-}
-
 #[tokio::test]
 async fn a_spent_daily_budget_refuses_until_utc_midnight() {
-    let mock = MockOpenRouter::start().await;
-    let mut config = config_for(&mock);
     // Each mock completion costs $0.00014: the third request finds the budget spent.
-    config.auth.keys[0].usd_per_day = Some(0.0002);
-    let gw = TestGateway::start(config).await;
+    let (_mock, gw) =
+        start_gateway_with(|config| config.auth.keys[0].usd_per_day = Some(0.0002)).await;
     for _ in 0..2 {
-        let response = chat(&gw, ALICE_KEY).await;
-        assert_eq!(response.status(), 200);
-        response.bytes().await.unwrap();
+        assert_eq!(gw.completion(ALICE_KEY).fetch_status().await, 200);
     }
-    let refused = chat(&gw, ALICE_KEY).await;
+    let refused = gw.completion(ALICE_KEY).fetch().await;
     assert_eq!(refused.status(), 429);
     let retry_after = retry_after(&refused);
     assert!(
@@ -31,7 +23,7 @@ async fn a_spent_daily_budget_refuses_until_utc_midnight() {
         "{message}"
     );
     assert_eq!(
-        chat(&gw, BOB_KEY).await.status(),
+        gw.completion(BOB_KEY).fetch().await.status(),
         200,
         "other keys keep their own budgets"
     );
@@ -44,20 +36,11 @@ async fn a_spent_daily_budget_refuses_until_utc_midnight() {
 
 #[tokio::test]
 async fn a_streamed_usage_event_is_charged_to_the_monthly_budget() {
-    let mock = MockOpenRouter::start().await;
-    let mut config = config_for(&mock);
-    config.limits.usd_per_month = 0.0001; // one stream ($0.00006) leaves some; two spend it
-    let gw = TestGateway::start(config).await;
-    let stream = || {
-        gw.chat(ALICE_KEY)
-            .body(format!(
-                r#"{{"model":"{MODEL}","messages":[],"stream":true}}"#
-            ))
-            .send()
-    };
-    stream().await.unwrap().bytes().await.unwrap();
-    stream().await.unwrap().bytes().await.unwrap();
-    let (code, message) = error_of(chat(&gw, ALICE_KEY).await).await;
+    // One stream ($0.00006) leaves some; two spend it.
+    let (_mock, gw) = start_gateway_with(|config| config.limits.usd_per_month = 0.0001).await;
+    gw.stream(ALICE_KEY).fetch_status().await;
+    gw.stream(ALICE_KEY).fetch_status().await;
+    let (code, message) = gw.completion(ALICE_KEY).fetch_error().await;
     assert_eq!(code, 429);
     assert!(message.contains("per month"), "{message}");
 }
@@ -70,14 +53,14 @@ async fn spending_survives_a_restart_with_state_dir() {
     config.limits.state_dir = dir.path().to_str().unwrap().to_owned();
     config.auth.keys[0].usd_per_day = Some(0.0002);
     let gw = TestGateway::start(config.clone()).await;
-    chat(&gw, ALICE_KEY).await.bytes().await.unwrap();
-    chat(&gw, ALICE_KEY).await.bytes().await.unwrap();
+    gw.completion(ALICE_KEY).fetch_status().await;
+    gw.completion(ALICE_KEY).fetch_status().await;
     gw.shutdown().await.unwrap();
     assert!(dir.path().join("spend.json").exists(), "saved at shutdown");
 
     let gw = TestGateway::start(config.clone()).await;
     assert_eq!(
-        chat(&gw, ALICE_KEY).await.status(),
+        gw.completion(ALICE_KEY).fetch().await.status(),
         429,
         "the restarted gateway remembers the spending"
     );
@@ -86,5 +69,5 @@ async fn spending_survives_a_restart_with_state_dir() {
     // Without state_dir a restart starts afresh (the documented default).
     config.limits.state_dir.clear();
     let gw = TestGateway::start(config).await;
-    assert_eq!(chat(&gw, ALICE_KEY).await.status(), 200);
+    assert_eq!(gw.completion(ALICE_KEY).fetch().await.status(), 200);
 }

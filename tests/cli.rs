@@ -3,9 +3,8 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use crate::common::process::{Served, BIN};
+use crate::common::process::{key_toml, ConfigFile, Served, BIN};
 use crate::common::*;
-use futures_util::StreamExt;
 
 fn orgate(args: &[&str]) -> Command {
     let mut command = Command::new(BIN);
@@ -176,62 +175,37 @@ fn serve_refuses_to_start_without_the_upstream_key() {
 #[tokio::test]
 async fn serve_like_the_container_and_drain_a_stream_on_sigterm() {
     let mock = MockOpenRouter::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config_path = dir.path().join("orgate.toml");
-    std::fs::write(
-        &config_path,
-        format!(
-            "[server]\nshutdown_grace = \"10s\"\n[upstream]\nbase_url = \"{}\"\n[[auth.keys]]\nid = \"alice\"\nhash = \"{}\"\n",
-            mock.base_url,
-            orgate::auth::key_hash_field(ALICE_KEY)
-        ),
-    )
-    .unwrap();
-    let secret_path = dir.path().join("openrouter_api_key");
-    std::fs::write(&secret_path, format!("{UPSTREAM_KEY}\n")).unwrap();
+    let config = ConfigFile::new(&format!(
+        "[server]\nshutdown_grace = \"10s\"\n{}{}",
+        mock.upstream_toml(),
+        key_toml("alice", ALICE_KEY)
+    ));
     let mut command = tokio::process::Command::new(BIN);
     command
         .env_clear()
         .env("ORGATE_LISTEN", "127.0.0.1:0")
-        .env("ORGATE_CONFIG", &config_path)
-        .env("OPENROUTER_API_KEY_FILE", &secret_path)
+        .env("ORGATE_CONFIG", &config.path)
+        .env("OPENROUTER_API_KEY_FILE", config.upstream_key_file())
         .env("ORGATE_LOG_FORMAT", "json")
         .env("ORGATE_LOG", "trace");
     let mut served = Served::start(&mut command).await;
-    let url = format!("http://{}/v1/chat/completions", served.addr);
 
     // A stream that takes ~1 s; SIGTERM arrives while it runs.
-    let response = http()
-        .post(&url)
-        .bearer_auth(ALICE_KEY)
-        .header("x-mock", "stream")
-        .header("x-mock-delay-ms", "150")
-        .header("x-mock-chunks", "4")
+    let response = served
+        .stream(ALICE_KEY)
+        .paced(4, 150)
         .header("x-request-id", "drain-test-1")
-        .body(format!(
-            r#"{{"model":"{MODEL}","messages":[],"stream":true}}"#
-        ))
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(response.status(), 200);
-    assert_eq!(
-        mock.next_request().await.header("authorization"),
-        Some(format!("Bearer {UPSTREAM_KEY}").as_str())
-    );
-    let mut body = response.bytes_stream();
-    let mut received = body.next().await.unwrap().unwrap().to_vec();
+    assert_eq!(mock.next_request().await.bearer(), Some(UPSTREAM_KEY));
+    let stream = Streamed::first_piece(response).await;
     served.terminate();
     served.wait_for("SIGTERM received").await;
     // New connections are refused while the stream drains.
-    let refused = http()
-        .get(format!("http://{}/healthz", served.addr))
-        .send()
-        .await;
+    let refused = served.get("/healthz").send().await;
     assert!(refused.is_err(), "the listener is closed during the drain");
-    while let Some(piece) = body.next().await {
-        received.extend_from_slice(&piece.unwrap());
-    }
+    let received = stream.read_to_end().await;
     assert!(
         received.ends_with(b"data: [DONE]\n\n"),
         "the in-flight stream finished"

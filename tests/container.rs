@@ -5,21 +5,24 @@
 
 use std::process::Command;
 
-use crate::common::process::{Served, BIN};
+use crate::common::process::{key_toml, ConfigFile, Served, BIN};
 use crate::common::*;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 fn tool_available(name: &str, arg: &str) -> bool {
-    let found = Command::new(name)
-        .arg(arg)
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(std::env::var_os("CI").is_none(), "CI must install {name}");
-        eprintln!("SKIPPED: {name} is not installed");
-    }
-    found
+    tool_present(Command::new(name).arg(arg), name)
+}
+
+/// Runs `command` to its end: whether it succeeded, and what it printed (stdout, then stderr).
+fn run(command: &mut Command) -> (bool, String) {
+    let output = command.output().unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), printed)
 }
 
 #[test]
@@ -27,15 +30,8 @@ fn the_dockerfile_passes_hadolint() {
     if !tool_available("hadolint", "--version") {
         return;
     }
-    let output = Command::new("hadolint")
-        .arg(format!("{ROOT}/Dockerfile"))
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stdout)
-    );
+    let (passed, printed) = run(Command::new("hadolint").arg(format!("{ROOT}/Dockerfile")));
+    assert!(passed, "{printed}");
 }
 
 #[test]
@@ -47,18 +43,12 @@ fn the_compose_file_validates() {
     let compose = format!("{ROOT}/docker-compose.yml");
     // As is, and with the multi-replica profile (two replicas, Redis, nginx).
     for profile in [&[][..], &["--profile", "replicas"][..]] {
-        let output = Command::new("docker-compose")
+        let (valid, printed) = run(Command::new("docker-compose")
             .args(["-f", &compose])
             .args(profile)
             .args(["config", "-q"])
-            .current_dir(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{profile:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+            .current_dir(dir.path()));
+        assert!(valid, "{profile:?}: {printed}");
     }
 }
 
@@ -75,30 +65,35 @@ fn the_replicas_set_up_shares_limits_through_redis() {
     assert_eq!(config.limits.backend, orgate::config::LimitsBackend::Redis);
     assert_eq!(config.limits.redis_url, "redis://redis:6379");
 
-    let compose = std::fs::read_to_string(format!("{ROOT}/docker-compose.yml")).unwrap();
-    for needle in [
-        "ORGATE_CONFIG: /etc/orgate/orgate.replicas.toml",
-        "orgate-a:",
-        "orgate-b:",
-        "image: redis:7-alpine",
-        "image: nginx:1.27-alpine",
-        "./config/nginx-lb.conf:/etc/nginx/conf.d/default.conf:ro",
-    ] {
-        assert!(
-            compose.contains(needle),
-            "docker-compose.yml lacks {needle:?}"
-        );
-    }
-    let nginx = std::fs::read_to_string(format!("{ROOT}/config/nginx-lb.conf")).unwrap();
-    for needle in [
-        "server orgate-a:8080",
-        "server orgate-b:8080",
-        "keepalive ",
-        "proxy_http_version 1.1;",
-        "proxy_set_header Connection \"\";",
-        "proxy_buffering off;",
-    ] {
-        assert!(nginx.contains(needle), "nginx-lb.conf lacks {needle:?}");
+    assert_mentions(
+        "docker-compose.yml",
+        &[
+            "ORGATE_CONFIG: /etc/orgate/orgate.replicas.toml",
+            "orgate-a:",
+            "orgate-b:",
+            "image: redis:7-alpine",
+            "image: nginx:1.27-alpine",
+            "./config/nginx-lb.conf:/etc/nginx/conf.d/default.conf:ro",
+        ],
+    );
+    assert_mentions(
+        "config/nginx-lb.conf",
+        &[
+            "server orgate-a:8080",
+            "server orgate-b:8080",
+            "keepalive ",
+            "proxy_http_version 1.1;",
+            "proxy_set_header Connection \"\";",
+            "proxy_buffering off;",
+        ],
+    );
+}
+
+/// Asserts that the file at `path` (from the crate's root) contains every one of `needles`.
+fn assert_mentions(path: &str, needles: &[&str]) {
+    let text = std::fs::read_to_string(format!("{ROOT}/{path}")).unwrap();
+    for needle in needles {
+        assert!(text.contains(needle), "{path} lacks {needle:?}");
     }
 }
 
@@ -159,25 +154,14 @@ fn the_image_is_multi_stage_non_root_and_exposes_8080() {
 #[tokio::test]
 async fn the_binary_starts_as_the_image_starts_it_and_passes_its_health_check() {
     let mock = MockOpenRouter::start().await;
-    let dir = tempfile::tempdir().unwrap();
     // The mounted config/ and the Docker secret, at paths of our own.
-    let config = dir.path().join("orgate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[upstream]\nbase_url = \"{}\"\n[[auth.keys]]\nid = \"app\"\nhash = \"{}\"\n",
-            mock.base_url,
-            orgate::auth::key_hash_field(ALICE_KEY)
-        ),
-    )
-    .unwrap();
-    let secret = dir.path().join("openrouter_api_key");
-    std::fs::write(&secret, format!("{UPSTREAM_KEY}\n")).unwrap();
+    let config = ConfigFile::new(&(mock.upstream_toml() + &key_toml("app", ALICE_KEY)));
+    let secret = config.upstream_key_file();
     let mut command = tokio::process::Command::new(BIN);
     command.env_clear().arg("serve");
     for (name, value) in image_env() {
         let value = match name.as_str() {
-            "ORGATE_CONFIG" => config.to_str().unwrap().to_owned(),
+            "ORGATE_CONFIG" => config.path.to_str().unwrap().to_owned(),
             "OPENROUTER_API_KEY_FILE" => secret.to_str().unwrap().to_owned(),
             // Port 0: tests run in parallel. Still every interface, as in the image.
             "ORGATE_LISTEN" => value.replace(":8080", ":0"),
@@ -187,44 +171,23 @@ async fn the_binary_starts_as_the_image_starts_it_and_passes_its_health_check() 
     }
     let served = Served::start(&mut command).await;
     assert!(served.addr.starts_with("0.0.0.0:"), "{}", served.addr);
-    let health = Command::new(BIN)
-        .args(["healthcheck", "--addr", &served.addr])
-        .output()
-        .unwrap();
-    assert!(
-        health.status.success(),
-        "{}",
-        String::from_utf8_lossy(&health.stderr)
-    );
+    let (healthy, printed) = run(Command::new(BIN).args(["healthcheck", "--addr", &served.addr]));
+    assert!(healthy, "{printed}");
     let port = served.addr.rsplit(':').next().unwrap();
-    let response = http()
+    let request = http()
         .post(format!("http://127.0.0.1:{port}/v1/chat/completions"))
         .bearer_auth(ALICE_KEY)
-        .body(chat_body(MODEL))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    assert_eq!(
-        mock.next_request().await.header("authorization"),
-        Some(format!("Bearer {UPSTREAM_KEY}").as_str())
-    );
+        .completion();
+    assert_eq!(forwarded(&mock, request).await.bearer(), Some(UPSTREAM_KEY));
     served.terminate();
     let (code, _) = served.finish().await;
     assert_eq!(code, Some(0));
     // Nothing listening: the health check fails.
-    let health = Command::new(BIN)
-        .args(["healthcheck", "--addr", &served_addr_closed()])
-        .output()
-        .unwrap();
-    assert!(!health.status.success());
+    let closed = served_addr_closed();
+    let (healthy, _) = run(Command::new(BIN).args(["healthcheck", "--addr", &closed]));
+    assert!(!healthy);
 }
 
 fn served_addr_closed() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    format!("127.0.0.1:{port}")
+    format!("127.0.0.1:{}", unused_port())
 }

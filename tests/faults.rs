@@ -6,25 +6,13 @@ use crate::common::*;
 
 #[tokio::test]
 async fn an_upstream_that_refuses_connections_gives_502() {
-    // A port nobody listens on: bind, note, release.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mock = MockOpenRouter::start().await;
-    let mut config = config_for(&mock);
-    config.upstream.base_url = format!("http://127.0.0.1:{port}/api/v1");
-    config.upstream.retries = 2;
-    let gw = TestGateway::start(config).await;
-    let (code, message) = error_of(
-        gw.chat(ALICE_KEY)
-            .body(chat_body(MODEL))
-            .send()
-            .await
-            .unwrap(),
-    )
+    let port = unused_port();
+    let (_mock, gw) = start_gateway_with(|config| {
+        config.upstream.base_url = format!("http://127.0.0.1:{port}/api/v1");
+        config.upstream.retries = 2;
+    })
     .await;
+    let (code, message) = gw.completion(ALICE_KEY).fetch_error().await;
     assert_eq!(code, 502);
     assert!(
         message.starts_with("upstream unreachable: connection refused"),
@@ -38,19 +26,13 @@ async fn an_upstream_that_refuses_connections_gives_502() {
 
 #[tokio::test]
 async fn an_upstream_that_never_answers_gives_504_after_the_first_byte_timeout() {
-    let mock = MockOpenRouter::start().await;
-    let mut config = config_for(&mock);
-    config.upstream.first_byte_timeout = "300ms".parse().unwrap();
-    let gw = TestGateway::start(config).await;
+    let (mock, gw) = start_gateway_with(first_byte_timeout_300ms).await;
     let started = Instant::now();
-    let response = gw
-        .chat(ALICE_KEY)
-        .header("x-mock", "hang")
-        .body(chat_body(MODEL))
-        .send()
-        .await
-        .unwrap();
-    let (code, message) = error_of(response).await;
+    let (code, message) = gw
+        .completion(ALICE_KEY)
+        .scenario("hang")
+        .fetch_error()
+        .await;
     assert_eq!(code, 504);
     assert!(message.contains("300ms"), "{message}");
     let elapsed = started.elapsed();
@@ -63,18 +45,8 @@ async fn an_upstream_that_never_answers_gives_504_after_the_first_byte_timeout()
 
 #[tokio::test]
 async fn a_503_is_retried_and_the_recovery_reaches_the_client() {
-    let mock = MockOpenRouter::start().await;
-    let mut config = config_for(&mock);
-    config.upstream.retries = 2;
-    let gw = TestGateway::start(config).await;
-    let response = gw
-        .chat(ALICE_KEY)
-        .header("x-mock", "fail-then-ok")
-        .header("x-mock-fail-times", "2")
-        .body(chat_body(MODEL))
-        .send()
-        .await
-        .unwrap();
+    let (mock, gw) = start_gateway_with(|config| config.upstream.retries = 2).await;
+    let response = gw.completion(ALICE_KEY).fail_then_ok(2).fetch().await;
     assert_eq!(response.status(), 200);
     assert_eq!(mock.request_count(), 3);
     for _ in 0..3 {
@@ -88,18 +60,8 @@ async fn a_503_is_retried_and_the_recovery_reaches_the_client() {
 
 #[tokio::test]
 async fn when_retries_run_out_the_upstreams_own_answer_passes() {
-    let mock = MockOpenRouter::start().await;
-    let mut config = config_for(&mock);
-    config.upstream.retries = 1;
-    let gw = TestGateway::start(config).await;
-    let response = gw
-        .chat(ALICE_KEY)
-        .header("x-mock", "fail-then-ok")
-        .header("x-mock-fail-times", "5")
-        .body(chat_body(MODEL))
-        .send()
-        .await
-        .unwrap();
+    let (mock, gw) = start_gateway_with(|config| config.upstream.retries = 1).await;
+    let response = gw.completion(ALICE_KEY).fail_then_ok(5).fetch().await;
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "7");
     let body: serde_json::Value = response.json().await.unwrap();
@@ -109,27 +71,17 @@ async fn when_retries_run_out_the_upstreams_own_answer_passes() {
 
 #[tokio::test]
 async fn other_statuses_and_broken_streams_are_never_retried() {
-    let mock = MockOpenRouter::start().await;
-    let mut config = config_for(&mock);
-    config.upstream.retries = 3;
-    let gw = TestGateway::start(config).await;
+    let (mock, gw) = start_gateway_with(|config| config.upstream.retries = 3).await;
     for scenario in ["status-500", "status-429", "status-400"] {
-        gw.chat(ALICE_KEY)
-            .header("x-mock", scenario)
-            .body(chat_body(MODEL))
-            .send()
-            .await
-            .unwrap();
+        gw.completion(ALICE_KEY).scenario(scenario).fetch().await;
     }
     assert_eq!(mock.request_count(), 3);
     // Once the first byte has gone to the client, a broken stream is not retried.
     let response = gw
-        .chat(ALICE_KEY)
-        .header("x-mock", "stream-cut")
-        .body(chat_body(MODEL))
-        .send()
-        .await
-        .unwrap();
+        .completion(ALICE_KEY)
+        .scenario("stream-cut")
+        .fetch()
+        .await;
     let _ = response.bytes().await;
     assert_eq!(mock.request_count(), 4);
 }
@@ -145,37 +97,25 @@ async fn an_upstream_that_accepts_and_never_answers_gives_504() {
             kept.push(socket);
         }
     });
-    let mock = MockOpenRouter::start().await;
-    let mut config = config_for(&mock);
-    config.upstream.base_url = format!("http://127.0.0.1:{port}/api/v1");
-    config.upstream.first_byte_timeout = "300ms".parse().unwrap();
-    let gw = TestGateway::start(config).await;
-    let (code, _) = error_of(
-        gw.chat(ALICE_KEY)
-            .body(chat_body(MODEL))
-            .send()
-            .await
-            .unwrap(),
-    )
+    let (_mock, gw) = start_gateway_with(|config| {
+        config.upstream.base_url = format!("http://127.0.0.1:{port}/api/v1");
+        first_byte_timeout_300ms(config);
+    })
     .await;
+    let (code, _) = gw.completion(ALICE_KEY).fetch_error().await;
     assert_eq!(code, 504);
     held.abort();
 }
 
 #[tokio::test]
 async fn headers_then_silence_on_a_json_body_is_cut_at_the_idle_timeout() {
-    let mock = MockOpenRouter::start().await;
-    let mut config = config_for(&mock);
-    config.upstream.idle_timeout = "300ms".parse().unwrap();
-    let gw = TestGateway::start(config).await;
+    let (_mock, gw) = start_gateway_with(idle_timeout_300ms).await;
     let started = Instant::now();
     let response = gw
-        .chat(ALICE_KEY)
-        .header("x-mock", "headers-stall")
-        .body(chat_body(MODEL))
-        .send()
-        .await
-        .unwrap();
+        .completion(ALICE_KEY)
+        .scenario("headers-stall")
+        .fetch()
+        .await;
     assert_eq!(response.status(), 200, "the headers had already come");
     assert!(
         response.bytes().await.is_err(),
@@ -186,19 +126,13 @@ async fn headers_then_silence_on_a_json_body_is_cut_at_the_idle_timeout() {
 
 #[tokio::test]
 async fn garbage_sse_passes_unchanged_and_still_ends_with_an_error_event() {
-    let mock = MockOpenRouter::start().await;
-    let gw = TestGateway::start(config_for(&mock)).await;
+    let (mock, gw) = start_gateway().await;
     let response = gw
-        .chat(ALICE_KEY)
-        .header("x-mock", "stream-garbage")
-        .body(chat_body(MODEL))
-        .send()
-        .await
-        .unwrap();
-    let id = response.headers()["x-generation-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+        .completion(ALICE_KEY)
+        .scenario("stream-garbage")
+        .fetch()
+        .await;
+    let id = generation_id(&response);
     let received = response.bytes().await.unwrap();
     let sent = mock.sent_stream(&id);
     assert!(
@@ -214,13 +148,5 @@ async fn garbage_sse_passes_unchanged_and_still_ends_with_an_error_event() {
         serde_json::from_str(tail.trim().strip_prefix("data: ").unwrap()).unwrap();
     assert_eq!(event["choices"][0]["finish_reason"], "error");
     // The gateway is unharmed.
-    assert_eq!(
-        gw.chat(ALICE_KEY)
-            .body(chat_body(MODEL))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(gw.completion(ALICE_KEY).fetch().await.status(), 200);
 }

@@ -7,22 +7,16 @@ use crate::common::*;
 
 #[tokio::test]
 async fn the_body_reaches_the_upstream_byte_for_byte() {
-    let mock = MockOpenRouter::start().await;
-    let gw = TestGateway::start(config_for(&mock)).await;
+    let (mock, gw) = start_gateway().await;
     // Unknown fields, multimodal content, tools, reasoning, plugins, odd spacing and key order.
     let body = r#"{ "zeta": {"b":1,"a":[1.50,2e3]}, "model":"openai/gpt-4o","messages":[{"role":"user","content":[{"type":"text","text":"What is in this image? \u00e9"},{"type":"image_url","image_url":{"url":"data:image/png;base64,iVBORw0KGgo=","detail":"original"}}]}],
       "tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object","properties":{"location":{"type":"string"}}}}}],
       "reasoning":{"effort":"high","exclude":false},"plugins":[{"id":"response-healing"}],"session_id":"s-1","trace":{"trace_id":"t1","custom":true},"user":"u-42","temperature":0.0,"seed":null }"#;
-    let response = http()
-        .post(gw.url("/api/v1/chat/completions"))
-        .bearer_auth(ALICE_KEY)
+    let request = gw
+        .openrouter_chat(ALICE_KEY)
         .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let seen = mock.next_request().await;
+        .body(body);
+    let seen = forwarded(&mock, request).await;
     assert_eq!(
         seen.body,
         body.as_bytes(),
@@ -34,32 +28,28 @@ async fn the_body_reaches_the_upstream_byte_for_byte() {
 
 #[tokio::test]
 async fn the_upstream_key_replaces_the_clients_credentials() {
-    let mock = MockOpenRouter::start().await;
-    let mut config = config_for(&mock);
-    config.upstream.referer = "https://team.example".into();
-    config.upstream.title = "Team Gateway".into();
-    let gw = TestGateway::start(config).await;
+    let (mock, gw) = start_gateway_with(|config| {
+        config.upstream.referer = "https://team.example".into();
+        config.upstream.title = "Team Gateway".into();
+    })
+    .await;
     for (name, value) in [
         ("authorization", format!("Bearer {ALICE_KEY}")),
         ("x-api-key", ALICE_KEY.to_owned()),
     ] {
-        let response = http()
-            .post(gw.url("/v1/chat/completions"))
+        let response = gw
+            .chat_without_key()
             .header(name, value)
             .header("cookie", "session=abc")
             .header("x-session-id", "conv-1")
             .header("x-request-id", "client-chosen-id")
-            .body(chat_body(MODEL))
-            .send()
-            .await
-            .unwrap();
+            .completion()
+            .fetch()
+            .await;
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()["x-request-id"], "client-chosen-id");
         let seen = mock.next_request().await;
-        assert_eq!(
-            seen.header("authorization"),
-            Some(format!("Bearer {UPSTREAM_KEY}").as_str())
-        );
+        assert_eq!(seen.bearer(), Some(UPSTREAM_KEY));
         assert_eq!(seen.header("x-api-key"), None);
         assert_eq!(seen.header("cookie"), None);
         assert_eq!(seen.header("x-session-id"), Some("conv-1"));
@@ -69,13 +59,11 @@ async fn the_upstream_key_replaces_the_clients_credentials() {
         assert_eq!(seen.header("x-title"), Some("Team Gateway"));
     }
     // The client's own attribution wins.
-    gw.chat(ALICE_KEY)
+    gw.completion(ALICE_KEY)
         .header("http-referer", "https://mine.example")
         .header("x-title", "Mine")
-        .body(chat_body(MODEL))
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     let seen = mock.next_request().await;
     assert_eq!(seen.header("http-referer"), Some("https://mine.example"));
     assert_eq!(seen.header("x-title"), Some("Mine"));
@@ -84,14 +72,8 @@ async fn the_upstream_key_replaces_the_clients_credentials() {
 
 #[tokio::test]
 async fn a_request_id_is_made_when_the_client_sent_none() {
-    let mock = MockOpenRouter::start().await;
-    let gw = TestGateway::start(config_for(&mock)).await;
-    let response = gw
-        .chat(ALICE_KEY)
-        .body(chat_body(MODEL))
-        .send()
-        .await
-        .unwrap();
+    let (mock, gw) = start_gateway().await;
+    let response = gw.completion(ALICE_KEY).fetch().await;
     let id = response.headers()["x-request-id"]
         .to_str()
         .unwrap()
@@ -102,21 +84,14 @@ async fn a_request_id_is_made_when_the_client_sent_none() {
         Some(id.as_str())
     );
     // Errors carry one too.
-    let response = http().get(gw.url("/nope")).send().await.unwrap();
+    let response = gw.get("/nope").fetch().await;
     assert!(response.headers().contains_key("x-request-id"));
 }
 
 #[tokio::test]
 async fn the_upstream_answer_reaches_the_client_unchanged() {
-    let mock = MockOpenRouter::start().await;
-    let gw = TestGateway::start(config_for(&mock)).await;
-    let response = http()
-        .post(gw.url("/api/v1/chat/completions"))
-        .bearer_auth(ALICE_KEY)
-        .body(chat_body(MODEL))
-        .send()
-        .await
-        .unwrap();
+    let (_mock, gw) = start_gateway().await;
+    let response = gw.openrouter_chat(ALICE_KEY).completion().fetch().await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-generation-id"], "gen-mock-0");
     assert_eq!(response.headers()["content-type"], "application/json");
@@ -127,19 +102,13 @@ async fn the_upstream_answer_reaches_the_client_unchanged() {
 
 #[tokio::test]
 async fn upstream_errors_pass_through_with_status_body_and_headers() {
-    let mock = MockOpenRouter::start().await;
-    let mut config = config_for(&mock);
-    config.upstream.retries = 0;
-    let gw = TestGateway::start(config).await;
+    let (_mock, gw) = start_gateway_with(|config| config.upstream.retries = 0).await;
+    let api_chat = || gw.openrouter_chat(ALICE_KEY).completion();
     for status in [400u16, 401, 402, 403, 404, 429, 500, 502, 503, 524] {
-        let response = http()
-            .post(gw.url("/api/v1/chat/completions"))
-            .bearer_auth(ALICE_KEY)
-            .header("x-mock", format!("status-{status}"))
-            .body(chat_body(MODEL))
-            .send()
-            .await
-            .unwrap();
+        let response = api_chat()
+            .scenario(&format!("status-{status}"))
+            .fetch()
+            .await;
         assert_eq!(response.status().as_u16(), status);
         assert_eq!(
             response.headers()["x-mock-upstream"],
@@ -154,14 +123,7 @@ async fn upstream_errors_pass_through_with_status_body_and_headers() {
         assert_eq!(body["user_id"], "user_mock", "the upstream body, not ours");
     }
     // A 200 that carries an error passes as it is.
-    let response = http()
-        .post(gw.url("/api/v1/chat/completions"))
-        .bearer_auth(ALICE_KEY)
-        .header("x-mock", "error-200")
-        .body(chat_body(MODEL))
-        .send()
-        .await
-        .unwrap();
+    let response = api_chat().scenario("error-200").fetch().await;
     assert_eq!(response.status(), 200);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"]["message"], "Provider returned error");
@@ -169,8 +131,7 @@ async fn upstream_errors_pass_through_with_status_body_and_headers() {
 
 #[tokio::test]
 async fn other_api_routes_are_forwarded_with_their_query() {
-    let mock = MockOpenRouter::start().await;
-    let gw = TestGateway::start(config_for(&mock)).await;
+    let (mock, gw) = start_gateway().await;
     let cases = [
         ("/v1/models", "/api/v1/models", None),
         (
@@ -191,33 +152,16 @@ async fn other_api_routes_are_forwarded_with_their_query() {
         ),
     ];
     for (path, upstream_path, query) in cases {
-        let response = http()
-            .get(gw.url(path))
-            .bearer_auth(BOB_KEY)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200, "{path}");
-        let seen = mock.next_request().await;
+        let seen = forwarded(&mock, gw.get(path).bearer_auth(BOB_KEY)).await;
         assert_eq!(seen.method, "GET");
         assert_eq!(seen.path, upstream_path);
         assert_eq!(seen.query.as_deref(), query);
-        assert_eq!(
-            seen.header("authorization"),
-            Some(format!("Bearer {UPSTREAM_KEY}").as_str())
-        );
+        assert_eq!(seen.bearer(), Some(UPSTREAM_KEY));
     }
     // Other methods and bodies too (embeddings).
     let body = r#"{"model":"openai/text-embedding-3-small","input":"hello"}"#;
-    let response = http()
-        .post(gw.url("/v1/embeddings"))
-        .bearer_auth(BOB_KEY)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let seen = mock.next_request().await;
+    let request = gw.post("/v1/embeddings").bearer_auth(BOB_KEY).body(body);
+    let seen = forwarded(&mock, request).await;
     assert_eq!(
         (seen.method.as_str(), seen.path.as_str()),
         ("POST", "/api/v1/embeddings")
@@ -227,9 +171,7 @@ async fn other_api_routes_are_forwarded_with_their_query() {
 
 #[tokio::test]
 async fn paths_that_escape_the_api_prefix_are_refused_and_never_forwarded() {
-    let mock = MockOpenRouter::start().await;
-    let gw = TestGateway::start(config_for(&mock)).await;
-    let client = http();
+    let (mock, gw) = start_gateway().await;
     for path in [
         "/api/v1/../admin",
         "/api/v1/models/../../secret",
@@ -245,20 +187,12 @@ async fn paths_that_escape_the_api_prefix_are_refused_and_never_forwarded() {
         assert!(body.contains("refused"), "{path}: {body}");
     }
     assert!(
-        mock.try_next_request(Duration::from_millis(200))
-            .await
-            .is_none(),
+        mock.forwarded_nothing(Duration::from_millis(200)).await,
         "nothing was forwarded"
     );
     // A path the client normalised itself is simply a different path, forwarded as such.
-    let response = client
-        .get(gw.url("/v1/models/../models"))
-        .bearer_auth(ALICE_KEY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    assert_eq!(mock.next_request().await.path, "/api/v1/models");
+    let request = gw.get("/v1/models/../models").bearer_auth(ALICE_KEY);
+    assert_eq!(forwarded(&mock, request).await.path, "/api/v1/models");
 }
 
 /// Sends `GET path` as written; returns the status and the body.
@@ -279,8 +213,7 @@ async fn raw_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 
 #[tokio::test]
 async fn bad_chat_bodies_get_400_saying_what_and_where() {
-    let mock = MockOpenRouter::start().await;
-    let gw = TestGateway::start(config_for(&mock)).await;
+    let (mock, gw) = start_gateway().await;
     let cases = [
         ("{\"model\": \"x\",\n \"messages\": [}", "line 2, column 15"),
         ("{\"model\": \"x\"}", "`messages` is required"),
@@ -296,92 +229,64 @@ async fn bad_chat_bodies_get_400_saying_what_and_where() {
         ),
     ];
     for (body, expected) in cases {
-        let response = gw.chat(ALICE_KEY).body(body).send().await.unwrap();
-        let (code, message) = error_of(response).await;
+        let (code, message) = gw.chat(ALICE_KEY).body(body).fetch_error().await;
         assert_eq!(code, 400, "{body}");
         assert!(message.contains(expected), "{body:?}: {message}");
     }
-    assert!(mock
-        .try_next_request(Duration::from_millis(100))
-        .await
-        .is_none());
+    assert!(mock.forwarded_nothing(Duration::from_millis(100)).await);
 }
 
 #[tokio::test]
 async fn bodies_over_max_body_get_413() {
-    let mock = MockOpenRouter::start().await;
-    let mut config = config_for(&mock);
-    config.server.max_body = "1KiB".parse().unwrap();
-    let gw = TestGateway::start(config).await;
+    let (mock, gw) = start_gateway_with(|config| {
+        config.server.max_body = "1KiB".parse().unwrap();
+    })
+    .await;
     let big = format!(
         r#"{{"model":"x","messages":[{{"role":"user","content":"{}"}}]}}"#,
         "a".repeat(2000)
     );
-    let (code, message) =
-        error_of(gw.chat(ALICE_KEY).body(big.clone()).send().await.unwrap()).await;
+    let (code, message) = gw.chat(ALICE_KEY).body(big.clone()).fetch_error().await;
     assert_eq!(code, 413);
     assert!(message.contains("1024 bytes"), "{message}");
     // Without Content-Length (chunked), the limit holds while reading.
     let chunks: Vec<Result<String, std::io::Error>> =
         vec![Ok(big[..600].to_owned()), Ok(big[600..].to_owned())];
     let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
-    let response = gw.chat(ALICE_KEY).body(body).send().await.unwrap();
+    let response = gw.chat(ALICE_KEY).body(body).fetch().await;
     assert_eq!(response.status(), 413);
-    assert!(mock
-        .try_next_request(Duration::from_millis(100))
-        .await
-        .is_none());
+    assert!(mock.forwarded_nothing(Duration::from_millis(100)).await);
 }
 
 #[tokio::test]
 async fn unknown_routes_and_methods_get_json_404_and_405() {
-    let mock = MockOpenRouter::start().await;
-    let gw = TestGateway::start(config_for(&mock)).await;
-    let (code, message) = error_of(http().get(gw.url("/nothing/here")).send().await.unwrap()).await;
+    let (_mock, gw) = start_gateway().await;
+    let (code, message) = gw.get("/nothing/here").fetch_error().await;
     assert_eq!(code, 404);
     assert!(message.contains("/nothing/here"));
-    let (code, message) = error_of(
-        http()
-            .get(gw.url("/v1/chat/completions"))
-            .bearer_auth(ALICE_KEY)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (code, message) = gw
+        .get("/v1/chat/completions")
+        .bearer_auth(ALICE_KEY)
+        .fetch_error()
+        .await;
     assert_eq!(code, 405);
     assert!(message.contains("GET"), "{message}");
-    let (code, _) = error_of(http().post(gw.url("/healthz")).send().await.unwrap()).await;
+    let (code, _) = gw.post("/healthz").fetch_error().await;
     assert_eq!(code, 405);
 }
 
 #[tokio::test]
 async fn health_and_readiness() {
-    let mock = MockOpenRouter::start().await;
-    let gw = TestGateway::start(config_for(&mock)).await;
-    assert_eq!(
-        http()
-            .get(gw.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        http().get(gw.url("/readyz")).send().await.unwrap().status(),
-        200
-    );
+    let (_mock, gw) = start_gateway().await;
+    assert_eq!(gw.get("/healthz").fetch().await.status(), 200);
+    assert_eq!(gw.get("/readyz").fetch().await.status(), 200);
 }
 
 #[tokio::test]
 async fn while_draining_readyz_and_new_api_requests_get_503() {
     use tower::ServiceExt;
     let mock = MockOpenRouter::start().await;
-    let metrics = std::sync::Arc::new(orgate::metrics::Metrics::new());
-    let snapshot = orgate::state::Snapshot::build(config_for(&mock), &metrics).unwrap();
-    let state = orgate::state::AppState::new(snapshot, metrics);
-    let app = orgate::router(state.clone());
+    let (state, app) = internals::router(config_for(&mock));
     let get = |path: &str| {
         http::Request::get(path)
             .header("authorization", format!("Bearer {ALICE_KEY}"))

@@ -3,7 +3,7 @@
 
 use tower::ServiceExt;
 
-use crate::common::{config_for, stream_body, MockOpenRouter, ALICE_KEY};
+use crate::common::{config_for, internals, stream_body, MockOpenRouter, ALICE_KEY};
 
 fn stream_request(mock_scenario: &str) -> http::Request<axum::body::Body> {
     http::Request::post("/v1/chat/completions")
@@ -19,9 +19,7 @@ async fn the_router_without_the_access_log_still_holds_the_concurrency_limit() {
     let mock = MockOpenRouter::start().await;
     let mut config = config_for(&mock);
     config.limits.max_concurrent = 1;
-    let metrics = std::sync::Arc::new(orgate::metrics::Metrics::new());
-    let snapshot = orgate::state::Snapshot::build(config, &metrics).unwrap();
-    let app = orgate::router(orgate::state::AppState::new(snapshot, metrics));
+    let (_state, app) = internals::router(config);
 
     // A stream that stays open holds the key's one slot while its body is held.
     let held = app

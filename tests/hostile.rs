@@ -12,6 +12,19 @@ use tokio::net::TcpStream;
 async fn raw(addr: SocketAddr, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.write_all(request).await.unwrap();
+    read_answer(stream).await
+}
+
+/// [`raw`], with the writing side shut after the bytes: the client has nothing more to send.
+async fn raw_then_close(addr: SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    stream.shutdown().await.unwrap();
+    read_answer(stream).await
+}
+
+/// Reads until the server closes (or 5 s pass).
+async fn read_answer(mut stream: TcpStream) -> String {
     let mut response = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response)).await;
     String::from_utf8_lossy(&response).into_owned()
@@ -26,14 +39,12 @@ fn status_of(response: &str) -> u16 {
 }
 
 async fn chat_error(gw: &TestGateway, body: Vec<u8>) -> (u16, String) {
-    let response = gw.chat(ALICE_KEY).body(body).send().await.unwrap();
-    error_of(response).await
+    gw.chat(ALICE_KEY).body(body).fetch_error().await
 }
 
 #[tokio::test]
 async fn malformed_bodies_get_400_with_what_and_where() {
-    let mock = MockOpenRouter::start().await;
-    let gw = TestGateway::start(config_for(&mock)).await;
+    let (mock, gw) = start_gateway().await;
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (
             br#"{"model":"x","messages":[]}trailing"#.to_vec(),
@@ -83,8 +94,7 @@ async fn malformed_bodies_get_400_with_what_and_where() {
 
 #[tokio::test]
 async fn deep_nesting_is_refused_without_overflowing_the_stack() {
-    let mock = MockOpenRouter::start().await;
-    let gw = TestGateway::start(config_for(&mock)).await;
+    let (mock, gw) = start_gateway().await;
     let depth = 10_000;
     let body = format!(
         r#"{{"model":"x","messages":[{}{}]}}"#,
@@ -99,12 +109,7 @@ async fn deep_nesting_is_refused_without_overflowing_the_stack() {
     );
     assert_eq!(mock.request_count(), 0);
     assert_eq!(
-        http()
-            .get(gw.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        gw.get("/healthz").fetch().await.status(),
         200,
         "still serving"
     );
@@ -117,10 +122,8 @@ async fn huge_numbers_pass_through_untouched_unless_a_rule_reads_them() {
     let gw = TestGateway::start(config.clone()).await;
     let body =
         r#"{"model":"x","messages":[],"temperature":1e999,"seed":123456789012345678901234567890}"#;
-    let response = gw.chat(ALICE_KEY).body(body).send().await.unwrap();
-    assert_eq!(response.status(), 200);
     assert_eq!(
-        mock.next_request().await.body,
+        forwarded(&mock, gw.chat(ALICE_KEY).body(body)).await.body,
         body.as_bytes(),
         "forwarded as written"
     );
@@ -138,16 +141,10 @@ async fn huge_numbers_pass_through_untouched_unless_a_rule_reads_them() {
 
 #[tokio::test]
 async fn a_body_that_ends_early_is_a_400_and_a_lying_length_smuggles_nothing() {
-    let mock = MockOpenRouter::start().await;
-    let gw = TestGateway::start(config_for(&mock)).await;
+    let (mock, gw) = start_gateway().await;
     // Content-Length promises more than comes: the client gives up writing.
-    let mut stream = TcpStream::connect(gw.addr).await.unwrap();
     let head = format!("POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {ALICE_KEY}\r\ncontent-length: 100\r\n\r\n{{\"messages\":[");
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.shutdown().await.unwrap();
-    let mut response = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response)).await;
-    let response = String::from_utf8_lossy(&response);
+    let response = raw_then_close(gw.addr, head.as_bytes()).await;
     assert!(
         response.is_empty() || status_of(&response) == 400,
         "{response}"
@@ -171,8 +168,7 @@ async fn a_body_that_ends_early_is_a_400_and_a_lying_length_smuggles_nothing() {
 
 #[tokio::test]
 async fn transfer_encoding_tricks_are_refused() {
-    let mock = MockOpenRouter::start().await;
-    let gw = TestGateway::start(config_for(&mock)).await;
+    let (mock, gw) = start_gateway().await;
     let tricks = [
         // CL.TE: both framings at once.
         "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\nGET /v1/models HTTP/1.1\r\nhost: x\r\n\r\n",
@@ -194,17 +190,14 @@ async fn transfer_encoding_tricks_are_refused() {
         );
     }
     assert!(
-        mock.try_next_request(Duration::from_millis(200))
-            .await
-            .is_none(),
+        mock.forwarded_nothing(Duration::from_millis(200)).await,
         "nothing smuggled upstream"
     );
 }
 
 #[tokio::test]
 async fn oversized_headers_get_431() {
-    let mock = MockOpenRouter::start().await;
-    let gw = TestGateway::start(config_for(&mock)).await;
+    let (_mock, gw) = start_gateway().await;
     let big = "a".repeat(100 * 1024);
     let response = raw(
         gw.addr,
@@ -221,10 +214,10 @@ async fn oversized_headers_get_431() {
 
 #[tokio::test]
 async fn a_client_that_sends_its_head_slowly_is_cut_off() {
-    let mock = MockOpenRouter::start().await;
-    let mut config = config_for(&mock);
-    config.server.header_read_timeout = "500ms".parse().unwrap();
-    let gw = TestGateway::start(config).await;
+    let (_mock, gw) = start_gateway_with(|config| {
+        config.server.header_read_timeout = "500ms".parse().unwrap();
+    })
+    .await;
     let mut stream = TcpStream::connect(gw.addr).await.unwrap();
     let started = Instant::now();
     let head = b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n";
@@ -252,12 +245,7 @@ async fn a_client_that_sends_its_head_slowly_is_cut_off() {
         "{elapsed:?}"
     );
     assert_eq!(
-        http()
-            .get(gw.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        gw.get("/healthz").fetch().await.status(),
         200,
         "others are served"
     );
@@ -265,8 +253,7 @@ async fn a_client_that_sends_its_head_slowly_is_cut_off() {
 
 #[tokio::test]
 async fn absolute_form_targets_and_host_headers_cannot_redirect_upstream_traffic() {
-    let mock = MockOpenRouter::start().await;
-    let gw = TestGateway::start(config_for(&mock)).await;
+    let (mock, gw) = start_gateway().await;
     let requests = [
         format!("GET http://evil.example/v1/models HTTP/1.1\r\nhost: evil.example\r\nauthorization: Bearer {ALICE_KEY}\r\nconnection: close\r\n\r\n"),
         format!("GET /v1/models HTTP/1.1\r\nhost: evil.example:443\r\nx-forwarded-host: evil.example\r\nauthorization: Bearer {ALICE_KEY}\r\nconnection: close\r\n\r\n"),
@@ -286,8 +273,7 @@ async fn absolute_form_targets_and_host_headers_cannot_redirect_upstream_traffic
 
 #[tokio::test]
 async fn every_route_with_every_method_answers_in_the_error_shape() {
-    let mock = MockOpenRouter::start().await;
-    let gw = TestGateway::start(config_for(&mock)).await;
+    let (_mock, gw) = start_gateway().await;
     let methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"];
     let routes = [
         "/healthz",
@@ -305,10 +291,9 @@ async fn every_route_with_every_method_answers_in_the_error_shape() {
             let response = http()
                 .request(method.parse().unwrap(), gw.url(route))
                 .bearer_auth(ALICE_KEY)
-                .body(chat_body(MODEL))
-                .send()
-                .await
-                .unwrap();
+                .completion()
+                .fetch()
+                .await;
             let status = response.status().as_u16();
             let expected = match (route, method) {
                 ("/healthz" | "/readyz" | "/metrics", "GET" | "HEAD") => 200,

@@ -1,44 +1,27 @@
 //! Per-key limits through the real gateway: request rate, concurrency, tokens.
 
-use std::time::Duration;
-
 use crate::common::*;
-use futures_util::StreamExt;
 
 async fn chat(gw: &TestGateway, key: &str) -> reqwest::Response {
-    gw.chat(key).body(chat_body(MODEL)).send().await.unwrap()
+    gw.completion(key).fetch().await
 }
 
-fn stream_request(gw: &TestGateway, key: &str, scenario: &str) -> reqwest::RequestBuilder {
-    gw.chat(key).header("x-mock", scenario).body(format!(
-        r#"{{"model":"{MODEL}","messages":[],"stream":true}}"#
-    ))
-}
-
-/// Polls until a request of `key` is admitted (a slot or a refill frees), within 5 s.
+/// Polls until a request of `key` is admitted (a slot or a refill frees); until then it is
+/// refused with 429, nothing else.
 async fn admitted_eventually(gw: &TestGateway, key: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let response = chat(gw, key).await;
-        if response.status() == 200 {
-            return;
+    eventually("a request admitted again", async || {
+        match chat(gw, key).await.status().as_u16() {
+            200 => Ok(()),
+            429 => Err("refused: 429"),
+            other => panic!("refused with {other}, not 429"),
         }
-        assert_eq!(response.status(), 429);
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never admitted again"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_burst_admits_exactly_burst_then_429_with_retry_after() {
-    let mock = MockOpenRouter::start().await;
-    let mut config = config_for(&mock);
-    config.limits.requests_per_minute = 6;
-    config.limits.burst = 3;
-    let gw = TestGateway::start(config).await;
+    let (mock, gw) = start_gateway_with(|config| default_rate(config, 6, 3)).await;
     for remaining in [2, 1, 0] {
         let response = chat(&gw, ALICE_KEY).await;
         assert_eq!(response.status(), 200);
@@ -77,11 +60,8 @@ async fn a_burst_admits_exactly_burst_then_429_with_retry_after() {
 
 #[tokio::test]
 async fn a_drained_bucket_refills_with_time() {
-    let mock = MockOpenRouter::start().await;
-    let mut config = config_for(&mock);
-    config.limits.requests_per_minute = 600; // one cell every 100 ms
-    config.limits.burst = 1;
-    let gw = TestGateway::start(config).await;
+    // One cell every 100 ms.
+    let (_mock, gw) = start_gateway_with(|config| default_rate(config, 600, 1)).await;
     assert_eq!(chat(&gw, ALICE_KEY).await.status(), 200);
     assert_eq!(chat(&gw, ALICE_KEY).await.status(), 429);
     admitted_eventually(&gw, ALICE_KEY).await;
@@ -89,12 +69,11 @@ async fn a_drained_bucket_refills_with_time() {
 
 #[tokio::test]
 async fn per_key_values_override_the_defaults_and_zero_is_unlimited() {
-    let mock = MockOpenRouter::start().await;
-    let mut config = config_for(&mock);
-    config.limits.requests_per_minute = 0;
-    config.auth.keys[0].requests_per_minute = Some(60);
-    config.auth.keys[0].burst = Some(1);
-    let gw = TestGateway::start(config).await;
+    let (_mock, gw) = start_gateway_with(|config| {
+        config.limits.requests_per_minute = 0;
+        key_rate(&mut config.auth.keys[0], 60, 1);
+    })
+    .await;
     assert_eq!(chat(&gw, ALICE_KEY).await.status(), 200);
     assert_eq!(chat(&gw, ALICE_KEY).await.status(), 429);
     for _ in 0..20 {
@@ -111,21 +90,15 @@ async fn per_key_values_override_the_defaults_and_zero_is_unlimited() {
 
 #[tokio::test]
 async fn anonymous_use_has_its_own_bucket() {
-    let mock = MockOpenRouter::start().await;
-    let mut config = config_for(&mock);
-    config.auth.allow_anonymous = true;
-    config.limits.burst = 2;
-    config.limits.requests_per_minute = 1;
-    let gw = TestGateway::start(config).await;
-    let anonymous = || {
-        http()
-            .post(gw.url("/v1/chat/completions"))
-            .body(chat_body(MODEL))
-            .send()
-    };
-    assert_eq!(anonymous().await.unwrap().status(), 200);
-    assert_eq!(anonymous().await.unwrap().status(), 200);
-    assert_eq!(anonymous().await.unwrap().status(), 429);
+    let (_mock, gw) = start_gateway_with(|config| {
+        config.auth.allow_anonymous = true;
+        default_rate(config, 1, 2);
+    })
+    .await;
+    let anonymous = async || gw.chat_without_key().completion().fetch().await.status();
+    assert_eq!(anonymous().await, 200);
+    assert_eq!(anonymous().await, 200);
+    assert_eq!(anonymous().await, 429);
     assert_eq!(
         chat(&gw, ALICE_KEY).await.status(),
         200,
@@ -135,10 +108,10 @@ async fn anonymous_use_has_its_own_bucket() {
 
 #[tokio::test]
 async fn the_global_rate_caps_all_keys_together() {
-    let mock = MockOpenRouter::start().await;
-    let mut config = config_for(&mock);
-    config.limits.global_requests_per_second = 2;
-    let gw = TestGateway::start(config).await;
+    let (_mock, gw) = start_gateway_with(|config| {
+        config.limits.global_requests_per_second = 2;
+    })
+    .await;
     let mut statuses = Vec::new();
     for key in [ALICE_KEY, BOB_KEY, ALICE_KEY, BOB_KEY] {
         statuses.push(chat(&gw, key).await.status().as_u16());
@@ -153,23 +126,16 @@ async fn the_global_rate_caps_all_keys_together() {
 
 #[tokio::test]
 async fn concurrency_counts_streams_until_they_end_or_the_client_leaves() {
-    let mock = MockOpenRouter::start().await;
-    let mut config = config_for(&mock);
-    config.limits.max_concurrent = 2;
-    let gw = TestGateway::start(config).await;
-    let long = |gw: &TestGateway| {
-        stream_request(gw, ALICE_KEY, "stream")
-            .header("x-mock-chunks", "200")
-            .header("x-mock-delay-ms", "20")
-            .send()
-    };
-    let first = long(&gw).await.unwrap();
-    let second = long(&gw).await.unwrap();
+    let (_mock, gw) = start_gateway_with(|config| config.limits.max_concurrent = 2).await;
+    // 200 chunks 20 ms apart: 4 s, far longer than what the test does while they run.
+    let long = async || gw.stream(ALICE_KEY).paced(200, 20).fetch().await;
+    let first = long().await;
+    let second = long().await;
     assert_eq!(
         (first.status().as_u16(), second.status().as_u16()),
         (200, 200)
     );
-    let third = long(&gw).await.unwrap();
+    let third = long().await;
     assert_eq!(third.status(), 429);
     let (_, message) = error_of(third).await;
     assert!(
@@ -182,38 +148,37 @@ async fn concurrency_counts_streams_until_they_end_or_the_client_leaves() {
         "other keys are unaffected"
     );
     // The first client leaves: its slot comes back.
-    let mut body = first.bytes_stream();
-    body.next().await.unwrap().unwrap();
-    drop(body);
+    leave_after_first_piece(first).await;
     admitted_eventually(&gw, ALICE_KEY).await;
-    // A stream that ends frees its slot too; a failed upstream request holds none.
-    drop(second);
+    // A stream that ends frees its slot too: both slots are free again.
+    second.bytes().await.unwrap();
+    let both_free = async || {
+        let (one, two) = (long().await, long().await);
+        match (one.status().as_u16(), two.status().as_u16()) {
+            (200, 200) => Ok(()),
+            statuses => Err(format!("{statuses:?}")),
+        }
+    };
+    eventually("both of alice's slots free", both_free).await;
     admitted_eventually(&gw, ALICE_KEY).await;
+    // A failed upstream request holds none.
     for _ in 0..3 {
-        let response = gw
-            .chat(ALICE_KEY)
-            .header("x-mock", "status-500")
-            .body(chat_body(MODEL))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 500);
-        response.bytes().await.unwrap();
+        let status = gw
+            .completion(ALICE_KEY)
+            .scenario("status-500")
+            .fetch_status()
+            .await;
+        assert_eq!(status, 500);
     }
     admitted_eventually(&gw, ALICE_KEY).await;
+    eventually("both of alice's slots free", both_free).await;
 }
 
 #[tokio::test]
 async fn tokens_reported_by_a_stream_are_debited() {
-    let mock = MockOpenRouter::start().await;
-    let mut config = config_for(&mock);
-    config.limits.tokens_per_minute = 10;
-    let gw = TestGateway::start(config).await;
+    let (_mock, gw) = start_gateway_with(|config| config.limits.tokens_per_minute = 10).await;
     // The stream's usage event says 12 tokens: the bucket is overdrawn.
-    let response = stream_request(&gw, ALICE_KEY, "stream")
-        .send()
-        .await
-        .unwrap();
+    let response = gw.stream(ALICE_KEY).scenario("stream").fetch().await;
     assert_eq!(response.headers()["x-ratelimit-limit-tokens"], "10");
     response.bytes().await.unwrap();
     let refused = chat(&gw, ALICE_KEY).await;
@@ -228,10 +193,7 @@ async fn tokens_reported_by_a_stream_are_debited() {
 
 #[tokio::test]
 async fn tokens_reported_by_a_json_body_are_debited() {
-    let mock = MockOpenRouter::start().await;
-    let mut config = config_for(&mock);
-    config.limits.tokens_per_minute = 20;
-    let gw = TestGateway::start(config).await;
+    let (_mock, gw) = start_gateway_with(|config| config.limits.tokens_per_minute = 20).await;
     // 14 tokens: room remains for one more request, which overdraws.
     chat(&gw, ALICE_KEY).await.bytes().await.unwrap();
     assert_eq!(chat(&gw, ALICE_KEY).await.status(), 200);
@@ -241,42 +203,22 @@ async fn tokens_reported_by_a_json_body_are_debited() {
 
 #[tokio::test]
 async fn hanging_up_is_not_free_the_generation_is_looked_up() {
-    let mock = MockOpenRouter::start().await;
-    let mut config = config_for(&mock);
-    config.limits.tokens_per_minute = 10;
-    let gw = TestGateway::start(config).await;
+    let (mock, gw) = start_gateway_with(|config| config.limits.tokens_per_minute = 10).await;
     // The client leaves before the usage event.
-    let response = stream_request(&gw, ALICE_KEY, "stream")
-        .header("x-mock-chunks", "100")
-        .header("x-mock-delay-ms", "20")
-        .send()
-        .await
-        .unwrap();
-    let id = response.headers()["x-generation-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let mut body = response.bytes_stream();
-    body.next().await.unwrap().unwrap();
-    drop(body);
+    let response = gw.stream(ALICE_KEY).paced(100, 20).fetch().await;
+    let id = generation_id(&response);
+    leave_after_first_piece(response).await;
     mock.next_abandoned().await;
     // The gateway asks upstream what it cost (the first answer is a 404, as upstream may give).
     for _ in 0..2 {
         let lookup = mock.next_internal_request().await;
         assert_eq!(lookup.path, "/api/v1/generation");
         assert_eq!(lookup.query.as_deref(), Some(format!("id={id}").as_str()));
-        assert_eq!(
-            lookup.header("authorization"),
-            Some(format!("Bearer {UPSTREAM_KEY}").as_str())
-        );
+        assert_eq!(lookup.bearer(), Some(UPSTREAM_KEY));
     }
     // 14 tokens debited: the next request is refused.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while chat(&gw, ALICE_KEY).await.status() != 429 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the settled tokens were never debited"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the settled tokens debited", async || {
+        chat(&gw, ALICE_KEY).await.status() == 429
+    })
+    .await;
 }

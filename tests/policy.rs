@@ -2,45 +2,57 @@
 
 use std::time::Duration;
 
+use crate::common::process::{key_toml, ConfigFile};
 use crate::common::*;
 use serde_json::{json, Value};
 
-/// Starts a gateway whose `[policy]`/`[policies.*]` come from `policy_toml`; alice has the
-/// named policy `strict` if one is defined.
-async fn gateway_with(policy_toml: &str) -> (MockOpenRouter, TestGateway) {
-    let mock = MockOpenRouter::start().await;
-    let (parsed, problems) = orgate::config::parse_toml(policy_toml);
-    assert!(problems.is_empty(), "{problems:?}");
-    let mut config = config_for(&mock);
-    config.policy = parsed.policy;
-    config.policies = parsed.policies;
-    if config.policies.contains_key("strict") {
-        config.auth.keys[0].policy = Some("strict".into());
-    }
-    let gw = TestGateway::start(config).await;
-    (mock, gw)
+/// The mock, and a gateway in front of it with the org's rules.
+struct Org {
+    mock: MockOpenRouter,
+    gw: TestGateway,
 }
 
-/// Sends `body` as `key`; returns the body the upstream received, or the gateway's refusal.
-async fn forwarded(
-    mock: &MockOpenRouter,
-    gw: &TestGateway,
-    key: &str,
-    body: &Value,
-) -> Result<Value, (u16, String)> {
-    let response = gw.chat(key).json(body).send().await.unwrap();
-    if response.status() != 200 {
-        let refusal = error_of(response).await;
-        assert!(
-            mock.try_next_request(Duration::from_millis(50))
-                .await
-                .is_none(),
-            "a refused request reaches nobody"
-        );
-        return Err(refusal);
+impl Org {
+    /// Starts a gateway whose `[policy]`/`[policies.*]` come from `policy_toml`; alice has the
+    /// named policy `strict` if one is defined.
+    async fn start(policy_toml: &str) -> Self {
+        let (parsed, problems) = orgate::config::parse_toml(policy_toml);
+        assert!(problems.is_empty(), "{problems:?}");
+        let (mock, gw) = start_gateway_with(|config| {
+            config.policy = parsed.policy;
+            config.policies = parsed.policies;
+            if config.policies.contains_key("strict") {
+                config.auth.keys[0].policy = Some("strict".into());
+            }
+        })
+        .await;
+        Self { mock, gw }
     }
-    response.bytes().await.unwrap();
-    Ok(mock.next_request().await.json())
+
+    /// Sends `body` as `key`; returns the body the upstream received, or the gateway's refusal.
+    async fn forwarded(&self, key: &str, body: &Value) -> Result<Value, (u16, String)> {
+        let response = self.gw.chat(key).json(body).fetch().await;
+        if response.status() != 200 {
+            let refusal = error_of(response).await;
+            assert!(
+                self.mock.forwarded_nothing(Duration::from_millis(50)).await,
+                "a refused request reaches nobody"
+            );
+            return Err(refusal);
+        }
+        response.bytes().await.unwrap();
+        Ok(self.mock.next_request().await.json())
+    }
+
+    /// The body the upstream received for `body`, sent as alice; it must not be refused.
+    async fn sent(&self, body: Value) -> Value {
+        self.forwarded(ALICE_KEY, &body).await.unwrap()
+    }
+
+    /// The gateway's refusal of `body`, sent as alice; it must not be forwarded.
+    async fn refused(&self, body: Value) -> (u16, String) {
+        self.forwarded(ALICE_KEY, &body).await.unwrap_err()
+    }
 }
 
 fn request(extra: Value) -> Value {
@@ -53,7 +65,7 @@ fn request(extra: Value) -> Value {
 
 #[tokio::test]
 async fn the_provider_merge_is_never_looser_field_by_field() {
-    let (mock, gw) = gateway_with(
+    let org = Org::start(
         r#"
 [policy.provider]
 data_collection = "deny"
@@ -75,9 +87,7 @@ sort = "price"
         "max_price": {"prompt": 10, "completion": 2}, "preferred_min_throughput": {"p90": 20},
         "preferred_max_latency": {"p90": 10}, "sort": "throughput", "experimental_knob": {"x": 1}
     }});
-    let sent = forwarded(&mock, &gw, ALICE_KEY, &request(client))
-        .await
-        .unwrap();
+    let sent = org.sent(request(client)).await;
     let p = &sent["provider"];
     assert_eq!(p["data_collection"], "deny");
     assert_eq!(p["zdr"], true);
@@ -121,7 +131,7 @@ sort = "price"
 
 #[tokio::test]
 async fn the_policy_applies_without_a_client_provider_and_force_overrides_the_client() {
-    let (mock, gw) = gateway_with(
+    let org = Org::start(
         r#"
 [policy.provider]
 data_collection = "deny"
@@ -133,9 +143,7 @@ allow_fallbacks = false
 "#,
     )
     .await;
-    let sent = forwarded(&mock, &gw, ALICE_KEY, &request(json!({})))
-        .await
-        .unwrap();
+    let sent = org.sent(request(json!({}))).await;
     assert_eq!(sent["provider"]["data_collection"], "deny");
     assert_eq!(
         sent["provider"]["order"],
@@ -144,16 +152,9 @@ allow_fallbacks = false
     );
     assert_eq!(sent["provider"]["sort"], "latency");
     assert_eq!(sent["provider"]["allow_fallbacks"], false);
-    let sent = forwarded(
-        &mock,
-        &gw,
-        ALICE_KEY,
-        &request(
-            json!({"provider": {"order": ["openai"], "sort": "price", "allow_fallbacks": true}}),
-        ),
-    )
-    .await
-    .unwrap();
+    let client =
+        json!({"provider": {"order": ["openai"], "sort": "price", "allow_fallbacks": true}});
+    let sent = org.sent(request(client)).await;
     assert_eq!(
         sent["provider"]["order"],
         json!(["openai"]),
@@ -168,32 +169,20 @@ allow_fallbacks = false
 
 #[tokio::test]
 async fn an_empty_intersection_is_refused_and_nothing_is_forwarded() {
-    let (mock, gw) = gateway_with("[policy.provider]\nonly = [\"openai\"]\n").await;
-    let (code, message) = forwarded(
-        &mock,
-        &gw,
-        ALICE_KEY,
-        &request(json!({"provider": {"only": ["together"]}})),
-    )
-    .await
-    .unwrap_err();
+    let org = Org::start("[policy.provider]\nonly = [\"openai\"]\n").await;
+    let (code, message) = org
+        .refused(request(json!({"provider": {"only": ["together"]}})))
+        .await;
     assert_eq!(code, 403);
     assert!(message.contains("provider.only"), "{message}");
 }
 
 #[tokio::test]
 async fn a_rewrite_keeps_the_clients_key_order() {
-    let (mock, gw) = gateway_with("[policy.provider]\ndata_collection = \"deny\"\n").await;
+    let org = Org::start("[policy.provider]\ndata_collection = \"deny\"\n").await;
     let body = r#"{"zeta":1,"provider":{"sort":"price"},"model":"openai/gpt-4o","messages":[{"role":"user","content":"Hi"}],"alpha":2}"#;
-    gw.chat(ALICE_KEY)
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    let sent = mock.next_request().await;
+    org.gw.chat(ALICE_KEY).body(body).fetch_status().await;
+    let sent = org.mock.next_request().await;
     let text = String::from_utf8(sent.body.to_vec()).unwrap();
     let positions: Vec<usize> = [
         "\"zeta\"",
@@ -214,7 +203,7 @@ async fn a_rewrite_keeps_the_clients_key_order() {
 
 #[tokio::test]
 async fn aliases_rewrite_models_before_the_rules() {
-    let (mock, gw) = gateway_with(
+    let org = Org::start(
         r#"
 [policy]
 aliases = { "gpt-4o" = "openai/gpt-4o", "fast" = "openai/gpt-4o-mini" }
@@ -222,132 +211,94 @@ models.allow = ["openai/*"]
 "#,
     )
     .await;
-    let sent = forwarded(
-        &mock,
-        &gw,
-        ALICE_KEY,
-        &json!({"model": "gpt-4o", "models": ["fast", "openai/o3"], "messages": []}),
-    )
-    .await
-    .unwrap();
+    let sent = org
+        .sent(json!({"model": "gpt-4o", "models": ["fast", "openai/o3"], "messages": []}))
+        .await;
     assert_eq!(sent["model"], "openai/gpt-4o");
     assert_eq!(sent["models"], json!(["openai/gpt-4o-mini", "openai/o3"]));
 }
 
 #[tokio::test]
 async fn denied_models_get_403_naming_the_model_and_the_rule() {
-    let (mock, gw) = gateway_with(
+    let org = Org::start(
         "[policy]\nmodels.allow = [\"openai/*\", \"anthropic/*\"]\nmodels.deny = [\"*:free\"]\n",
     )
     .await;
-    let (code, message) = forwarded(
-        &mock,
-        &gw,
-        ALICE_KEY,
-        &json!({"model": "openai/gpt-4o:free", "messages": []}),
-    )
-    .await
-    .unwrap_err();
+    let (code, message) = org
+        .refused(json!({"model": "openai/gpt-4o:free", "messages": []}))
+        .await;
     assert_eq!(code, 403);
     assert!(
         message.contains("openai/gpt-4o:free") && message.contains("policy.models.deny \"*:free\""),
         "{message}"
     );
-    let (code, message) = forwarded(
-        &mock,
-        &gw,
-        ALICE_KEY,
-        &json!({"model": "meta/llama", "messages": []}),
-    )
-    .await
-    .unwrap_err();
+    let (code, message) = org
+        .refused(json!({"model": "meta/llama", "messages": []}))
+        .await;
     assert_eq!(code, 403);
     assert!(message.contains("policy.models.allow"), "{message}");
     // Every entry of `models` is checked too.
-    let (code, _) = forwarded(
-        &mock,
-        &gw,
-        ALICE_KEY,
-        &json!({"model": MODEL, "models": ["x/y:free"], "messages": []}),
-    )
-    .await
-    .unwrap_err();
+    let (code, _) = org
+        .refused(json!({"model": MODEL, "models": ["x/y:free"], "messages": []}))
+        .await;
     assert_eq!(code, 403);
     // Router models cannot be bound by an allow list.
-    let (code, message) = forwarded(
-        &mock,
-        &gw,
-        ALICE_KEY,
-        &json!({"model": "openrouter/auto", "messages": []}),
-    )
-    .await
-    .unwrap_err();
+    let (code, message) = org
+        .refused(json!({"model": "openrouter/auto", "messages": []}))
+        .await;
     assert_eq!(code, 403, "{message}");
-    assert!(forwarded(
-        &mock,
-        &gw,
-        ALICE_KEY,
-        &json!({"model": "anthropic/claude-sonnet-4", "messages": []})
-    )
-    .await
-    .is_ok());
+    assert!(org
+        .forwarded(
+            ALICE_KEY,
+            &json!({"model": "anthropic/claude-sonnet-4", "messages": []})
+        )
+        .await
+        .is_ok());
 }
 
 #[tokio::test]
 async fn max_tokens_is_capped_and_set() {
-    let (mock, gw) = gateway_with("[policy]\nmax_tokens = 1000\n").await;
-    let sent = forwarded(&mock, &gw, ALICE_KEY, &request(json!({"max_tokens": 5000})))
-        .await
-        .unwrap();
+    let org = Org::start("[policy]\nmax_tokens = 1000\n").await;
+    let sent = org.sent(request(json!({"max_tokens": 5000}))).await;
     assert_eq!(sent["max_tokens"], 1000);
-    let sent = forwarded(&mock, &gw, ALICE_KEY, &request(json!({})))
-        .await
-        .unwrap();
+    let sent = org.sent(request(json!({}))).await;
     assert_eq!(
         sent["max_tokens"], 1000,
         "a missing value is set to the ceiling"
     );
-    let sent = forwarded(
-        &mock,
-        &gw,
-        ALICE_KEY,
-        &request(json!({"max_completion_tokens": 4000})),
-    )
-    .await
-    .unwrap();
+    let sent = org
+        .sent(request(json!({"max_completion_tokens": 4000})))
+        .await;
     assert_eq!(sent["max_completion_tokens"], 1000);
-    let sent = forwarded(&mock, &gw, ALICE_KEY, &request(json!({"max_tokens": 10})))
-        .await
-        .unwrap();
+    let sent = org.sent(request(json!({"max_tokens": 10}))).await;
     assert_eq!(sent["max_tokens"], 10, "a lower value stays");
 }
 
 #[tokio::test]
 async fn denied_plugins_are_refused_whatever_door_they_use() {
-    let (mock, gw) = gateway_with("[policy]\ndeny_plugins = [\"web\"]\n").await;
+    let org = Org::start("[policy]\ndeny_plugins = [\"web\"]\n").await;
     for body in [
         request(json!({"plugins": [{"id": "web", "max_results": 3}]})),
         json!({"model": "openai/gpt-4o:online", "messages": []}),
         request(json!({"tools": [{"type": "openrouter:web_search"}]})),
     ] {
-        let (code, message) = forwarded(&mock, &gw, ALICE_KEY, &body).await.unwrap_err();
+        let (code, message) = org.refused(body.clone()).await;
         assert_eq!(code, 403, "{body}");
         assert!(message.contains("deny_plugins"), "{message}");
     }
     // A disabled plugin is not a use of it; other plugins pass.
-    assert!(forwarded(
-        &mock,
-        &gw,
-        ALICE_KEY,
-        &request(json!({"plugins": [{"id": "web", "enabled": false}, {"id": "file-parser"}]}))
-    )
-    .await
-    .is_ok());
+    assert!(org
+        .forwarded(
+            ALICE_KEY,
+            &request(json!({"plugins": [{"id": "web", "enabled": false}, {"id": "file-parser"}]}))
+        )
+        .await
+        .is_ok());
 }
 
 #[tokio::test]
 async fn a_named_policy_tightens_the_orgs_rules_for_its_keys() {
-    let (mock, gw) = gateway_with(
+    let org = Org::start(
         r#"
 [policy]
 models.allow = ["*"]
@@ -361,37 +312,28 @@ data_collection = "deny"
     )
     .await;
     // alice has `strict`; bob has the org's rules only.
-    let (code, message) = forwarded(&mock, &gw, ALICE_KEY, &request(json!({})))
-        .await
-        .unwrap_err();
+    let (code, message) = org.refused(request(json!({}))).await;
     assert_eq!(code, 403);
     assert!(
         message.contains("policies.strict.models.allow"),
         "{message}"
     );
-    let sent = forwarded(
-        &mock,
-        &gw,
-        ALICE_KEY,
-        &json!({"model": "anthropic/claude-sonnet-4", "messages": []}),
-    )
-    .await
-    .unwrap();
+    let sent = org
+        .sent(json!({"model": "anthropic/claude-sonnet-4", "messages": []}))
+        .await;
     assert_eq!(sent["provider"]["data_collection"], "deny");
     assert_eq!(
         sent["provider"]["ignore"],
         json!(["deepinfra"]),
         "the org's rules still hold"
     );
-    let sent = forwarded(&mock, &gw, BOB_KEY, &request(json!({})))
-        .await
-        .unwrap();
+    let sent = org.forwarded(BOB_KEY, &request(json!({}))).await.unwrap();
     assert!(sent["provider"].get("data_collection").is_none());
 }
 
 #[tokio::test]
 async fn fields_of_the_wrong_type_get_400_naming_the_field() {
-    let (mock, gw) = gateway_with(
+    let org = Org::start(
         "[policy]\nmax_tokens = 100\ndeny_plugins = [\"web\"]\nmodels.allow = [\"openai/*\"]\n[policy.provider]\nonly = [\"openai\"]\n",
     )
     .await;
@@ -402,9 +344,7 @@ async fn fields_of_the_wrong_type_get_400_naming_the_field() {
         (json!({"models": "openai/gpt-4o"}), "models"),
         (json!({"max_tokens": "lots"}), "max_tokens"),
     ] {
-        let (code, message) = forwarded(&mock, &gw, ALICE_KEY, &request(extra.clone()))
-            .await
-            .unwrap_err();
+        let (code, message) = org.refused(request(extra.clone())).await;
         assert_eq!(code, 400, "{extra}: {message}");
         assert!(
             message.contains(&format!("`{field}`")),
@@ -415,32 +355,16 @@ async fn fields_of_the_wrong_type_get_400_naming_the_field() {
 
 #[tokio::test]
 async fn policy_actions_and_provider_violations_are_counted() {
-    let (mock, gw) = gateway_with(
-        "[policy]\nmodels.deny = [\"*:free\"]\n[policy.provider]\nonly = [\"azure\"]\n",
-    )
-    .await;
+    let org =
+        Org::start("[policy]\nmodels.deny = [\"*:free\"]\n[policy.provider]\nonly = [\"azure\"]\n")
+            .await;
     // The mock answers as served by "OpenAI", which the forwarded `only` excludes.
-    forwarded(&mock, &gw, ALICE_KEY, &request(json!({})))
-        .await
-        .unwrap();
-    forwarded(
-        &mock,
-        &gw,
-        ALICE_KEY,
-        &json!({"model": "x/y:free", "messages": []}),
-    )
-    .await
-    .unwrap_err();
+    org.sent(request(json!({}))).await;
+    org.refused(json!({"model": "x/y:free", "messages": []}))
+        .await;
     let stream = json!({"model": MODEL, "messages": [], "stream": true});
-    gw.chat(ALICE_KEY)
-        .json(&stream)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    let text = gw.metrics_text().await;
+    org.gw.chat(ALICE_KEY).json(&stream).fetch_status().await;
+    let text = org.gw.metrics_text().await;
     assert!(
         text.contains(r#"orgate_policy_actions_total{rule="policy.models.deny",action="deny"} 1"#),
         "{text}"
@@ -459,26 +383,19 @@ async fn policy_actions_and_provider_violations_are_counted() {
 
 #[tokio::test]
 async fn explain_shows_the_forwarded_body_and_each_rule_without_network() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("orgate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[policy]\naliases = {{ \"gpt\" = \"openai/gpt-4o\" }}\nmodels.deny = [\"*:free\"]\n[policy.provider]\nonly = [\"openai\", \"azure\"]\n[[auth.keys]]\nid = \"alice\"\nhash = \"{}\"\n",
-            orgate::auth::key_hash_field(ALICE_KEY)
-        ),
-    )
-    .unwrap();
+    let config = ConfigFile::new(&format!(
+        "[policy]\naliases = {{ \"gpt\" = \"openai/gpt-4o\" }}\nmodels.deny = [\"*:free\"]\n[policy.provider]\nonly = [\"openai\", \"azure\"]\n{}",
+        key_toml("alice", ALICE_KEY)
+    ));
     let explain = |body: &str| {
-        let file = dir.path().join("request.json");
-        std::fs::write(&file, body).unwrap();
+        let file = config.beside("request.json", body);
         let output = std::process::Command::new(crate::common::process::BIN)
             .args([
                 "explain",
                 "--key",
                 "alice",
                 "--config",
-                config.to_str().unwrap(),
+                config.path.to_str().unwrap(),
                 file.to_str().unwrap(),
             ])
             .env_clear()
@@ -504,7 +421,7 @@ async fn explain_shows_the_forwarded_body_and_each_rule_without_network() {
 
 #[tokio::test]
 async fn a_large_rewritten_body_arrives_whole_with_its_length_and_messages_untouched() {
-    let (mock, gw) = gateway_with("[policy.provider]\ndata_collection = \"deny\"\n").await;
+    let org = Org::start("[policy.provider]\ndata_collection = \"deny\"\n").await;
     // Big enough for the messages to be sent as the client's own bytes (proxy::outgoing),
     // with escapes and non-ASCII in them, spelled the way a client might.
     let content = "line \\\"quoted\\\" café 🚀\\n".repeat(8_000);
@@ -512,10 +429,14 @@ async fn a_large_rewritten_body_arrives_whole_with_its_length_and_messages_untou
     let body = format!(
         r#"{{"model":"{MODEL}","messages":{messages},"provider":{{"sort":"price"}},"stream":false}}"#
     );
-    let response = gw.chat(ALICE_KEY).body(body.clone()).send().await.unwrap();
-    assert_eq!(response.status(), 200);
-    response.bytes().await.unwrap();
-    let sent = mock.next_request().await;
+    let status = org
+        .gw
+        .chat(ALICE_KEY)
+        .body(body.clone())
+        .fetch_status()
+        .await;
+    assert_eq!(status, 200);
+    let sent = org.mock.next_request().await;
     assert_eq!(
         sent.header("content-length"),
         Some(sent.body.len().to_string().as_str()),

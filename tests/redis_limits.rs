@@ -5,7 +5,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::common::process::{serve_command, Served};
+use crate::common::process::{key_toml, serve_command, ConfigFile, Served};
 use crate::common::*;
 use orgate::config::{Config, LimitsBackend, OnBackendError};
 use tokio::time::Instant;
@@ -21,30 +21,15 @@ impl RedisServer {
     /// `None` (after a loud `SKIPPED:` line) when `redis-server` is not installed; under CI
     /// that is a failure instead.
     async fn start(test: &str) -> Option<Self> {
-        let installed = std::process::Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !installed {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "redis-server is not installed, and CI is set: install it (apt-get install redis-server)"
-            );
-            eprintln!(
-                "SKIPPED: {test}: redis-server is not installed (apt-get install redis-server)"
-            );
+        if !tool_present(
+            std::process::Command::new("redis-server").arg("--version"),
+            &format!("{test}: redis-server (apt-get install redis-server)"),
+        ) {
             return None;
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let mut server = Self {
             child: None,
-            port,
+            port: unused_port(),
             dir: tempfile::tempdir().unwrap(),
         };
         server.restart().await;
@@ -69,29 +54,29 @@ impl RedisServer {
             .expect("redis-server starts");
         self.child = Some(child);
         let client = redis::Client::open(self.url()).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(Ok(mut connection)) = tokio::time::timeout(
-                Duration::from_secs(1),
-                client.get_multiplexed_async_connection(),
-            )
-            .await
-            {
-                let pong: redis::RedisResult<String> =
-                    redis::cmd("PING").query_async(&mut connection).await;
-                if pong.is_ok_and(|p| p == "PONG") {
-                    return;
+        eventually_within(
+            Duration::from_secs(10),
+            "redis-server to answer PING",
+            async || {
+                if let Ok(Ok(mut connection)) = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    client.get_multiplexed_async_connection(),
+                )
+                .await
+                {
+                    let pong: redis::RedisResult<String> =
+                        redis::cmd("PING").query_async(&mut connection).await;
+                    if pong.is_ok_and(|p| p == "PONG") {
+                        return true;
+                    }
                 }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not answer PING within 10s"
-            );
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
-                panic!("redis-server exited: {status}");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+                if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                    panic!("redis-server exited: {status}");
+                }
+                false
+            },
+        )
+        .await;
     }
 
     /// Kills it (`SIGKILL`): every connection drops, every key is gone.
@@ -117,79 +102,65 @@ impl Drop for RedisServer {
     }
 }
 
-fn redis_config(mock: &MockOpenRouter, redis: &RedisServer) -> Config {
-    let mut config = config_for(mock);
+/// A `redis-server` of the test's own, the mock, and a config that shares the limits through
+/// that Redis (leases of 1 s); `None` when `redis-server` is missing (see [`RedisServer::start`]).
+async fn shared_limits(test: &str) -> Option<(RedisServer, MockOpenRouter, Config)> {
+    let redis = RedisServer::start(test).await?;
+    let mock = MockOpenRouter::start().await;
+    let mut config = config_for(&mock);
     config.limits.backend = LimitsBackend::Redis;
     config.limits.redis_url = redis.url();
     config.limits.lease_ttl = "1s".parse().unwrap();
-    config
+    Some((redis, mock, config))
 }
 
-async fn chat(gw: &TestGateway, key: &str) -> reqwest::Response {
-    http()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth(key)
-        .body(chat_body(MODEL))
-        .send()
-        .await
-        .unwrap()
+async fn chat(gw: &impl Gateway, key: &str) -> reqwest::Response {
+    gw.completion(key).fetch().await
 }
 
 /// A stream of `chunks` chunks 50 ms apart; its response (headers) returns at once.
-async fn stream(url: &str, key: &str, chunks: u32) -> reqwest::Response {
-    http()
-        .post(url)
-        .bearer_auth(key)
-        .header("x-mock", "stream")
-        .header("x-mock-chunks", chunks.to_string())
-        .header("x-mock-delay-ms", "50")
-        .body(format!(
-            r#"{{"model":"{MODEL}","messages":[],"stream":true}}"#
-        ))
-        .send()
-        .await
-        .unwrap()
+async fn stream(gw: &impl Gateway, key: &str, chunks: usize) -> reqwest::Response {
+    gw.stream(key).paced(chunks, 50).fetch().await
 }
 
-/// Sends `send()` until `done(status, message)` holds, within 5 s; returns that response's
-/// status and headers.
-async fn until<F, Fut>(what: &str, mut send: F, done: impl Fn(u16) -> bool) -> reqwest::Response
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = reqwest::Response>,
-{
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let response = send().await;
-        if done(response.status().as_u16()) {
-            return response;
+/// Sends requests of `key` to `gw` until one is answered `status`; returns that response.
+async fn until(gw: &TestGateway, key: &str, status: u16, what: &str) -> reqwest::Response {
+    eventually(what, async || {
+        let response = chat(gw, key).await;
+        if response.status() == status {
+            return Ok(response);
         }
-        let status = response.status();
+        let seen = response.status();
         response.bytes().await.unwrap();
-        assert!(Instant::now() < deadline, "{what}: still {status} after 5s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        Err(format!("still {seen}"))
+    })
+    .await
 }
 
-/// The value of the first series line starting with `series`, or 0.
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+/// Sends requests of `key` until one is checked against Redis again (it has limit headers);
+/// returns that response.
+async fn checked_again(gw: &TestGateway, key: &str) -> reqwest::Response {
+    eventually("Redis checking again", async || {
+        let response = chat(gw, key).await;
+        if response
+            .headers()
+            .contains_key("x-ratelimit-remaining-requests")
+        {
+            Ok(response)
+        } else {
+            Err(format!("unchecked: {}", response.status()))
+        }
+    })
+    .await
 }
 
 #[tokio::test]
 async fn a_burst_of_ten_admits_exactly_ten_across_two_replicas() {
-    let Some(redis) = RedisServer::start("a_burst_of_ten").await else {
+    let Some((_redis, _mock, mut config)) = shared_limits("a_burst_of_ten").await else {
         return;
     };
-    let mock = MockOpenRouter::start().await;
-    let mut config = redis_config(&mock, &redis);
     // One request a minute after the burst: none refills during the test.
-    config.auth.keys[0].requests_per_minute = Some(1);
-    config.auth.keys[0].burst = Some(10);
+    key_rate(&mut config.auth.keys[0], 1, 10);
     let a = TestGateway::start(config.clone()).await;
     let b = TestGateway::start(config).await;
 
@@ -231,20 +202,16 @@ async fn a_burst_of_ten_admits_exactly_ten_across_two_replicas() {
 
 #[tokio::test]
 async fn concurrency_holds_across_replicas_and_slots_come_back() {
-    let Some(redis) = RedisServer::start("concurrency_holds").await else {
+    let Some((_redis, _mock, mut config)) = shared_limits("concurrency_holds").await else {
         return;
     };
-    let mock = MockOpenRouter::start().await;
-    let mut config = redis_config(&mock, &redis);
     config.auth.keys[0].max_concurrent = Some(2);
     let a = TestGateway::start(config.clone()).await;
     let b = TestGateway::start(config).await;
-    let url_a = a.url("/v1/chat/completions");
-    let url_b = b.url("/v1/chat/completions");
 
     // 100 chunks 50 ms apart: 5 s each, far longer than the 1 s lease: renewals keep them.
-    let one = stream(&url_a, ALICE_KEY, 100).await;
-    let two = stream(&url_b, ALICE_KEY, 100).await;
+    let one = stream(&a, ALICE_KEY, 100).await;
+    let two = stream(&b, ALICE_KEY, 100).await;
     assert_eq!((one.status().as_u16(), two.status().as_u16()), (200, 200));
     for gw in [&a, &b] {
         let (code, message) = error_of(chat(gw, ALICE_KEY).await).await;
@@ -262,12 +229,7 @@ async fn concurrency_holds_across_replicas_and_slots_come_back() {
     // Ending one stream (the client leaves) gives its slot back at once, on either replica.
     drop(one);
     let started = Instant::now();
-    until(
-        "a slot after a stream ended",
-        || chat(&b, ALICE_KEY),
-        |s| s == 200,
-    )
-    .await;
+    until(&b, ALICE_KEY, 200, "a slot after a stream ended").await;
     assert!(
         started.elapsed() < Duration::from_millis(900),
         "released, not expired: {:?}",
@@ -282,61 +244,41 @@ async fn a_killed_replicas_leases_expire_after_lease_ttl() {
         return;
     };
     let mock = MockOpenRouter::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("orgate.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[upstream]\nbase_url = \"{}\"\nidle_timeout = \"5s\"\n\
-             [limits]\nbackend = \"redis\"\nredis_url_env = \"ORGATE_TEST_REDIS_URL\"\n\
-             lease_ttl = \"1s\"\n\
-             [[auth.keys]]\nid = \"alice\"\nhash = \"{}\"\nmax_concurrent = 1\n",
-            mock.base_url,
-            orgate::auth::key_hash_field(ALICE_KEY)
-        ),
-    )
-    .unwrap();
+    let config = ConfigFile::new(&format!(
+        "{}idle_timeout = \"5s\"\n\
+         [limits]\nbackend = \"redis\"\nredis_url_env = \"ORGATE_TEST_REDIS_URL\"\n\
+         lease_ttl = \"1s\"\n\
+         {}max_concurrent = 1\n",
+        mock.upstream_toml(),
+        key_toml("alice", ALICE_KEY)
+    ));
     let replica = || {
-        let mut command = serve_command(&path);
+        let mut command = serve_command(&config.path);
         command.env("ORGATE_TEST_REDIS_URL", redis.url());
         command
     };
     let a = Served::start(&mut replica()).await;
     let b = Served::start(&mut replica()).await;
-    let chat_b = || {
-        http()
-            .post(format!("http://{}/v1/chat/completions", b.addr))
-            .bearer_auth(ALICE_KEY)
-            .body(chat_body(MODEL))
-            .send()
-    };
 
     // A holds alice's one slot with a long stream, then dies without a word.
-    let held = stream(
-        &format!("http://{}/v1/chat/completions", a.addr),
-        ALICE_KEY,
-        400,
-    )
-    .await;
+    let held = stream(&a, ALICE_KEY, 400).await;
     assert_eq!(held.status(), 200);
-    assert_eq!(chat_b().await.unwrap().status(), 429);
+    assert_eq!(chat(&b, ALICE_KEY).await.status(), 429);
     a.kill();
     let killed = Instant::now();
     assert_eq!(
-        chat_b().await.unwrap().status(),
+        chat(&b, ALICE_KEY).await.status(),
         429,
         "the dead replica's lease outlives it for up to lease_ttl"
     );
-    let deadline = killed + Duration::from_secs(5);
-    loop {
-        let status = chat_b().await.unwrap().status();
-        if status == 200 {
-            break;
+    eventually("the dead replica's lease to expire", async || {
+        match chat(&b, ALICE_KEY).await.status().as_u16() {
+            200 => Ok(()),
+            429 => Err("refused: 429"),
+            other => panic!("refused with {other}, not 429"),
         }
-        assert_eq!(status, 429);
-        assert!(Instant::now() < deadline, "the lease never expired");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     let freed_after = killed.elapsed();
     assert!(
         freed_after <= Duration::from_millis(2500),
@@ -349,11 +291,9 @@ async fn a_killed_replicas_leases_expire_after_lease_ttl() {
 
 #[tokio::test]
 async fn spend_debited_on_one_replica_refuses_the_key_on_the_other() {
-    let Some(redis) = RedisServer::start("spend_debited").await else {
+    let Some((redis, _mock, mut config)) = shared_limits("spend_debited").await else {
         return;
     };
-    let mock = MockOpenRouter::start().await;
-    let mut config = redis_config(&mock, &redis);
     // Each mock completion costs $0.00014: two spend the day's $0.0002.
     config.auth.keys[0].usd_per_day = Some(0.0002);
     let a = TestGateway::start(config.clone()).await;
@@ -364,12 +304,7 @@ async fn spend_debited_on_one_replica_refuses_the_key_on_the_other() {
         response.bytes().await.unwrap();
     }
     // The charge is written after the response: the other replica sees it moments later.
-    let refused = until(
-        "the budget on the other replica",
-        || chat(&b, ALICE_KEY),
-        |s| s == 429,
-    )
-    .await;
+    let refused = until(&b, ALICE_KEY, 429, "the budget on the other replica").await;
     let retry_after = retry_after(&refused);
     assert!((1..=86_400).contains(&retry_after), "{retry_after}");
     let (_, message) = error_of(refused).await;
@@ -403,11 +338,9 @@ async fn spend_debited_on_one_replica_refuses_the_key_on_the_other() {
 
 #[tokio::test]
 async fn tokens_debited_on_one_replica_refuse_the_key_on_the_other() {
-    let Some(redis) = RedisServer::start("tokens_debited").await else {
+    let Some((_redis, _mock, mut config)) = shared_limits("tokens_debited").await else {
         return;
     };
-    let mock = MockOpenRouter::start().await;
-    let mut config = redis_config(&mock, &redis);
     config.limits.tokens_per_minute = 20;
     let a = TestGateway::start(config.clone()).await;
     let b = TestGateway::start(config).await;
@@ -416,14 +349,9 @@ async fn tokens_debited_on_one_replica_refuse_the_key_on_the_other() {
     assert_eq!(first.headers()["x-ratelimit-limit-tokens"], "20");
     assert_eq!(first.headers()["x-ratelimit-remaining-tokens"], "20");
     first.bytes().await.unwrap();
-    let second = until("the first charge", || chat(&a, ALICE_KEY), |s| s == 200).await;
+    let second = until(&a, ALICE_KEY, 200, "the first charge").await;
     second.bytes().await.unwrap();
-    let refused = until(
-        "tokens on the other replica",
-        || chat(&b, ALICE_KEY),
-        |s| s == 429,
-    )
-    .await;
+    let refused = until(&b, ALICE_KEY, 429, "tokens on the other replica").await;
     assert_eq!(refused.headers()["x-ratelimit-remaining-tokens"], "0");
     let (_, message) = error_of(refused).await;
     assert!(
@@ -435,14 +363,11 @@ async fn tokens_debited_on_one_replica_refuse_the_key_on_the_other() {
 
 #[tokio::test]
 async fn with_allow_a_stopped_redis_lets_requests_through_and_limits_return_with_it() {
-    let Some(mut redis) = RedisServer::start("with_allow").await else {
+    let Some((mut redis, _mock, mut config)) = shared_limits("with_allow").await else {
         return;
     };
-    let mock = MockOpenRouter::start().await;
-    let mut config = redis_config(&mock, &redis);
     config.limits.on_backend_error = OnBackendError::Allow;
-    config.auth.keys[0].requests_per_minute = Some(1);
-    config.auth.keys[0].burst = Some(2);
+    key_rate(&mut config.auth.keys[0], 1, 2);
     let gw = TestGateway::start(config).await;
     for _ in 0..2 {
         assert_eq!(chat(&gw, ALICE_KEY).await.status(), 200);
@@ -470,7 +395,7 @@ async fn with_allow_a_stopped_redis_lets_requests_through_and_limits_return_with
     let errors: f64 = ["timeout", "connection", "reply"]
         .iter()
         .map(|kind| {
-            metric(
+            metric_value(
                 &text,
                 &format!("orgate_limits_backend_errors_total{{kind=\"{kind}\"}}"),
             )
@@ -478,7 +403,7 @@ async fn with_allow_a_stopped_redis_lets_requests_through_and_limits_return_with
         .sum();
     assert!(errors >= 1.0, "{text}");
     assert!(
-        metric(
+        metric_value(
             &text,
             r#"orgate_limits_backend_fallbacks_total{decision="allow"}"#
         ) >= 5.0,
@@ -487,16 +412,7 @@ async fn with_allow_a_stopped_redis_lets_requests_through_and_limits_return_with
 
     // Back (empty: the burst is whole again), and limiting again: exactly the burst passes.
     redis.restart().await;
-    let mut checked = chat(&gw, ALICE_KEY).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !checked
-        .headers()
-        .contains_key("x-ratelimit-remaining-requests")
-    {
-        assert!(Instant::now() < deadline, "Redis never checked again");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        checked = chat(&gw, ALICE_KEY).await;
-    }
+    let checked = checked_again(&gw, ALICE_KEY).await;
     assert_eq!(checked.status(), 200);
     assert_eq!(checked.headers()["x-ratelimit-remaining-requests"], "1");
     assert_eq!(chat(&gw, ALICE_KEY).await.status(), 200);
@@ -505,11 +421,9 @@ async fn with_allow_a_stopped_redis_lets_requests_through_and_limits_return_with
 
 #[tokio::test]
 async fn with_deny_or_a_budget_a_stopped_redis_refuses_with_503_until_it_returns() {
-    let Some(mut redis) = RedisServer::start("with_deny").await else {
+    let Some((mut redis, _mock, mut config)) = shared_limits("with_deny").await else {
         return;
     };
-    let mock = MockOpenRouter::start().await;
-    let mut config = redis_config(&mock, &redis);
     // default: alice has a budget (denied), bob has none (allowed).
     config.auth.keys[0].usd_per_day = Some(5.0);
     let by_default = TestGateway::start(config.clone()).await;
@@ -540,7 +454,7 @@ async fn with_deny_or_a_budget_a_stopped_redis_refuses_with_503_until_it_returns
     );
     let text = deny.metrics_text().await;
     assert!(
-        metric(
+        metric_value(
             &text,
             r#"orgate_limits_backend_fallbacks_total{decision="deny"}"#
         ) >= 2.0,
@@ -552,22 +466,15 @@ async fn with_deny_or_a_budget_a_stopped_redis_refuses_with_503_until_it_returns
     );
 
     redis.restart().await;
-    until("admitted again", || chat(&deny, BOB_KEY), |s| s == 200).await;
-    until(
-        "admitted again",
-        || chat(&by_default, ALICE_KEY),
-        |s| s == 200,
-    )
-    .await;
+    until(&deny, BOB_KEY, 200, "admitted again").await;
+    until(&by_default, ALICE_KEY, 200, "admitted again").await;
 }
 
 #[tokio::test]
 async fn a_slow_redis_is_not_waited_for_and_leaves_no_lease_behind() {
-    let Some(redis) = RedisServer::start("a_slow_redis").await else {
+    let Some((redis, _mock, mut config)) = shared_limits("a_slow_redis").await else {
         return;
     };
-    let mock = MockOpenRouter::start().await;
-    let mut config = redis_config(&mock, &redis);
     // default: alice has a budget (denied), bob has none (allowed). A lease bob's timed-out
     // check took late would hold his one slot for 30 s.
     config.auth.keys[0].usd_per_day = Some(5.0);
@@ -601,7 +508,7 @@ async fn a_slow_redis_is_not_waited_for_and_leaves_no_lease_behind() {
     );
     let text = gw.metrics_text().await;
     assert!(
-        metric(
+        metric_value(
             &text,
             r#"orgate_limits_backend_errors_total{kind="timeout"}"#
         ) >= 1.0,
@@ -609,21 +516,7 @@ async fn a_slow_redis_is_not_waited_for_and_leaves_no_lease_behind() {
     );
 
     // Once Redis answers again, bob's one slot is free: the late lease was removed.
-    let response = until("checked again", || chat(&gw, BOB_KEY), |_| true).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut response = response;
-    while !response
-        .headers()
-        .contains_key("x-ratelimit-remaining-requests")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "never checked again: {}",
-            response.status()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        response = chat(&gw, BOB_KEY).await;
-    }
+    let response = checked_again(&gw, BOB_KEY).await;
     assert_eq!(response.status(), 200, "{:?}", response.text().await);
     let leases: i64 = redis::cmd("ZCARD")
         .arg("orgate:{bob}:leases")
@@ -639,7 +532,7 @@ async fn the_scripts_calendar_matches_utc() {
     let Some(redis) = RedisServer::start("the_scripts_calendar").await else {
         return;
     };
-    let script = redis::Script::new(include_str!("../src/limits/redis/redis.lua"));
+    let script = redis::Script::new(crate::common::internals::REDIS_SCRIPT);
     let mut connection = redis.connection().await;
     const DAY: i64 = 86_400;
     // (a moment, its day index, its day's end, its month index, its month's end)
@@ -671,13 +564,10 @@ async fn the_scripts_calendar_matches_utc() {
 
 #[tokio::test]
 async fn a_reload_keeps_the_connection_and_the_shared_state() {
-    let Some(redis) = RedisServer::start("a_reload_keeps").await else {
+    let Some((_redis, _mock, mut config)) = shared_limits("a_reload_keeps").await else {
         return;
     };
-    let mock = MockOpenRouter::start().await;
-    let mut config = redis_config(&mock, &redis);
-    config.auth.keys[0].requests_per_minute = Some(1);
-    config.auth.keys[0].burst = Some(2);
+    key_rate(&mut config.auth.keys[0], 1, 2);
     let gw = TestGateway::start(config.clone()).await;
     for _ in 0..2 {
         assert_eq!(chat(&gw, ALICE_KEY).await.status(), 200);
@@ -685,14 +575,9 @@ async fn a_reload_keeps_the_connection_and_the_shared_state() {
     // A reload that changes another key: alice's bucket, in Redis, stays spent.
     config.auth.keys[1].burst = Some(7);
     gw.reload(Ok(config)).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let response = chat(&gw, BOB_KEY).await;
-        if response.headers()["x-ratelimit-limit-requests"] == "7" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the reload never applied");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the reload applied", async || {
+        chat(&gw, BOB_KEY).await.headers()["x-ratelimit-limit-requests"] == "7"
+    })
+    .await;
     assert_eq!(chat(&gw, ALICE_KEY).await.status(), 429);
 }

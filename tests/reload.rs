@@ -1,43 +1,17 @@
 //! Live reload: new config for new requests, in-flight streams finish on the old one.
 
-use std::time::Duration;
-
-use crate::common::process::{serve_command, Served};
+use crate::common::process::{key_toml, serve_command, ConfigFile, Served};
 use crate::common::*;
-use futures_util::StreamExt;
 
-async fn chat(gw: &TestGateway, key: &str, model: &str) -> u16 {
-    let response = gw.chat(key).body(chat_body(model)).send().await.unwrap();
-    let status = response.status().as_u16();
-    response.bytes().await.unwrap();
-    status
-}
-
-async fn metric(gw: &TestGateway, series: &str) -> f64 {
-    let text = gw.metrics_text().await;
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
-        .map_or(0.0, |v| v.trim().parse().unwrap())
-}
-
-/// Polls until `check` holds (the reload is applied by the serving task), within 5 s.
-async fn until<F: std::future::Future<Output = bool>>(mut check: impl FnMut() -> F) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "condition never held"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+async fn chat(gw: &impl Gateway, key: &str, model: &str) -> u16 {
+    gw.chat(key).body(chat_body(model)).fetch_status().await
 }
 
 #[tokio::test]
 async fn a_reload_changes_rules_and_limits_for_new_requests_only() {
     let mock = MockOpenRouter::start().await;
     let mut config = config_for(&mock);
-    config.auth.keys[1].requests_per_minute = Some(1);
-    config.auth.keys[1].burst = Some(2);
+    key_rate(&mut config.auth.keys[1], 1, 2);
     config.auth.keys.push(key("carol", "sk-orgate-carol"));
     let gw = TestGateway::start(config.clone()).await;
 
@@ -52,26 +26,25 @@ async fn a_reload_changes_rules_and_limits_for_new_requests_only() {
     assert_eq!(chat(&gw, BOB_KEY, MODEL).await, 429);
     let stream = gw
         .chat(ALICE_KEY)
-        .header("x-mock", "stream")
-        .header("x-mock-chunks", "20")
-        .header("x-mock-delay-ms", "25")
+        .paced(20, 25)
         .body(format!(
             r#"{{"model":"{MODEL}:free","messages":[],"stream":true}}"#
         ))
-        .send()
-        .await
-        .unwrap();
+        .fetch()
+        .await;
     assert_eq!(stream.status(), 200);
-    let mut body = stream.bytes_stream();
-    let mut received = body.next().await.unwrap().unwrap().to_vec();
+    let stream = Streamed::first_piece(stream).await;
 
     // Reload: `:free` models denied, alice limited to one request a minute.
     let mut reloaded = config.clone();
     reloaded.policy.models.deny = vec!["*:free".into()];
-    reloaded.auth.keys[0].requests_per_minute = Some(1);
-    reloaded.auth.keys[0].burst = Some(1);
+    key_rate(&mut reloaded.auth.keys[0], 1, 1);
     gw.reload(Ok(reloaded)).await;
-    until(|| async { chat(&gw, "sk-orgate-carol", &format!("{MODEL}:free")).await == 403 }).await;
+    // The reload is applied by the serving task, moments later.
+    eventually("`:free` denied after the reload", async || {
+        chat(&gw, "sk-orgate-carol", &format!("{MODEL}:free")).await == 403
+    })
+    .await;
     assert_eq!(chat(&gw, ALICE_KEY, MODEL).await, 200);
     assert_eq!(
         chat(&gw, ALICE_KEY, MODEL).await,
@@ -85,14 +58,9 @@ async fn a_reload_changes_rules_and_limits_for_new_requests_only() {
     );
 
     // The stream that started before the reload finishes on the old rules.
-    while let Some(piece) = body.next().await {
-        received.extend_from_slice(&piece.unwrap());
-    }
-    assert!(received.ends_with(b"data: [DONE]\n\n"));
-    assert_eq!(
-        metric(&gw, r#"orgate_config_reloads_total{kind="applied"}"#).await,
-        1.0
-    );
+    assert!(stream.read_to_end().await.ends_with(b"data: [DONE]\n\n"));
+    let applied = r#"orgate_config_reloads_total{kind="applied"}"#;
+    assert_eq!(gw.metric(applied).await, 1.0);
 }
 
 #[tokio::test]
@@ -107,8 +75,11 @@ async fn a_broken_reload_is_refused_and_the_running_config_stays() {
     let mut unbuildable = config.clone();
     unbuildable.auth.keys[0].upstream_key_env = Some("NOT_SET_ANYWHERE".into());
     gw.reload(Ok(unbuildable)).await;
-    until(|| async { metric(&gw, r#"orgate_config_reloads_total{kind="refused"}"#).await == 2.0 })
-        .await;
+    let refused = r#"orgate_config_reloads_total{kind="refused"}"#;
+    eventually("both reloads refused", async || {
+        gw.metric(refused).await == 2.0
+    })
+    .await;
     assert_eq!(
         chat(&gw, ALICE_KEY, &format!("{MODEL}:free")).await,
         403,
@@ -120,39 +91,20 @@ async fn a_broken_reload_is_refused_and_the_running_config_stays() {
 #[tokio::test]
 async fn sighup_reloads_the_config_file() {
     let mock = MockOpenRouter::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("orgate.toml");
-    let keys = format!(
-        "[[auth.keys]]\nid = \"alice\"\nhash = \"{}\"\n",
-        orgate::auth::key_hash_field(ALICE_KEY)
-    );
-    let base = format!("[upstream]\nbase_url = \"{}\"\n{keys}", mock.base_url);
-    std::fs::write(&path, &base).unwrap();
-    let mut served = Served::start(&mut serve_command(&path)).await;
-    let url = format!("http://{}/v1/chat/completions", served.addr);
-    let send = |model: String| {
-        http()
-            .post(&url)
-            .bearer_auth(ALICE_KEY)
-            .body(chat_body(&model))
-            .send()
-    };
-    assert_eq!(send(format!("{MODEL}:free")).await.unwrap().status(), 200);
+    let base = mock.upstream_toml() + &key_toml("alice", ALICE_KEY);
+    let config = ConfigFile::new(&base);
+    let mut served = Served::start(&mut serve_command(&config.path)).await;
+    let free = format!("{MODEL}:free");
+    assert_eq!(chat(&served, ALICE_KEY, &free).await, 200);
 
-    std::fs::write(
-        &path,
-        format!("{base}[policy]\nmodels.deny = [\"*:free\"]\n"),
-    )
-    .unwrap();
+    config.rewrite(&format!("{base}[policy]\nmodels.deny = [\"*:free\"]\n"));
     served.hup();
     served.wait_for("config reloaded").await;
-    assert_eq!(send(format!("{MODEL}:free")).await.unwrap().status(), 403);
+    assert_eq!(chat(&served, ALICE_KEY, &free).await, 403);
 
-    std::fs::write(
-        &path,
-        format!("{base}[policy]\nmodels.deny = [\"*:free\"]\nunknown_knob = 1\n"),
-    )
-    .unwrap();
+    config.rewrite(&format!(
+        "{base}[policy]\nmodels.deny = [\"*:free\"]\nunknown_knob = 1\n"
+    ));
     served.hup();
     let refused = served.wait_for("config reload refused").await;
     assert!(
@@ -160,7 +112,7 @@ async fn sighup_reloads_the_config_file() {
         "{refused}"
     );
     assert_eq!(
-        send(format!("{MODEL}:free")).await.unwrap().status(),
+        chat(&served, ALICE_KEY, &free).await,
         403,
         "still the last good config"
     );
@@ -170,18 +122,17 @@ async fn sighup_reloads_the_config_file() {
 
 #[tokio::test]
 async fn a_reload_keeps_the_upstream_pools_unless_upstream_settings_change() {
-    use orgate::state::Snapshot;
+    use crate::common::internals::{rebuild, same_upstream, snapshot};
     let mock = MockOpenRouter::start().await;
-    let metrics = std::sync::Arc::new(orgate::metrics::Metrics::new());
-    let first = Snapshot::build(config_for(&mock), &metrics).unwrap();
+    let first = snapshot(config_for(&mock));
 
     let mut new_rules = config_for(&mock);
     new_rules.policy.models.deny = vec!["openai/*".into()];
-    let second = Snapshot::rebuild(new_rules.clone(), &first).unwrap();
-    assert!(std::sync::Arc::ptr_eq(&first.upstream, &second.upstream));
+    let second = rebuild(new_rules.clone(), &first);
+    assert!(same_upstream(&first, &second));
 
     let mut new_upstream = new_rules;
     new_upstream.upstream.retries += 1;
-    let third = Snapshot::rebuild(new_upstream, &second).unwrap();
-    assert!(!std::sync::Arc::ptr_eq(&second.upstream, &third.upstream));
+    let third = rebuild(new_upstream, &second);
+    assert!(!same_upstream(&second, &third));
 }

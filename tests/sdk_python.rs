@@ -7,28 +7,19 @@ use crate::common::*;
 
 #[tokio::test]
 async fn the_official_python_sdk_works_through_the_gateway() {
-    let available = std::process::Command::new("python3")
-        .args(["-c", "import openai"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !available {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must have python3 with the openai package"
-        );
-        eprintln!(
-            "SKIPPED: python3 with the `openai` package is not installed (pip install openai)"
-        );
+    if !tool_present(
+        std::process::Command::new("python3").args(["-c", "import openai"]),
+        "python3 with the `openai` package (pip install openai)",
+    ) {
         return;
     }
-    let mock = MockOpenRouter::start().await;
-    let mut config = config_for(&mock);
-    config.upstream.retries = 0;
-    let mut limited = key("limited", "sk-orgate-limited");
-    limited.requests_per_minute = Some(1);
-    limited.burst = Some(1);
-    config.auth.keys.push(limited);
-    let gw = TestGateway::start(config).await;
+    let (_mock, gw) = start_gateway_with(|config| {
+        config.upstream.retries = 0;
+        let mut limited = key("limited", "sk-orgate-limited");
+        key_rate(&mut limited, 1, 1);
+        config.auth.keys.push(limited);
+    })
+    .await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/openai_sdk_check.py");
     let output = tokio::process::Command::new("python3")
         .arg(script)

@@ -1,25 +1,20 @@
 //! Keys never leak: not in responses, headers, logs (any level, either format) or metrics.
 
-use crate::common::process::{serve_command, Served};
+use crate::common::process::{key_toml, serve_command, ConfigFile, Served};
 use crate::common::*;
-use futures_util::StreamExt;
 
 const WRONG_KEY: &str = "sk-orgate-wrong-but-secret-looking-key-123";
 
 /// Drives one gateway process through every path that can fail; returns every response as
 /// text (status, headers, body).
-async fn exercise(addr: &str) -> Vec<String> {
-    let base = format!("http://{addr}");
+async fn exercise(served: &Served) -> Vec<String> {
     let mut seen = Vec::new();
     let chat = |key: Option<&str>, scenario: &str, body: String| {
-        let mut request = http()
-            .post(format!("{base}/v1/chat/completions"))
-            .header("x-mock", scenario)
-            .body(body);
+        let mut request = served.chat_without_key().scenario(scenario).body(body);
         if let Some(key) = key {
             request = request.bearer_auth(key);
         }
-        request.send()
+        request.fetch()
     };
     let stream_body = stream_body();
     let requests = vec![
@@ -43,7 +38,7 @@ async fn exercise(addr: &str) -> Vec<String> {
         chat(Some("sk-orgate-limited"), "", chat_body(MODEL)),
     ];
     for request in requests {
-        seen.push(describe(request.await.unwrap()).await);
+        seen.push(describe(request.await).await);
     }
     for (method, path, key) in [
         ("GET", "/v1/models", Some(ALICE_KEY)),
@@ -55,18 +50,15 @@ async fn exercise(addr: &str) -> Vec<String> {
         ("GET", "/readyz", None),
     ] {
         let mut request = http()
-            .request(method.parse().unwrap(), format!("{base}{path}"))
+            .request(method.parse().unwrap(), served.url(path))
             .header("x-api-key", key.unwrap_or(""));
         if let Some(key) = key {
             request = request.bearer_auth(key);
         }
-        seen.push(describe(request.send().await.unwrap()).await);
+        seen.push(describe(request.fetch().await).await);
     }
     // A client that leaves mid-stream.
-    let response = chat(Some(ALICE_KEY), "stream", stream_body).await.unwrap();
-    let mut body = response.bytes_stream();
-    let _ = body.next().await;
-    drop(body);
+    leave_after_first_piece(chat(Some(ALICE_KEY), "stream", stream_body).await).await;
     seen
 }
 
@@ -85,35 +77,21 @@ async fn describe(response: reqwest::Response) -> String {
 
 async fn run(format: &str) {
     let mock = MockOpenRouter::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("orgate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"[server]
+    let config = ConfigFile::new(&format!(
+        r#"[server]
 max_body = "2KiB"
-[upstream]
-base_url = "{}"
-first_byte_timeout = "500ms"
+{}first_byte_timeout = "500ms"
 idle_timeout = "300ms"
 [policy]
 models.deny = ["*:free"]
-[[auth.keys]]
-id = "alice"
-hash = "{}"
-[[auth.keys]]
-id = "limited"
-hash = "{}"
-requests_per_minute = 1
+{}{}requests_per_minute = 1
 burst = 1
 "#,
-            mock.base_url,
-            orgate::auth::key_hash_field(ALICE_KEY),
-            orgate::auth::key_hash_field("sk-orgate-limited")
-        ),
-    )
-    .unwrap();
-    let mut command = serve_command(&config);
+        mock.upstream_toml(),
+        key_toml("alice", ALICE_KEY),
+        key_toml("limited", "sk-orgate-limited")
+    ));
+    let mut command = serve_command(&config.path);
     command
         .env("ORGATE_LOG", "trace")
         .env("ORGATE_LOG_FORMAT", format);
@@ -122,15 +100,8 @@ burst = 1
     } else {
         Served::start_pretty(&mut command).await
     };
-    let responses = exercise(&served.addr).await;
-    let metrics = http()
-        .get(format!("http://{}/metrics", served.addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let responses = exercise(&served).await;
+    let metrics = served.get("/metrics").fetch().await.text().await.unwrap();
     served.wait_for("request").await;
     served.terminate();
     let (code, log) = served.finish().await;
@@ -183,8 +154,7 @@ fn debug_output_of_config_and_state_redacts_keys() {
     let debug = format!("{config:?}");
     assert!(!debug.contains(UPSTREAM_KEY), "{debug}");
     assert!(debug.contains("[redacted]"));
-    let metrics = std::sync::Arc::new(orgate::metrics::Metrics::new());
-    let snapshot = orgate::state::Snapshot::build(config, &metrics).unwrap();
+    let snapshot = crate::common::internals::snapshot(config);
     let debug = format!("{snapshot:?}");
     assert!(
         !debug.contains(UPSTREAM_KEY) && !debug.contains(ALICE_KEY),

@@ -7,18 +7,26 @@ use crate::common::*;
 use futures_util::StreamExt;
 
 async fn start_stream(gw: &TestGateway, scenario: &str, delay_ms: u64) -> reqwest::Response {
-    let response = http()
-        .post(gw.url("/api/v1/chat/completions"))
-        .bearer_auth(ALICE_KEY)
-        .header("x-mock", scenario)
-        .header("x-mock-delay-ms", delay_ms.to_string())
-        .body(stream_body())
-        .send()
-        .await
-        .unwrap();
+    let response = gw
+        .openrouter_chat(ALICE_KEY)
+        .scenario(scenario)
+        .delay_ms(delay_ms)
+        .streaming()
+        .fetch()
+        .await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     response
+}
+
+/// A stream in `scenario` from a gateway of its own, read to the end: the mock (which knows
+/// what it sent), the generation id, and the bytes the client received.
+async fn read_stream(scenario: &str) -> (MockOpenRouter, String, Vec<u8>) {
+    let (mock, gw) = start_gateway().await;
+    let response = start_stream(&gw, scenario, 0).await;
+    let id = generation_id(&response);
+    let (received, _) = read_timed(response).await;
+    (mock, id, received)
 }
 
 /// Reads the whole body, noting when each piece arrived.
@@ -47,14 +55,7 @@ fn data_events(bytes: &[u8]) -> Vec<String> {
 
 #[tokio::test]
 async fn stream_bytes_reach_the_client_unchanged_comments_included() {
-    let mock = MockOpenRouter::start().await;
-    let gw = TestGateway::start(config_for(&mock)).await;
-    let response = start_stream(&gw, "stream", 0).await;
-    let id = response.headers()["x-generation-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let (received, _) = read_timed(response).await;
+    let (mock, id, received) = read_stream("stream").await;
     assert_eq!(received, mock.sent_stream(&id), "byte for byte");
     assert!(received.starts_with(b": OPENROUTER PROCESSING\n\n"));
     assert!(received.ends_with(b"data: [DONE]\n\n"));
@@ -62,8 +63,7 @@ async fn stream_bytes_reach_the_client_unchanged_comments_included() {
 
 #[tokio::test]
 async fn chunk_spacing_survives_the_gateway() {
-    let mock = MockOpenRouter::start().await;
-    let gw = TestGateway::start(config_for(&mock)).await;
+    let (_mock, gw) = start_gateway().await;
     // 7 events, 150 ms apart: buffered, they would arrive together at the end.
     let started = Instant::now();
     let response = start_stream(&gw, "stream", 150).await;
@@ -90,14 +90,7 @@ async fn chunk_spacing_survives_the_gateway() {
 
 #[tokio::test]
 async fn a_stream_cut_mid_way_ends_with_one_error_event() {
-    let mock = MockOpenRouter::start().await;
-    let gw = TestGateway::start(config_for(&mock)).await;
-    let response = start_stream(&gw, "stream-cut", 0).await;
-    let id = response.headers()["x-generation-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let (received, _) = read_timed(response).await;
+    let (mock, id, received) = read_stream("stream-cut").await;
     let sent = mock.sent_stream(&id);
     assert!(
         received.starts_with(&sent),
@@ -122,10 +115,7 @@ async fn a_stream_cut_mid_way_ends_with_one_error_event() {
 
 #[tokio::test]
 async fn a_stream_that_goes_quiet_ends_after_the_idle_timeout() {
-    let mock = MockOpenRouter::start().await;
-    let mut config = config_for(&mock);
-    config.upstream.idle_timeout = "300ms".parse().unwrap();
-    let gw = TestGateway::start(config).await;
+    let (mock, gw) = start_gateway_with(idle_timeout_300ms).await;
     let started = Instant::now();
     let response = start_stream(&gw, "stream-stall", 0).await;
     let (received, _) = read_timed(response).await;
@@ -147,9 +137,7 @@ async fn a_stream_that_goes_quiet_ends_after_the_idle_timeout() {
 
 #[tokio::test]
 async fn a_stream_that_ends_without_done_gets_an_error_event() {
-    let mock = MockOpenRouter::start().await;
-    let gw = TestGateway::start(config_for(&mock)).await;
-    let (received, _) = read_timed(start_stream(&gw, "stream-no-done", 0).await).await;
+    let (_, _, received) = read_stream("stream-no-done").await;
     let events = data_events(&received);
     let last: serde_json::Value = serde_json::from_str(events.last().unwrap()).unwrap();
     assert!(last["error"]["message"]
@@ -160,14 +148,7 @@ async fn a_stream_that_ends_without_done_gets_an_error_event() {
 
 #[tokio::test]
 async fn the_upstreams_own_error_event_passes_and_ends_the_stream() {
-    let mock = MockOpenRouter::start().await;
-    let gw = TestGateway::start(config_for(&mock)).await;
-    let response = start_stream(&gw, "stream-error", 0).await;
-    let id = response.headers()["x-generation-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let (received, _) = read_timed(response).await;
+    let (mock, id, received) = read_stream("stream-error").await;
     assert_eq!(
         received,
         mock.sent_stream(&id),
@@ -177,24 +158,10 @@ async fn the_upstreams_own_error_event_passes_and_ends_the_stream() {
 
 #[tokio::test]
 async fn a_client_that_leaves_cancels_the_upstream_stream() {
-    let mock = MockOpenRouter::start().await;
-    let gw = TestGateway::start(config_for(&mock)).await;
-    let response = gw
-        .chat(ALICE_KEY)
-        .header("x-mock", "stream")
-        .header("x-mock-chunks", "100")
-        .header("x-mock-delay-ms", "50")
-        .body(stream_body())
-        .send()
-        .await
-        .unwrap();
-    let id = response.headers()["x-generation-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let mut body = response.bytes_stream();
-    body.next().await.unwrap().unwrap();
-    drop(body);
+    let (mock, gw) = start_gateway().await;
+    let response = gw.stream(ALICE_KEY).paced(100, 50).fetch().await;
+    let id = generation_id(&response);
+    leave_after_first_piece(response).await;
     assert_eq!(
         mock.next_abandoned().await,
         id,
@@ -204,32 +171,11 @@ async fn a_client_that_leaves_cancels_the_upstream_stream() {
 
 #[tokio::test]
 async fn a_broken_stream_does_not_disturb_the_others() {
-    let mock = MockOpenRouter::start().await;
-    let gw = TestGateway::start(config_for(&mock)).await;
-    let healthy = tokio::spawn({
-        let url = gw.url("/v1/chat/completions");
-        async move {
-            let response = http()
-                .post(url)
-                .bearer_auth(BOB_KEY)
-                .header("x-mock", "stream")
-                .header("x-mock-delay-ms", "40")
-                .header("x-mock-chunks", "10")
-                .body(stream_body())
-                .send()
-                .await
-                .unwrap();
-            response.bytes().await.unwrap()
-        }
-    });
+    let (_mock, gw) = start_gateway().await;
+    let healthy = gw.stream(BOB_KEY).paced(10, 40).send();
+    let healthy = tokio::spawn(async move { healthy.await.unwrap().bytes().await.unwrap() });
     for scenario in ["stream-cut", "stream-no-done", "json-cut"] {
-        let response = gw
-            .chat(ALICE_KEY)
-            .header("x-mock", scenario)
-            .body(stream_body())
-            .send()
-            .await
-            .unwrap();
+        let response = gw.stream(ALICE_KEY).scenario(scenario).fetch().await;
         let _ = response.bytes().await;
     }
     let healthy = healthy.await.unwrap();
@@ -240,15 +186,8 @@ async fn a_broken_stream_does_not_disturb_the_others() {
 
 #[tokio::test]
 async fn a_json_body_cut_short_is_not_passed_off_as_complete() {
-    let mock = MockOpenRouter::start().await;
-    let gw = TestGateway::start(config_for(&mock)).await;
-    let response = gw
-        .chat(ALICE_KEY)
-        .header("x-mock", "json-cut")
-        .body(chat_body(MODEL))
-        .send()
-        .await
-        .unwrap();
+    let (_mock, gw) = start_gateway().await;
+    let response = gw.completion(ALICE_KEY).scenario("json-cut").fetch().await;
     assert_eq!(response.status(), 200);
     assert!(
         response.bytes().await.is_err(),

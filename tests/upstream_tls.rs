@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 use tokio_rustls::rustls;
 
 use crate::common::mock_openrouter::completion;
-use crate::common::process::{serve_command, Served};
+use crate::common::process::{key_toml, serve_command, ConfigFile, Served};
 use crate::common::*;
 
 /// How many requests the upstream holds until all have arrived.
@@ -130,41 +130,26 @@ async fn hold(
 #[tokio::test]
 async fn requests_in_flight_each_get_their_own_upstream_connection_over_tls() {
     let upstream = TlsUpstream::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca = dir.path().join("upstream-ca.pem");
-    std::fs::write(&ca, &upstream.cert_pem).unwrap();
-    let config = dir.path().join("orgate.toml");
     // One I/O thread: one upstream client, so every request would share one HTTP/2 connection.
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nworkers = 1\n[upstream]\nbase_url = \"https://127.0.0.1:{}/api/v1\"\nretries = 0\n\
-             [[auth.keys]]\nid = \"alice\"\nhash = \"{}\"\n",
-            upstream.port,
-            orgate::auth::key_hash_field(ALICE_KEY)
-        ),
-    )
-    .unwrap();
+    let config = ConfigFile::new(&format!(
+        "[server]\nworkers = 1\n[upstream]\nbase_url = \"https://127.0.0.1:{}/api/v1\"\nretries = 0\n{}",
+        upstream.port,
+        key_toml("alice", ALICE_KEY)
+    ));
+    let ca = config.beside("upstream-ca.pem", &upstream.cert_pem);
     // The gateway's TLS client trusts the test's certificate through SSL_CERT_FILE: the test
     // build's reqwest loads native roots too (the dev-dependency's features).
-    let mut command = serve_command(&config);
+    let mut command = serve_command(&config.path);
     command.env("SSL_CERT_FILE", &ca);
     let served = Served::start(&mut command).await;
 
-    let url = format!("http://{}/v1/chat/completions", served.addr);
     let send = |n: usize| {
-        let url = url.clone();
-        async move {
-            http()
-                .post(&url)
-                .bearer_auth(ALICE_KEY)
-                .body(format!(
-                    r#"{{"model":"{MODEL}","messages":[{{"role":"user","content":"{n}"}}]}}"#
-                ))
-                .send()
-                .await
-                .unwrap()
-        }
+        served
+            .chat(ALICE_KEY)
+            .body(format!(
+                r#"{{"model":"{MODEL}","messages":[{{"role":"user","content":"{n}"}}]}}"#
+            ))
+            .fetch()
     };
     let responses = tokio::time::timeout(
         Duration::from_secs(20),

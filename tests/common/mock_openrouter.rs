@@ -51,8 +51,23 @@ pub struct Recorded {
 }
 
 impl Recorded {
+    fn of(parts: &http::request::Parts, body: Bytes) -> Self {
+        Self {
+            method: parts.method.clone(),
+            path: parts.uri.path().to_owned(),
+            query: parts.uri.query().map(str::to_owned),
+            headers: parts.headers.clone(),
+            body,
+        }
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The token of `Authorization: Bearer <token>`.
+    pub fn bearer(&self) -> Option<&str> {
+        self.header("authorization")?.strip_prefix("Bearer ")
     }
 
     pub fn json(&self) -> serde_json::Value {
@@ -123,13 +138,14 @@ impl MockOpenRouter {
         }
     }
 
+    /// The `[upstream]` table of a config file, pointing at this mock.
+    pub fn upstream_toml(&self) -> String {
+        format!("[upstream]\nbase_url = \"{}\"\n", self.base_url)
+    }
+
     /// The next request the mock received, waiting up to 5 s.
     pub async fn next_request(&self) -> Recorded {
-        let mut rx = self.seen.lock().await;
-        tokio::time::timeout(Duration::from_secs(5), rx.recv())
-            .await
-            .expect("the mock received no request within 5s")
-            .expect("mock channel closed")
+        next(&self.seen, WAIT, "the mock received no request").await
     }
 
     /// Whether a request arrives within `wait` (for "nothing was forwarded" checks).
@@ -138,15 +154,17 @@ impl MockOpenRouter {
         tokio::time::timeout(wait, rx.recv()).await.ok().flatten()
     }
 
+    /// Whether no request arrives within `wait`: nothing was forwarded.
+    pub async fn forwarded_nothing(&self, wait: Duration) -> bool {
+        self.try_next_request(wait).await.is_none()
+    }
+
     /// The next request the gateway made on its own behalf other than the model list,
     /// waiting up to 10 s.
     pub async fn next_internal_request(&self) -> Recorded {
-        let mut rx = self.internal.lock().await;
         loop {
-            let recorded = tokio::time::timeout(Duration::from_secs(10), rx.recv())
-                .await
-                .expect("the gateway made no request of its own within 10s")
-                .expect("mock channel closed");
+            let own = "the gateway made no request of its own";
+            let recorded = next(&self.internal, 2 * WAIT, own).await;
             if !recorded.path.ends_with("/models") {
                 return recorded;
             }
@@ -155,11 +173,7 @@ impl MockOpenRouter {
 
     /// Waits up to 5 s for a stream to be abandoned by its reader; returns its generation id.
     pub async fn next_abandoned(&self) -> String {
-        let mut rx = self.abandoned.lock().await;
-        tokio::time::timeout(Duration::from_secs(5), rx.recv())
-            .await
-            .expect("no stream was abandoned within 5s")
-            .expect("mock channel closed")
+        next(&self.abandoned, WAIT, "no stream was abandoned").await
     }
 
     pub fn request_count(&self) -> usize {
@@ -178,6 +192,19 @@ impl MockOpenRouter {
     }
 }
 
+/// How long the mock's `next_*` wait for what a test expects to have happened.
+const WAIT: Duration = Duration::from_secs(5);
+
+/// The next message on one of the mock's channels, waiting up to `wait`; `none` says what did
+/// not happen.
+async fn next<T>(rx: &AsyncMutex<mpsc::UnboundedReceiver<T>>, wait: Duration, none: &str) -> T {
+    let mut rx = rx.lock().await;
+    tokio::time::timeout(wait, rx.recv())
+        .await
+        .unwrap_or_else(|_| panic!("{none} within {wait:?}"))
+        .expect("mock channel closed")
+}
+
 impl Drop for MockOpenRouter {
     fn drop(&mut self) {
         self.task.abort();
@@ -194,13 +221,7 @@ async fn handle(State(state): State<MockState>, request: Request) -> Response {
         .get("user-agent")
         .is_some_and(|ua| ua.as_bytes().starts_with(b"orgate/"));
     if own {
-        let _ = state.internal.send(Recorded {
-            method: parts.method.clone(),
-            path: parts.uri.path().to_owned(),
-            query: parts.uri.query().map(str::to_owned),
-            headers: parts.headers.clone(),
-            body: Bytes::new(),
-        });
+        let _ = state.internal.send(Recorded::of(&parts, Bytes::new()));
         if parts.uri.path().ends_with("/generation") {
             let id = parts
                 .uri
@@ -224,14 +245,7 @@ async fn handle(State(state): State<MockState>, request: Request) -> Response {
     let body = axum::body::to_bytes(body, usize::MAX)
         .await
         .unwrap_or_default();
-    let recorded = Recorded {
-        method: parts.method.clone(),
-        path: parts.uri.path().to_owned(),
-        query: parts.uri.query().map(str::to_owned),
-        headers: parts.headers.clone(),
-        body: body.clone(),
-    };
-    let _ = state.seen.send(recorded);
+    let _ = state.seen.send(Recorded::of(&parts, body.clone()));
     let header = |name: &str| {
         parts
             .headers

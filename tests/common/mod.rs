@@ -1,14 +1,32 @@
 //! Shared test support: the real gateway on an ephemeral port in front of the mock OpenRouter.
+//!
+//! - here: the keys, the config ([`config_for`] and its tweaks), [`TestGateway`] and
+//!   [`start_gateway_with`], the tools a test needs from the machine;
+//! - [`client`]: requests to a gateway (in-process or a child process) and what their answers
+//!   hold;
+//! - [`eventually`]: waiting, to a deadline, for what happens in the background;
+//! - [`mock_openrouter`]: the recording mock OpenRouter;
+//! - [`process`]: the `orgate` binary as a child process, and its config files;
+//! - [`internals`]: every way into the library past `orgate::serve`, for `src/` renames.
 
 #![allow(dead_code, unreachable_pub, unused_imports)]
 
+pub mod client;
+pub mod eventually;
+pub mod internals;
 pub mod mock_openrouter;
 pub mod process;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub use mock_openrouter::{MockOpenRouter, MODEL};
+pub use client::{
+    error_of, forwarded, generation_id, leave_after_first_piece, metric_value, retry_after,
+    Gateway, RequestExt, Streamed,
+};
+pub use eventually::{eventually, eventually_within};
+pub use internals::hash_field;
+pub use mock_openrouter::{MockOpenRouter, Recorded, MODEL};
 use orgate::config::{Config, KeyConfig};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -30,10 +48,49 @@ pub fn config_for(mock: &MockOpenRouter) -> Config {
     config
 }
 
+/// The mock, and a gateway in front of it as [`config_for`] sets it up.
+pub async fn start_gateway() -> (MockOpenRouter, TestGateway) {
+    start_gateway_with(|_| {}).await
+}
+
+/// The mock, and a gateway in front of it as [`config_for`] sets it up and `tweak` changes it.
+pub async fn start_gateway_with(tweak: impl FnOnce(&mut Config)) -> (MockOpenRouter, TestGateway) {
+    let mock = MockOpenRouter::start().await;
+    let mut config = config_for(&mock);
+    tweak(&mut config);
+    let gateway = TestGateway::start(config).await;
+    (mock, gateway)
+}
+
+/// A tweak for [`start_gateway_with`]: no response headers from the upstream within 300 ms
+/// is a 504.
+pub fn first_byte_timeout_300ms(config: &mut Config) {
+    config.upstream.first_byte_timeout = "300ms".parse().unwrap();
+}
+
+/// A tweak for [`start_gateway_with`]: no body bytes from the upstream for 300 ms ends the
+/// answer.
+pub fn idle_timeout_300ms(config: &mut Config) {
+    config.upstream.idle_timeout = "300ms".parse().unwrap();
+}
+
+/// The request rate of the keys without one of their own: `per_minute` requests a minute,
+/// `burst` of them at once.
+pub fn default_rate(config: &mut Config, per_minute: u64, burst: u64) {
+    config.limits.requests_per_minute = per_minute;
+    config.limits.burst = burst;
+}
+
+/// A key's own request rate: `per_minute` requests a minute, `burst` of them at once.
+pub fn key_rate(key: &mut KeyConfig, per_minute: u64, burst: u64) {
+    key.requests_per_minute = Some(per_minute);
+    key.burst = Some(burst);
+}
+
 pub fn key(id: &str, secret: &str) -> KeyConfig {
     KeyConfig {
         id: id.to_owned(),
-        hash: orgate::auth::key_hash_field(secret),
+        hash: hash_field(secret),
         ..KeyConfig::default()
     }
 }
@@ -67,27 +124,34 @@ impl TestGateway {
         }
     }
 
-    /// `POST /v1/chat/completions` as `key`, ready for more headers and a body.
-    pub fn chat(&self, key: &str) -> reqwest::RequestBuilder {
-        http()
-            .post(self.url("/v1/chat/completions"))
-            .bearer_auth(key)
-    }
-
-    /// The text of `GET /metrics`.
+    /// The text of `GET /metrics` (Prometheus text).
     pub async fn metrics_text(&self) -> String {
-        http()
-            .get(self.url("/metrics"))
-            .send()
-            .await
+        let response = self.get("/metrics").fetch().await;
+        assert_eq!(response.status(), 200);
+        assert!(response.headers()["content-type"]
+            .to_str()
             .unwrap()
-            .text()
-            .await
-            .unwrap()
+            .starts_with("text/plain"));
+        response.text().await.unwrap()
     }
 
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+    /// The value of one series in `GET /metrics` ([`metric_value`]).
+    pub async fn metric(&self, series: &str) -> f64 {
+        metric_value(&self.metrics_text().await, series)
+    }
+
+    /// Scrapes `/metrics` until `series` reaches `expected` (gauges move when bodies finish);
+    /// returns that scrape.
+    pub async fn metrics_when(&self, series: &str, expected: f64) -> String {
+        eventually(&format!("{series} to reach {expected}"), async || {
+            let text = self.metrics_text().await;
+            if metric_value(&text, series) == expected {
+                Ok(text)
+            } else {
+                Err(text)
+            }
+        })
+        .await
     }
 
     /// Hands the gateway a reloaded config (or a failed load), as SIGHUP would.
@@ -114,10 +178,45 @@ impl TestGateway {
     }
 }
 
+impl Gateway for TestGateway {
+    fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
 impl Drop for TestGateway {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Whether a tool a test needs from the machine is there: `check` runs it and succeeds
+/// (`redis-server --version`). Without it the test is skipped, loudly (`SKIPPED:` on stderr),
+/// except under CI (`CI` set), where it fails: CI must install `what`.
+pub fn tool_present(check: &mut std::process::Command, what: &str) -> bool {
+    let present = check
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !present {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{what} is not installed, and CI is set: CI must install it"
+        );
+        eprintln!("SKIPPED: {what} is not installed");
+    }
+    present
+}
+
+/// A loopback port nobody listens on (bound, noted, released): for an upstream that refuses,
+/// or a server the test starts itself on a port it must know.
+pub fn unused_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A plain HTTP client (no redirects, no pooling surprises).
@@ -136,39 +235,4 @@ pub fn stream_body() -> String {
 
 pub fn chat_body(model: &str) -> String {
     format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"Hi"}}]}}"#)
-}
-
-/// A response's `Retry-After`, in whole seconds.
-pub fn retry_after(response: &reqwest::Response) -> u64 {
-    response.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
-/// Parses an OpenRouter-shaped error and returns (code, message).
-pub async fn error_of(response: reqwest::Response) -> (u16, String) {
-    let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_owned());
-    assert_eq!(
-        content_type.as_deref(),
-        Some("application/json"),
-        "errors are JSON"
-    );
-    let body: serde_json::Value = response.json().await.expect("error body is JSON");
-    assert_eq!(
-        body["error"]["code"], status,
-        "error.code equals the status: {body}"
-    );
-    (
-        status,
-        body["error"]["message"]
-            .as_str()
-            .expect("error.message")
-            .to_owned(),
-    )
 }

@@ -1,5 +1,7 @@
-//! The `orgate` binary as a child process, with its stderr (JSON logs) collected by line.
+//! The `orgate` binary as a child process, with its stderr (JSON logs) collected by line, and
+//! the config files it reads.
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -21,12 +23,63 @@ pub fn serve_command(config: &std::path::Path) -> tokio::process::Command {
     command
 }
 
+/// A config file (`orgate.toml`) in a temporary directory of its own, with room beside it for
+/// the files a config names (a secret, a certificate).
+pub struct ConfigFile {
+    dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+impl ConfigFile {
+    pub fn new(toml: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("orgate.toml");
+        std::fs::write(&path, toml).unwrap();
+        Self { dir, path }
+    }
+
+    /// Replaces the config's text (a reload reads it again).
+    pub fn rewrite(&self, toml: &str) {
+        std::fs::write(&self.path, toml).unwrap();
+    }
+
+    /// Writes `name` beside the config; returns its path.
+    pub fn beside(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+
+    /// The upstream key as a Docker secret file, beside the config.
+    pub fn upstream_key_file(&self) -> PathBuf {
+        self.beside("openrouter_api_key", &format!("{}\n", super::UPSTREAM_KEY))
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// An `[[auth.keys]]` entry for `id`, with the hash of the client key `secret`.
+pub fn key_toml(id: &str, secret: &str) -> String {
+    format!(
+        "[[auth.keys]]\nid = \"{id}\"\nhash = \"{}\"\n",
+        super::hash_field(secret)
+    )
+}
+
 /// A running `orgate serve` child with its stderr (JSON logs) collected line by line.
 pub struct Served {
     child: tokio::process::Child,
     lines: mpsc::UnboundedReceiver<String>,
     log: Vec<String>,
     pub addr: String,
+}
+
+impl super::Gateway for Served {
+    fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
 }
 
 impl Served {
@@ -93,29 +146,25 @@ impl Served {
         }
     }
 
+    /// `SIGHUP`: reload the config.
     pub fn hup(&self) {
-        let pid = self.child.id().unwrap().to_string();
-        assert!(Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success());
+        self.signal("-HUP");
     }
 
     /// `kill -9`: no shutdown, no cleanup, as a crashed replica.
     pub fn kill(&self) {
-        let pid = self.child.id().unwrap().to_string();
-        assert!(Command::new("kill")
-            .args(["-KILL", &pid])
-            .status()
-            .unwrap()
-            .success());
+        self.signal("-KILL");
     }
 
+    /// `SIGTERM`: a graceful shutdown.
     pub fn terminate(&self) {
+        self.signal("-TERM");
+    }
+
+    fn signal(&self, signal: &str) {
         let pid = self.child.id().unwrap().to_string();
         assert!(Command::new("kill")
-            .args(["-TERM", &pid])
+            .args([signal, &pid])
             .status()
             .unwrap()
             .success());
