@@ -136,3 +136,13 @@ async fn a_reload_keeps_the_upstream_pools_unless_upstream_settings_change() {
     let third = rebuild(new_upstream, &second);
     assert!(!same_upstream(&second, &third));
 }
+
+#[tokio::test]
+async fn the_model_list_is_learnt_again_from_the_upstream_a_reload_names() {
+    let (first, gw) = start_gateway().await;
+    first.next_model_list_request().await;
+    let second = MockOpenRouter::start().await;
+    gw.reload(Ok(config_for(&second))).await;
+    let asked = second.next_model_list_request().await;
+    assert_eq!(asked.bearer(), Some(UPSTREAM_KEY));
+}

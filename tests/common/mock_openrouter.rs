@@ -162,10 +162,19 @@ impl MockOpenRouter {
     /// The next request the gateway made on its own behalf other than the model list,
     /// waiting up to 10 s.
     pub async fn next_internal_request(&self) -> Recorded {
+        self.next_own(false).await
+    }
+
+    /// The next time the gateway asked for the model list, waiting up to 10 s.
+    pub async fn next_model_list_request(&self) -> Recorded {
+        self.next_own(true).await
+    }
+
+    async fn next_own(&self, model_list: bool) -> Recorded {
         loop {
-            let own = "the gateway made no request of its own";
+            let own = "the gateway made no such request of its own";
             let recorded = next(&self.internal, 2 * WAIT, own).await;
-            if !recorded.path.ends_with("/models") {
+            if recorded.path.ends_with("/models") == model_list {
                 return recorded;
             }
         }
