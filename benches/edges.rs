@@ -7,8 +7,8 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use http::{HeaderMap, HeaderValue};
 use orgate::config::{Config, KeyConfig};
-use orgate::sse::SseScanner;
-use orgate::state::Snapshot;
+use orgate::internals::Snapshot;
+use orgate::internals::SseScanner;
 use std::hint::black_box;
 
 const KEYS: usize = 256;
@@ -25,11 +25,11 @@ fn snapshot() -> Snapshot {
     config.auth.keys = (0..KEYS)
         .map(|i| KeyConfig {
             id: format!("key-{i}"),
-            hash: orgate::auth::key_hash_field(&key(i)),
+            hash: orgate::key_hash_field(&key(i)),
             ..KeyConfig::default()
         })
         .collect();
-    let metrics = Arc::new(orgate::metrics::Metrics::new());
+    let metrics = Arc::new(orgate::internals::Metrics::new());
     Snapshot::build(config, &metrics).expect("the bench config builds")
 }
 

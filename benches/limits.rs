@@ -12,13 +12,13 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use futures_util::FutureExt;
 use http::HeaderMap;
 use orgate::config::{Config, KeyConfig, LimitsConfig};
-use orgate::limits::Limits;
+use orgate::internals::Limits;
 
 const KEYS: usize = 64;
 
 /// Every limit on, none of them reached in a benchmark run.
-fn metrics() -> Arc<orgate::metrics::Metrics> {
-    Arc::new(orgate::metrics::Metrics::new())
+fn metrics() -> Arc<orgate::internals::Metrics> {
+    Arc::new(orgate::internals::Metrics::new())
 }
 
 fn config() -> Config {
@@ -69,7 +69,7 @@ fn single_thread(c: &mut Criterion) {
         });
         group.bench_function("format-reset-only", |b| {
             b.iter(|| {
-                orgate::limits::format_reset(std::hint::black_box(Duration::from_millis(1500)))
+                orgate::internals::format_reset(std::hint::black_box(Duration::from_millis(1500)))
             });
         });
     }

@@ -7,10 +7,10 @@ use std::hint::black_box;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use orgate::chat_request::ChatRequest;
 use orgate::config::parse_toml;
-use orgate::policy::CompiledPolicy;
-use orgate::upstream::OutgoingBody;
+use orgate::internals::ChatRequest;
+use orgate::internals::CompiledPolicy;
+use orgate::internals::OutgoingBody;
 use serde_json::json;
 
 const POLICY: &str = r#"

@@ -80,7 +80,7 @@ fn presented_key(headers: &HeaderMap) -> Option<&[u8]> {
 }
 
 /// SHA-256 of a client key.
-pub fn hash_key(key: &[u8]) -> [u8; 32] {
+pub(crate) fn hash_key(key: &[u8]) -> [u8; 32] {
     Sha256::digest(key).into()
 }
 
@@ -90,7 +90,7 @@ pub fn key_hash_field(key: &str) -> String {
 }
 
 /// A new random client key with `prefix`: 32 bytes of entropy, hex-encoded.
-pub fn generate_key(prefix: &str) -> Result<String, getrandom::Error> {
+pub(crate) fn generate_key(prefix: &str) -> Result<String, getrandom::Error> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes)?;
     Ok(format!("{prefix}{}", hex::encode(bytes)))

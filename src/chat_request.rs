@@ -292,7 +292,7 @@ fn line_column(body: &[u8], offset: usize) -> (usize, usize) {
 }
 
 /// The JSON type of a raw value, for error messages.
-pub fn json_type(raw: &str) -> &'static str {
+pub(crate) fn json_type(raw: &str) -> &'static str {
     match raw.as_bytes().first() {
         Some(b'"') => "a string",
         Some(b'{') => "an object",

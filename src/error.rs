@@ -155,18 +155,18 @@ impl IntoResponse for GatewayError {
 
 /// `Retry-After` in whole seconds, rounded up and never 0 (a client retrying at once would be
 /// refused again).
-pub fn retry_after_secs(wait: Duration) -> u64 {
+pub(crate) fn retry_after_secs(wait: Duration) -> u64 {
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     secs.max(1)
 }
 
 /// Response extension: the kind of the gateway error this response carries.
 #[derive(Debug, Clone, Copy)]
-pub struct ErrorKind(pub &'static str);
+pub(crate) struct ErrorKind(pub &'static str);
 
 /// Response extension: detail for the log that the client is not shown.
 #[derive(Debug, Clone)]
-pub struct ErrorDetail(pub String);
+pub(crate) struct ErrorDetail(pub String);
 
 #[cfg(test)]
 mod tests {

@@ -75,7 +75,7 @@ pub fn object<'a>(
 /// The text of a JSON string value (`raw` with its quotes): borrowed when it has no escapes
 /// (nearly always), else unescaped by serde_json; `None` for any other JSON value, or a string
 /// that does not decode (a lone surrogate escape cannot be text).
-pub fn string_text(raw: &str) -> Option<Cow<'_, str>> {
+pub(crate) fn string_text(raw: &str) -> Option<Cow<'_, str>> {
     match raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
         Some(inner) if !inner.contains('\\') => Some(Cow::Borrowed(inner)),
         _ => serde_json::from_str::<String>(raw).ok().map(Cow::Owned),

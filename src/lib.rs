@@ -4,56 +4,89 @@
 //! provider policy, injects the upstream OpenRouter key and forwards, passing streams through
 //! byte for byte.
 //!
+//! The public surface is small: [`serve`] (and [`serve_with_reloads`]) with a [`Config`], the
+//! [`config`] schema, the [`cli`] the binary runs, and [`router`]/[`app`] over an [`AppState`]
+//! for tests that drive the routes without a listener. `internals` is for the benchmarks and
+//! fuzz targets only.
+//!
 //! # Layout
-//! - [`server`]: `serve(config, listener, shutdown)`, the router and its layer stack;
-//!   [`workers`]: the I/O threads that serve the connections it accepts.
+//! A request's path, top to bottom (arrows point down only; `ARCHITECTURE.md` has the picture):
+//! - `server`: the accept loop, the route table and the layer stack; `workers`: the I/O threads
+//!   that serve the connections it accepts; `telemetry`: log setup and the access log.
+//! - `proxy`: the pipeline every door runs, written once (admit, read, policy, forward), and
+//!   the header and path rules.
+//! - `gate`: admission (client key, limits) and the request's home, its `RequestContext`, which
+//!   owns the concurrency slot; accounting, which charges what a response used.
+//! - `upstream`: the pooled client, the outgoing body, retries before the first byte.
+//! - `stream`: the response body wrapper: bytes passed on unbuffered, SSE peeked at, broken
+//!   streams ended cleanly, what it saw reported to a listener.
+//! - `state`: the `Snapshot` every request reads, built once from the config; `models`:
+//!   learning the upstream's model ids for metric labels.
+//! - `auth`: client keys, stored hashed, looked up by digest.
+//! - `limits`: per-key request rate, concurrency, tokens and spend; memory and Redis backends.
+//! - `policy`: the org's rules on models and providers; pure, and explainable.
+//! - `chat_request`: the chat body, parsed once, `messages` left raw; `json_scan`: where its
+//!   values end, found faster than serde_json finds them and checked as strictly; `sse`: the
+//!   incremental SSE scanner; `usage`: what a response reports it used. All pure.
 //! - [`config`]: the TOML schema, loading (file, `ORGATE_*`, `NAME_FILE` secrets), validation.
-//! - [`state`]: the [`Snapshot`](state::Snapshot) every request reads, built once from config.
-//! - [`auth`]: client keys (hashed, constant-time) and the API layer (`admit`), which
-//!   authenticates and then asks [`limits`] in one step.
-//! - [`limits`]: per-key request rate, concurrency, tokens and spend, and the per-request check.
-//! - [`policy`]: the org's rules on models and providers; pure, and explainable.
-//! - [`metrics`]: every Prometheus series; [`models`]: learning model ids for labels.
-//! - [`usage`]: what a response reports it used.
-//! - [`chat_request`]: the chat body, parsed once, `messages` left raw; [`json_scan`]: where
-//!   its values end, found faster than serde_json finds them and checked as strictly.
-//! - [`proxy`]: the chat handler, the pass-through, upstream client, header and path rules.
-//! - [`stream`]: the response body wrapper: unbuffered, watches SSE, ends broken streams cleanly.
-//! - [`sse`]: the incremental SSE scanner (pure).
-//! - [`error`]: `GatewayError`, the one way gateway errors become responses.
-//! - [`telemetry`]: log setup and the access log; [`shutdown`]: signals.
-//! - [`secret`]: `Secret<T>`, never printed; [`cli`]: the commands.
+//! - `metrics`: every Prometheus series; `error`: `GatewayError`, the one way gateway errors
+//!   become responses; `secret`: `Secret<T>`, never printed; `shutdown`: signals; `memory`:
+//!   the allocator's settings; [`cli`]: the commands.
 #![deny(unsafe_code)]
 #![cfg_attr(
     not(test),
     warn(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)
 )]
 
-pub mod auth;
-pub mod chat_request;
+mod auth;
+mod chat_request;
 #[allow(clippy::print_stdout)]
 pub mod cli;
 pub mod config;
-pub mod error;
-pub mod gate;
-pub mod json_scan;
-pub mod limits;
-pub mod memory;
-pub mod metrics;
-pub mod models;
-pub mod policy;
-pub mod proxy;
-pub mod secret;
-pub mod server;
-pub mod shutdown;
-pub mod sse;
-pub mod state;
-pub mod stream;
-pub mod telemetry;
-pub mod upstream;
-pub mod usage;
-pub mod workers;
+mod error;
+mod gate;
+mod json_scan;
+mod limits;
+mod memory;
+mod metrics;
+mod models;
+mod policy;
+mod proxy;
+mod secret;
+mod server;
+mod shutdown;
+mod sse;
+mod state;
+mod stream;
+mod telemetry;
+mod upstream;
+mod usage;
+mod workers;
 
+pub use auth::key_hash_field;
 pub use config::Config;
 pub use server::{app, router, serve, serve_with_reloads, ReloadRequest};
-pub use state::StartupError;
+pub use state::{AppState, StartupError};
+
+/// What the benchmarks, the fuzz targets and the tests' one internals file reach into: the
+/// pure pieces and the state a config builds. Not an interface; names here change freely.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::auth::KeyStore;
+    pub use crate::chat_request::ChatRequest;
+    pub use crate::limits::{format_reset, Limits};
+    pub use crate::metrics::Metrics;
+    pub use crate::policy::CompiledPolicy;
+    pub use crate::proxy::api_suffix;
+    pub use crate::server::connection_builder;
+    pub use crate::sse::{SseScanner, MAX_EVENT_DATA};
+    pub use crate::state::Snapshot;
+    pub use crate::upstream::{OutgoingBody, Upstream};
+    pub use crate::usage::{ResponseSummary, Usage};
+    pub use crate::workers::{PerThread, Workers};
+
+    /// The chat body's scanner, which the fuzz target holds to serde_json.
+    pub mod json_scan {
+        pub use crate::json_scan::{members_by_serde, object, Refused, MAX_DEPTH};
+    }
+}

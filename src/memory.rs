@@ -10,14 +10,14 @@
 //! come from them.
 
 /// Free memory a heap keeps at its top before it gives the rest back to the kernel.
-pub const TRIM_THRESHOLD: usize = 32 << 20;
+pub(crate) const TRIM_THRESHOLD: usize = 32 << 20;
 /// Blocks at least this large get a mapping of their own. Setting one threshold fixes the
 /// other, so this is glibc's own ceiling for its moving one.
-pub const MMAP_THRESHOLD: usize = 32 << 20;
+pub(crate) const MMAP_THRESHOLD: usize = 32 << 20;
 
 /// Applies the settings above, once, at start. Whether the allocator took them: false where
 /// it is not glibc's, which has its own ways.
-pub fn keep_large_buffers() -> bool {
+pub(crate) fn keep_large_buffers() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     return set_glibc_thresholds();
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]

@@ -12,7 +12,7 @@ const REFRESH: Duration = Duration::from_secs(3600);
 /// Fetches `GET /models` at start-up (retrying with a growing pause: the upstream may not be
 /// reachable yet), then hourly and after every reload (which may point at another upstream),
 /// each time from the snapshot current then, and teaches the metrics the ids it lists.
-pub async fn learn_upstream_models(state: AppState) {
+pub(crate) async fn learn_upstream_models(state: AppState) {
     let mut delay = Duration::from_secs(1);
     loop {
         match fetch_model_ids(&state.snapshot(), &state).await {

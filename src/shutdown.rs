@@ -1,7 +1,7 @@
 //! Signals: SIGTERM and SIGINT start a graceful shutdown; SIGHUP asks for a config reload.
 
 /// Calls `on_hup` on every SIGHUP until the process ends (a no-op where there are no signals).
-pub async fn on_sighup(mut on_hup: impl FnMut()) {
+pub(crate) async fn on_sighup(mut on_hup: impl FnMut()) {
     #[cfg(unix)]
     {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -19,7 +19,7 @@ pub async fn on_sighup(mut on_hup: impl FnMut()) {
 }
 
 /// Completes on the first SIGTERM or SIGINT (Ctrl-C).
-pub async fn signal() {
+pub(crate) async fn signal() {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;

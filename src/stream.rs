@@ -32,7 +32,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What the gateway learnt from an event stream as it passed.
 #[derive(Debug, Default)]
-pub struct StreamFacts {
+pub(crate) struct StreamFacts {
     /// The generation id (`gen-…`) from the first chunk.
     pub generation_id: Option<String>,
     pub model: Option<String>,
@@ -111,7 +111,7 @@ fn observe_event(facts: &mut StreamFacts, data: &[u8]) {
 
 /// Who hears what a response body shows as it passes. The body only peeks and reports; what it
 /// means (charges, metrics, the provider check, a settlement) is the listener's business.
-pub trait BodyListener: Send + Unpin + 'static {
+pub(crate) trait BodyListener: Send + Unpin + 'static {
     /// The response reported what it used; `model` is the model the response names, if any.
     fn usage(&mut self, usage: &Usage, model: Option<&str>);
     /// The provider that served the response, as the upstream reports it (once per body).
@@ -152,7 +152,7 @@ enum Phase {
 }
 
 /// The upstream's body, wrapped: `B` is the upstream client's body, `L` hears what passes.
-pub struct UpstreamBody<B, L>
+pub(crate) struct UpstreamBody<B, L>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: std::error::Error + 'static,
@@ -193,7 +193,7 @@ where
     L: BodyListener,
 {
     /// `kind` decides what is watched: an event stream's events, or a JSON body's usage.
-    pub fn new(inner: B, kind: BodyKind, idle_timeout: Duration, listener: L) -> Self {
+    pub(crate) fn new(inner: B, kind: BodyKind, idle_timeout: Duration, listener: L) -> Self {
         let now = Instant::now();
         Self {
             inner,
@@ -350,7 +350,7 @@ where
 
 /// What a response body watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyKind {
+pub(crate) enum BodyKind {
     /// `text/event-stream`: events are scanned as they pass.
     EventStream,
     /// A JSON answer whose usage is wanted: copied aside to read it at the end.

@@ -31,7 +31,7 @@ use crate::metrics::Metrics;
 /// Sets up the global subscriber: filter from `ORGATE_LOG` (default `info`), format from
 /// `ORGATE_LOG_FORMAT` (`json`, or `pretty`, the default on a terminal). Logs go to stderr so
 /// that stdout stays clean for command output.
-pub fn init(filter: Option<&str>, format: Option<&str>) -> Result<(), String> {
+pub(crate) fn init(filter: Option<&str>, format: Option<&str>) -> Result<(), String> {
     let filter =
         EnvFilter::try_new(filter.unwrap_or("info")).map_err(|e| format!("ORGATE_LOG: {e}"))?;
     let builder = tracing_subscriber::fmt()
@@ -75,13 +75,13 @@ static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// and keep the id in request and response extensions, allocations the request pays for
 /// (BENCHMARKS.md), and the access log would still need its own body wrapper.
 #[derive(Debug, Clone)]
-pub struct AccessLogLayer {
+pub(crate) struct AccessLogLayer {
     metrics: Arc<Metrics>,
     ids: NewRequestId,
 }
 
 impl AccessLogLayer {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
         Self {
             metrics,
             ids: NewRequestId::default(),
@@ -103,7 +103,7 @@ impl<S> tower::Layer<S> for AccessLogLayer {
 
 /// See [`AccessLogLayer`].
 #[derive(Debug, Clone)]
-pub struct AccessLog<S> {
+pub(crate) struct AccessLog<S> {
     inner: S,
     metrics: Arc<Metrics>,
     ids: NewRequestId,
@@ -158,7 +158,7 @@ where
 
 pin_project_lite::pin_project! {
     /// The router's future, then the response with its id and its logged body.
-    pub struct AccessLogFuture<F> {
+    pub(crate) struct AccessLogFuture<F> {
         #[pin]
         inner: Instrumented<F>,
         open: Option<RequestRecord>,
@@ -326,7 +326,7 @@ fn route_label(path: &str) -> &'static str {
 }
 
 /// A response body that counts bytes and marks the record complete at its end.
-pub struct LoggedBody {
+pub(crate) struct LoggedBody {
     inner: Body,
     record: AccessRecord,
 }

@@ -101,7 +101,7 @@ fn text(raw: Option<&RawValue>) -> Option<Cow<'_, str>> {
 
 /// A stand-in for the tokens of a stream that ended without usage: about four bytes a token,
 /// rounded up, so a stream is never free.
-pub fn estimate_tokens(streamed_bytes: usize) -> u64 {
+pub(crate) fn estimate_tokens(streamed_bytes: usize) -> u64 {
     u64::try_from(streamed_bytes.div_ceil(4)).unwrap_or(u64::MAX)
 }
 

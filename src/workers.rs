@@ -22,13 +22,13 @@ thread_local! {
 }
 
 /// The index of the I/O thread running this code, or `None` outside them (the acceptor, tests).
-pub fn current() -> Option<usize> {
+pub(crate) fn current() -> Option<usize> {
     CURRENT.with(Cell::get)
 }
 
 /// Work for an I/O thread: called on that thread, inside its runtime (so sockets it registers
 /// belong to that thread's reactor); the future it returns is spawned there.
-pub type Job = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+pub(crate) type Job = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
 /// The running I/O threads. Dropping this closes their queues: each thread then drops its
 /// runtime, cutting whatever is still open on it, and exits.

@@ -6,7 +6,7 @@
 //! same hyper server connection, the body gathered as orgate gathers a chat body, and the
 //! request sent on with nothing else done: no auth, no limits, no JSON, no metrics, no log.
 //! The response streams back as it comes. `--client reqwest` sends with orgate's own upstream
-//! (`orgate::upstream::Upstream`: its reqwest clients and URLs); `--client hyper` with
+//! (`orgate::internals::Upstream`: its reqwest clients and URLs); `--client hyper` with
 //! hyper-util's pooled client directly, which is what reqwest wraps. Whatever orgate costs
 //! above the first is its own work; the gap between the two is reqwest's.
 
@@ -27,8 +27,8 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use orgate::config::{ServerConfig, UpstreamConfig};
-use orgate::upstream::Upstream;
-use orgate::workers::{PerThread, Workers};
+use orgate::internals::Upstream;
+use orgate::internals::{PerThread, Workers};
 
 use crate::procs;
 
@@ -101,7 +101,7 @@ async fn serve(floor: Arc<Floor>, server: &ServerConfig) -> std::io::Result<()> 
     let mut out = std::io::stdout();
     writeln!(out, "{}", listener.local_addr()?.port())?;
     out.flush()?;
-    let http = orgate::server::connection_builder(server);
+    let http = orgate::internals::connection_builder(server);
     let workers = Workers::start(server.io_threads())?;
     loop {
         let (stream, _) = listener.accept().await?;

@@ -13,9 +13,9 @@ use std::sync::OnceLock;
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use orgate::chat_request::ChatRequest;
+use orgate::internals::ChatRequest;
 use orgate::config::parse_toml;
-use orgate::policy::CompiledPolicy;
+use orgate::internals::CompiledPolicy;
 
 /// `[policy]` (and a named policy layered on it) in the shapes the tests and docs use.
 const POLICIES: &[(&str, Option<&str>)] = &[

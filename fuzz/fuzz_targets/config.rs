@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use orgate::config::{parse_toml, validate};
-use orgate::policy::CompiledPolicy;
+use orgate::internals::CompiledPolicy;
 
 fuzz_target!(|bytes: &[u8]| {
     let Ok(text) = std::str::from_utf8(bytes) else {

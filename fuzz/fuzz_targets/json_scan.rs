@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use orgate::json_scan::{self, Refused, MAX_DEPTH};
+use orgate::internals::json_scan::{self, Refused, MAX_DEPTH};
 
 fuzz_target!(|bytes: &[u8]| {
     // The body's UTF-8 is checked before the scanner runs.

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use orgate::proxy::api_suffix;
+use orgate::internals::api_suffix;
 
 const BASE: &str = "https://up.example/api/v1";
 

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use orgate::sse::{SseScanner, MAX_EVENT_DATA};
+use orgate::internals::{SseScanner, MAX_EVENT_DATA};
 
 /// What the scanner reports for `chunks`, and whether it ends at a line start / event boundary.
 fn scan<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> (Vec<Vec<u8>>, bool, bool) {

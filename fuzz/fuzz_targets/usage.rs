@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use orgate::usage::{ResponseSummary, Usage};
+use orgate::internals::{ResponseSummary, Usage};
 use serde_json::Value;
 
 fuzz_target!(|bytes: &[u8]| {

@@ -20,7 +20,7 @@ use crate::usage::Usage;
 
 /// What a door asks of the accounting of its responses.
 #[derive(Debug, Default)]
-pub struct Charging {
+pub(crate) struct Charging {
     /// Charge the response to the key's account, and settle it when it reports no usage:
     /// `Some(the request's size in tokens, roughly)`, the estimate's share for the prompt.
     pub billed: Option<u64>,
@@ -30,7 +30,7 @@ pub struct Charging {
 
 /// Hears one response body; see the module doc.
 #[derive(Debug)]
-pub struct Accounting {
+pub(crate) struct Accounting {
     ctx: Arc<RequestContext>,
     /// Present while the response is charged: only a successful answer of a billed door is.
     bill: Option<Bill>,
@@ -52,7 +52,7 @@ struct Bill {
 impl Accounting {
     /// The accounting of the response `status`/`headers` to `ctx`'s request; `event_stream`
     /// says whether its body is one.
-    pub fn new(
+    pub(crate) fn new(
         ctx: Arc<RequestContext>,
         status: StatusCode,
         headers: &HeaderMap,

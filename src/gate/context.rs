@@ -20,7 +20,7 @@ use crate::state::Snapshot;
 
 /// Which way a request came in: its `route` label, and (soon) what differs between doors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Door {
+pub(crate) enum Door {
     /// `POST /chat/completions`.
     Chat,
     /// Any other path under the API prefixes, forwarded as it is.
@@ -29,7 +29,7 @@ pub enum Door {
 
 impl Door {
     /// The door a path under `/api/v1` or `/v1` leads to; `None` outside the API prefixes.
-    pub fn of_path(path: &str) -> Option<Door> {
+    pub(crate) fn of_path(path: &str) -> Option<Door> {
         let suffix = path
             .strip_prefix("/api/v1")
             .or_else(|| path.strip_prefix("/v1"))?;
@@ -41,7 +41,7 @@ impl Door {
     }
 
     /// The `route` label of its metrics and access-log lines.
-    pub fn route(self) -> &'static str {
+    pub(crate) fn route(self) -> &'static str {
         match self {
             Door::Chat => "chat",
             Door::Passthrough => "passthrough",
@@ -51,7 +51,7 @@ impl Door {
 
 /// One admitted request (or one refused by a limit, which holds no permit).
 #[derive(Debug)]
-pub struct RequestContext {
+pub(crate) struct RequestContext {
     /// When the gate saw the request: the gateway's own time is counted from here.
     pub started: Instant,
     /// `x-request-id` as it goes upstream: the client's, or the one the access log gave it.
@@ -109,18 +109,18 @@ impl RequestContext {
     }
 
     /// The key id: safe for logs and metrics.
-    pub fn key(&self) -> &Arc<str> {
+    pub(crate) fn key(&self) -> &Arc<str> {
         &self.client.id
     }
 
     /// `response`, answered for this request: see [`respond_shared`](Self::respond_shared).
-    pub fn respond(self, response: Response) -> Response {
+    pub(crate) fn respond(self, response: Response) -> Response {
         Arc::new(self).respond_shared(response)
     }
 
     /// `response` with the rate-limit headers and the context itself, for the access log. The
     /// context lives on with whoever else holds it (a response body that is still streaming).
-    pub fn respond_shared(self: Arc<Self>, mut response: Response) -> Response {
+    pub(crate) fn respond_shared(self: Arc<Self>, mut response: Response) -> Response {
         self.rate_limit_headers.write_to(response.headers_mut());
         response.extensions_mut().insert(self);
         response

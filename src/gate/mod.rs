@@ -18,8 +18,8 @@ mod settlement;
 use axum::response::{IntoResponse, Response};
 use http::HeaderMap;
 
-pub use accounting::{Accounting, Charging};
-pub use context::{Door, RequestContext};
+pub(crate) use accounting::{Accounting, Charging};
+pub(crate) use context::{Door, RequestContext};
 
 use crate::error::GatewayError;
 use crate::limits::LimitKind;
@@ -28,7 +28,7 @@ use crate::state::AppState;
 /// Admits a request that came through `door` with `headers`, or answers it: 503 while shutting
 /// down, 401 without a known key, 429 (or 503) when a limit refuses. The context a refusal by a
 /// limit was built with travels with its response, so the access log names the key.
-pub async fn admit(
+pub(crate) async fn admit(
     state: &AppState,
     headers: &HeaderMap,
     door: Door,

@@ -40,5 +40,5 @@ pub(crate) trait LimitBackend: Send + Sync + fmt::Debug {
 /// [`Ready`], no allocation), [`Either::Right`] when it waits for a shared store's round trip.
 /// A caller that knows its backend answers at once can take the answer with
 /// [`FutureExt::now_or_never`](futures_util::FutureExt::now_or_never).
-pub type CheckFuture<'a> =
+pub(crate) type CheckFuture<'a> =
     Either<Ready<Result<Admission, Refusal>>, BoxFuture<'a, Result<Admission, Refusal>>>;

@@ -34,10 +34,12 @@ use std::sync::Arc;
 use crate::config::{Config, LimitsBackend};
 use crate::metrics::Metrics;
 
-pub use admission::{Admission, LimitKind, Permit, Refusal};
-pub use backend::CheckFuture;
-pub use headers::{format_reset, LimitStatus, RateLimitHeaders};
-pub use tokens::UsageAccount;
+pub use headers::format_reset;
+
+pub(crate) use admission::{Admission, LimitKind, Permit};
+pub(crate) use backend::CheckFuture;
+pub(crate) use headers::RateLimitHeaders;
+pub(crate) use tokens::UsageAccount;
 
 use backend::LimitBackend;
 use memory::MemoryBackend;

@@ -8,6 +8,7 @@ use futures_util::FutureExt;
 use governor::clock::FakeRelativeClock;
 use http::HeaderMap;
 
+use super::admission::Refusal;
 use super::*;
 use crate::config::{KeyConfig, LimitsConfig, ANONYMOUS};
 

@@ -41,7 +41,7 @@ const X_OPENROUTER_TITLE: HeaderName = HeaderName::from_static("x-openrouter-tit
 const X_TITLE: HeaderName = HeaderName::from_static("x-title");
 
 /// The headers to send upstream for a client's request.
-pub fn upstream_request_headers(
+pub(crate) fn upstream_request_headers(
     client: &HeaderMap,
     upstream_auth: &HeaderValue,
     upstream: &Upstream,
@@ -74,7 +74,7 @@ pub fn upstream_request_headers(
 
 /// The upstream's response headers as the client gets them. Most responses carry no
 /// hop-by-hop header at all, and are passed on as they are.
-pub fn client_response_headers(upstream: HeaderMap) -> HeaderMap {
+pub(crate) fn client_response_headers(upstream: HeaderMap) -> HeaderMap {
     let hop_by_hop = |name: &HeaderName| HOP_BY_HOP.contains(name) || name == header::UPGRADE;
     if !upstream.keys().any(hop_by_hop) {
         // Without `Connection` no other header can be named hop-by-hop.

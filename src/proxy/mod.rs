@@ -18,7 +18,7 @@ use http::request::Parts;
 use http::{header, HeaderMap, Method};
 use std::sync::Arc;
 
-pub use headers::{client_response_headers, upstream_request_headers};
+pub(crate) use headers::{client_response_headers, upstream_request_headers};
 pub use path::api_suffix;
 
 use crate::chat_request::ChatRequest;
@@ -30,12 +30,12 @@ use crate::stream::{BodyKind, UpstreamBody};
 use crate::upstream::{OutgoingBody, CHAT_SUFFIX};
 
 /// `POST /api/v1/chat/completions` and `POST /v1/chat/completions`.
-pub async fn chat(State(state): State<AppState>, request: Request) -> Response {
+pub(crate) async fn chat(State(state): State<AppState>, request: Request) -> Response {
     pipeline(&state, Door::Chat, request).await
 }
 
 /// Any other `/api/v1/*` or `/v1/*`: the same path under the upstream base URL.
-pub async fn passthrough(State(state): State<AppState>, request: Request) -> Response {
+pub(crate) async fn passthrough(State(state): State<AppState>, request: Request) -> Response {
     pipeline(&state, Door::Passthrough, request).await
 }
 

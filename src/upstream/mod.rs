@@ -22,7 +22,7 @@ use crate::metrics::Metrics;
 use crate::workers::PerThread;
 
 /// The `User-Agent` of requests orgate makes on its own behalf.
-pub const USER_AGENT: &str = concat!("orgate/", env!("CARGO_PKG_VERSION"));
+pub(crate) const USER_AGENT: &str = concat!("orgate/", env!("CARGO_PKG_VERSION"));
 
 /// Where requests go, and how patiently.
 #[derive(Debug)]

@@ -5,20 +5,21 @@
 use std::sync::Arc;
 
 use orgate::config::Config;
-pub use orgate::state::{AppState, Snapshot};
+pub use orgate::internals::Snapshot;
+pub use orgate::AppState;
 
 /// The Redis limits backend's script (`limits.backend = "redis"`), for its calendar.
 pub const REDIS_SCRIPT: &str = include_str!("../../src/limits/redis/redis.lua");
 
 /// The `hash` field of a key's config entry (`sha256:…`) for the client key `key`.
 pub fn hash_field(key: &str) -> String {
-    orgate::auth::key_hash_field(key)
+    orgate::key_hash_field(key)
 }
 
 /// The snapshot `config` builds (rules, limits, the upstream client), with a metrics registry
 /// of its own.
 pub fn snapshot(config: Config) -> Snapshot {
-    let metrics = Arc::new(orgate::metrics::Metrics::new());
+    let metrics = Arc::new(orgate::internals::Metrics::new());
     Snapshot::build(config, &metrics).unwrap()
 }
 
@@ -34,7 +35,7 @@ pub fn same_upstream(a: &Snapshot, b: &Snapshot) -> bool {
 
 /// The gateway's state for `config` and its router, without a listener: for `oneshot`.
 pub fn router(config: Config) -> (AppState, axum::Router) {
-    let metrics = Arc::new(orgate::metrics::Metrics::new());
+    let metrics = Arc::new(orgate::internals::Metrics::new());
     let snapshot = Snapshot::build(config, &metrics).unwrap();
     let state = AppState::new(snapshot, metrics);
     (state.clone(), orgate::router(state))
