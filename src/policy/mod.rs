@@ -21,7 +21,6 @@ mod action;
 mod caps;
 pub mod explain;
 mod fields;
-mod memo;
 mod models;
 mod plugins;
 mod provider;
@@ -42,7 +41,6 @@ use crate::chat_request::ChatRequest;
 use crate::config::{Config, PolicyConfig};
 use crate::error::GatewayError;
 
-use memo::{Merge, MergeMemo};
 use models::ModelRules;
 use plugins::PluginRules;
 use provider::ProviderRules;
@@ -57,8 +55,6 @@ pub struct CompiledPolicy {
     max_tokens: Option<(u64, Arc<str>)>,
     plugins: PluginRules,
     provider: ProviderRules,
-    /// The last quiet `provider` merges, by the client's text.
-    merges: MergeMemo,
 }
 
 /// A policy that cannot be compiled: every problem, with its config path.
@@ -105,7 +101,6 @@ impl CompiledPolicy {
             max_tokens,
             plugins: PluginRules::compile(&layers),
             provider,
-            merges: MergeMemo::default(),
         })
     }
 
@@ -130,29 +125,23 @@ impl CompiledPolicy {
     /// Applies the policy to `req` in place, in this order: aliases, model rules, the
     /// `max_tokens` ceiling, plugins, routing knobs, the `provider` merge.
     pub fn apply(&self, req: &mut ChatRequest<'_>) -> Result<Applied, Refusal> {
-        self.apply_with(req, true)
-    }
-
-    /// [`apply`](Self::apply) for the request path when nobody reads the explanation: the same
-    /// decisions and the same actions, but a `provider` rewrite's action carries its rule and
-    /// no detail (an empty string), so a request pays for no rendering. Refusals still explain
-    /// themselves.
-    pub fn apply_quietly(&self, req: &mut ChatRequest<'_>) -> Result<Applied, Refusal> {
-        self.apply_with(req, false)
-    }
-
-    fn apply_with(&self, req: &mut ChatRequest<'_>, explain: bool) -> Result<Applied, Refusal> {
         let mut actions = Vec::new();
-        match self.apply_rules(req, explain, &mut actions) {
+        match self.apply_rules(req, &mut actions) {
             Ok(applied) => Ok(Applied { actions, ..applied }),
             Err(error) => Err(Refusal { error, actions }),
         }
     }
 
+    /// [`apply`](Self::apply) under its former name, kept only because `proxy::chat` (outside
+    /// this module) still calls it: delete it once that call says `apply`.
+    #[doc(hidden)]
+    pub fn apply_quietly(&self, req: &mut ChatRequest<'_>) -> Result<Applied, Refusal> {
+        self.apply(req)
+    }
+
     fn apply_rules(
         &self,
         req: &mut ChatRequest<'_>,
-        explain: bool,
         actions: &mut Vec<Action>,
     ) -> Result<Applied, GatewayError> {
         let requested = self.models.resolve(req, actions)?;
@@ -171,58 +160,17 @@ impl CompiledPolicy {
         if self.provider.is_empty() {
             return Ok(applied);
         }
-        // The client's `provider` as sent: the memo's key, and what a fresh merge reads.
-        let sent = req.get("provider");
-        let recalled = (!explain)
-            .then(|| self.merges.recall(sent, tier_endpoints))
-            .flatten();
-        let merge = match recalled {
-            Some(merge) => {
-                actions.extend(merge.actions.iter().cloned());
-                merge
-            }
-            None => {
-                let merge = self.merge_provider(sent, tier_endpoints, explain, actions)?;
-                if !explain {
-                    self.merges.remember(sent, tier_endpoints, &merge);
-                }
-                merge
-            }
-        };
-        if let Some(provider) = merge.provider {
-            req.set_raw("provider", provider);
-        }
-        applied.only = merge.only;
-        applied.ignore = merge.ignore;
-        Ok(applied)
-    }
-
-    /// The org's provider rules merged into the client's `provider` (`sent`, raw), the result
-    /// written as JSON once, ready to be remembered and set.
-    fn merge_provider(
-        &self,
-        sent: Option<&str>,
-        tier_endpoints: bool,
-        explain: bool,
-        actions: &mut Vec<Action>,
-    ) -> Result<Merge, GatewayError> {
-        let client = match fields::parse("provider", sent)? {
+        let client = match fields::read(req, "provider")? {
             None => None,
             Some(Value::Object(provider)) => Some(provider),
             Some(other) => return Err(fields::wrong_type("provider", "an object", &other)),
         };
-        let first_action = actions.len();
-        let merged =
-            provider::merge_into(client, &self.provider, tier_endpoints, explain, actions)?;
-        let provider = merged
-            .provider
-            .map(|provider| ChatRequest::encode("provider", &Value::Object(provider)))
-            .transpose()?;
-        Ok(Merge {
-            provider,
-            only: merged.only.into(),
-            ignore: merged.ignore.into(),
-            actions: actions[first_action..].into(),
-        })
+        let merged = provider::merge_into(client, &self.provider, tier_endpoints, actions)?;
+        if let Some(provider) = merged.provider {
+            req.set("provider", &Value::Object(provider))?;
+        }
+        applied.only = merged.only.into();
+        applied.ignore = merged.ignore.into();
+        Ok(applied)
     }
 }

@@ -27,20 +27,15 @@ pub(crate) struct Merged {
 /// Merges the client's `provider` (already known to be an object, or absent) with the policy's.
 /// `tier_endpoints`: the request can reach service-tier endpoints, which base slugs in `ignore`
 /// do not cover, so the ignore list also names their tier endpoints.
-/// `explain`: write each rewrite's detail (for `orgate explain` and debug logs); without it a
-/// rewrite action carries its rule only, which is all the metrics need, and the request pays
-/// for no rendering. Refusals always say why.
 pub(crate) fn merge_into(
     client: Option<Map<String, Value>>,
     rules: &ProviderRules,
     tier_endpoints: bool,
-    explain: bool,
     actions: &mut Vec<Action>,
 ) -> Result<Merged, GatewayError> {
     let mut merge = Merge {
         out: client.unwrap_or_default(),
         changed: false,
-        explain,
         actions,
     };
     let mut merged = Merged::default();
@@ -96,7 +91,7 @@ pub fn merge(
 ) -> Result<Map<String, Value>, Refusal> {
     let rules = ProviderRules::from_policy(policy, "policy.provider");
     let mut actions = Vec::new();
-    match merge_into(client.cloned(), &rules, false, true, &mut actions) {
+    match merge_into(client.cloned(), &rules, false, &mut actions) {
         Ok(merged) => Ok(merged
             .provider
             .unwrap_or_else(|| client.cloned().unwrap_or_default())),
@@ -126,8 +121,6 @@ pub(super) fn with_tier_endpoints(ignore: &DenyList) -> DenyList {
 struct Merge<'a> {
     out: Map<String, Value>,
     changed: bool,
-    /// Whether rewrites get their detail (see [`merge_into`]).
-    explain: bool,
     actions: &'a mut Vec<Action>,
 }
 
@@ -140,19 +133,10 @@ impl Merge<'_> {
         rule: &Arc<str>,
         detail: impl FnOnce(&Self, &Value) -> String,
     ) {
-        let detail = self.explained(|| format!("provider.{field}: {}", detail(self, &value)));
+        let detail = format!("provider.{field}: {}", detail(self, &value));
         self.out.insert(field.to_owned(), value);
         self.changed = true;
         self.actions.push(Action::rewrite(rule.clone(), detail));
-    }
-
-    /// `detail()` when rewrites are explained, else nothing (see [`merge_into`]).
-    fn explained(&self, detail: impl FnOnce() -> String) -> String {
-        if self.explain {
-            detail()
-        } else {
-            String::new()
-        }
     }
 
     /// How the client's current value reads in an explanation.
@@ -309,23 +293,21 @@ impl Merge<'_> {
                 continue;
             };
             let value = number(merged.0.unwrap_or_default());
-            let detail = self.explained(|| {
-                let before = price(field)
-                    .filter(|v| !v.is_null())
-                    .map_or("unset".to_owned(), render);
-                match client.0 {
-                    Some(_) => format!(
-                        "provider.max_price.{field}: {before} lowered to {} by {}",
-                        render(&value),
-                        rule.rule
-                    ),
-                    None => format!(
-                        "provider.max_price.{field}: unset → {} by {}",
-                        render(&value),
-                        rule.rule
-                    ),
-                }
-            });
+            let before = price(field)
+                .filter(|v| !v.is_null())
+                .map_or("unset".to_owned(), render);
+            let detail = match client.0 {
+                Some(_) => format!(
+                    "provider.max_price.{field}: {before} lowered to {} by {}",
+                    render(&value),
+                    rule.rule
+                ),
+                None => format!(
+                    "provider.max_price.{field}: unset → {} by {}",
+                    render(&value),
+                    rule.rule
+                ),
+            };
             lowered.push(((*field).to_owned(), value));
             lowered_actions.push(Action::rewrite(rule.rule.clone(), detail));
         }
