@@ -5,15 +5,16 @@
 //! loosen them. [`CompiledPolicy::apply`] is pure: it reads the few top-level fields it decides
 //! on (never `messages`), edits the request in place only where a rule changes something (an
 //! empty policy leaves the body byte for byte), and says what it did ([`Applied`]) or which rule
-//! refused ([`Refusal`]). Fields are type-checked when a rule reads them: a wrong type is a 400
-//! that names the field.
+//! refused ([`Refusal`]). Fields are type-checked when a rule reads them, and the client's
+//! `provider` whole, whatever the policy binds: a wrong type is a 400 that names the field.
 //!
 //! # Layout
 //! - `models`: aliases, the allow/deny globs, router models.
 //! - `caps`: the `max_tokens` ceiling.
 //! - `plugins`: `deny_plugins`, and the side doors to plugins and to other models.
 //! - `routing`: `service_tier`, `route` and tier variants, and why they are treated as they are.
-//! - `provider`: the `provider` merge; `strictness`: what "never looser" means, defined once.
+//! - `provider`: the client's `provider` read and type-checked, and the merge; `strictness`:
+//!   what "never looser" means, defined once.
 //! - `fields`: reading top-level fields; `action`: what applying did.
 //! - [`mod@explain`]: `orgate explain`, the same path with no network.
 
@@ -43,7 +44,7 @@ use crate::error::GatewayError;
 
 use models::ModelRules;
 use plugins::PluginRules;
-use provider::ProviderRules;
+use provider::{ClientProvider, ProviderRules};
 
 /// `[policy]`, with a named policy layered on it or not, ready to apply.
 #[derive(Debug, Clone)]
@@ -157,15 +158,18 @@ impl CompiledPolicy {
             model: requested.primary().map(str::to_owned),
             ..Applied::default()
         };
+        // Read even when the policy binds nothing in it: a `provider` of the wrong shape is
+        // refused alike under every policy.
+        let client = ClientProvider::parse(req.get("provider"))?;
         if self.provider.is_empty() {
             return Ok(applied);
         }
-        let client = match fields::read(req, "provider")? {
-            None => None,
-            Some(Value::Object(provider)) => Some(provider),
-            Some(other) => return Err(fields::wrong_type("provider", "an object", &other)),
-        };
-        let merged = provider::merge_into(client, &self.provider, tier_endpoints, actions)?;
+        let merged = provider::merge_into(
+            client.unwrap_or_default(),
+            &self.provider,
+            tier_endpoints,
+            actions,
+        )?;
         if let Some(provider) = merged.provider {
             req.set("provider", &Value::Object(provider))?;
         }

@@ -12,7 +12,8 @@ use crate::policy::strictness::{
     TIER_SUFFIXES,
 };
 
-use super::{read, Bound, Preference, ProviderRules, FLAGS, PREFERENCES, PRICES};
+use super::read::{ClientProvider, StrictView};
+use super::{Bound, Preference, ProviderRules, FLAGS, PREFERENCES, PRICES};
 
 /// What the merge leaves behind besides the actions.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -24,17 +25,27 @@ pub(crate) struct Merged {
     pub(crate) ignore: Vec<String>,
 }
 
-/// Merges the client's `provider` (already known to be an object, or absent) with the policy's.
-/// `tier_endpoints`: the request can reach service-tier endpoints, which base slugs in `ignore`
-/// do not cover, so the ignore list also names their tier endpoints.
+/// Merges the client's `provider`, read, with the policy's. `tier_endpoints`: the request can
+/// reach service-tier endpoints, which base slugs in `ignore` do not cover, so the ignore list
+/// also names their tier endpoints.
 pub(crate) fn merge_into(
-    client: Option<Map<String, Value>>,
+    client: ClientProvider,
     rules: &ProviderRules,
     tier_endpoints: bool,
     actions: &mut Vec<Action>,
 ) -> Result<Merged, GatewayError> {
+    let StrictView {
+        data_collection,
+        flags,
+        only,
+        quantizations,
+        ignore,
+        max_price,
+        min_throughput,
+        max_latency,
+    } = client.strict;
     let mut merge = Merge {
-        out: client.unwrap_or_default(),
+        out: client.object,
         changed: false,
         actions,
     };
@@ -46,35 +57,35 @@ pub(crate) fn merge_into(
         }
     }
     if let Some(rule) = &rules.data_collection {
-        merge.data_collection(rule)?;
+        merge.data_collection(data_collection, rule);
     }
-    for (field, rule) in FLAGS.iter().zip(&rules.flags) {
+    for ((field, rule), client) in FLAGS.iter().zip(&rules.flags).zip(flags) {
         if let Some(rule) = rule {
-            merge.flag(field, rule)?;
+            merge.flag(field, client, rule);
         }
     }
     if let Some(rule) = &rules.only {
-        merged.only = merge.allow_list("only", "provider", rule)?;
+        merged.only = merge.allow_list("only", "provider", only, rule)?;
     }
     if let Some(rule) = &rules.quantizations {
-        merge.allow_list("quantizations", "quantization", rule)?;
+        merge.allow_list("quantizations", "quantization", quantizations, rule)?;
     }
-    let ignore = if tier_endpoints {
+    let ignore_rule = if tier_endpoints {
         &rules.ignore_with_tiers
     } else {
         &rules.ignore
     };
-    if let Some(rule) = ignore {
-        merged.ignore = merge.ignore(rule)?;
+    if let Some(rule) = ignore_rule {
+        merged.ignore = merge.ignore(ignore, rule);
     }
     if rules.max_price.iter().any(Option::is_some) {
-        merge.max_price(&rules.max_price)?;
+        merge.max_price(max_price, &rules.max_price);
     }
     if let Some(rule) = &rules.min_throughput {
-        merge.percentiles("preferred_min_throughput", rule)?;
+        merge.percentiles("preferred_min_throughput", min_throughput, rule);
     }
     if let Some(rule) = &rules.max_latency {
-        merge.percentiles("preferred_max_latency", rule)?;
+        merge.percentiles("preferred_max_latency", max_latency, rule);
     }
 
     merged.provider = merge.changed.then_some(merge.out);
@@ -91,7 +102,12 @@ pub fn merge(
 ) -> Result<Map<String, Value>, Refusal> {
     let rules = ProviderRules::from_policy(policy, "policy.provider");
     let mut actions = Vec::new();
-    match merge_into(client.cloned(), &rules, false, &mut actions) {
+    let merged = client
+        .cloned()
+        .map(ClientProvider::read)
+        .transpose()
+        .and_then(|read| merge_into(read.unwrap_or_default(), &rules, false, &mut actions));
+    match merged {
         Ok(merged) => Ok(merged
             .provider
             .unwrap_or_else(|| client.cloned().unwrap_or_default())),
@@ -172,8 +188,7 @@ impl Merge<'_> {
         }
     }
 
-    fn data_collection(&mut self, rule: &Bound<Required>) -> Result<(), GatewayError> {
-        let client = read::data_collection(self.out.get("data_collection"))?;
+    fn data_collection(&mut self, client: Required, rule: &Bound<Required>) {
         if client.stricter(&rule.value) != Some(client) {
             self.write(
                 "data_collection",
@@ -188,17 +203,14 @@ impl Merge<'_> {
                 },
             );
         }
-        Ok(())
     }
 
-    fn flag(&mut self, field: &str, rule: &Bound<Required>) -> Result<(), GatewayError> {
-        let client = read::flag(self.out.get(field), field)?;
+    fn flag(&mut self, field: &str, client: Required, rule: &Bound<Required>) {
         if client.stricter(&rule.value) != Some(client) {
             self.write(field, Value::Bool(true), &rule.rule, |merge, _| {
                 format!("{} → true by {}", merge.shown(field), rule.rule)
             });
         }
-        Ok(())
     }
 
     /// `only` / `quantizations`: the intersection; returns the forwarded entries as keys.
@@ -206,13 +218,9 @@ impl Merge<'_> {
         &mut self,
         field: &str,
         noun: &str,
+        client: AllowList,
         rule: &Bound<AllowList>,
     ) -> Result<Vec<String>, GatewayError> {
-        let vocabulary = rule.value.vocabulary;
-        let client = AllowList {
-            vocabulary,
-            entries: read::names(self.out.get(field), field, vocabulary)?,
-        };
         let policy_side = || spellings(rule.value.entries.iter().flatten());
         let Some(merged) = client.stricter(&rule.value) else {
             let message = format!(
@@ -248,12 +256,7 @@ impl Merge<'_> {
     }
 
     /// `ignore`: the union; returns the forwarded entries as keys.
-    fn ignore(&mut self, rule: &Bound<DenyList>) -> Result<Vec<String>, GatewayError> {
-        let client = DenyList {
-            vocabulary: Vocabulary::Provider,
-            entries: read::names(self.out.get("ignore"), "ignore", Vocabulary::Provider)?
-                .unwrap_or_default(),
-        };
+    fn ignore(&mut self, client: DenyList, rule: &Bound<DenyList>) -> Vec<String> {
         let added = client.additions(&rule.value);
         if !added.is_empty() {
             let client_sent = !client.entries.is_empty();
@@ -274,31 +277,29 @@ impl Merge<'_> {
         }
         let added_keys = added.iter().map(|n| n.key.clone());
         let client_keys = client.entries.into_iter().map(|n| n.key);
-        Ok(client_keys.chain(added_keys).collect())
+        client_keys.chain(added_keys).collect()
     }
 
     /// Each bound price: the lower of the two. A client's lower price stays as it was sent
     /// (number or numeric string); a policy's is written as a number.
-    fn max_price(&mut self, rules: &[Option<Bound<Ceiling>>; 5]) -> Result<(), GatewayError> {
-        let prices = read::prices(self.out.get("max_price"))?;
-        let price = |field: &str| prices.and_then(|p| p.get(field));
+    fn max_price(&mut self, client: Each<Ceiling, 5>, rules: &[Option<Bound<Ceiling>>; 5]) {
+        let sent = match self.out.get("max_price") {
+            Some(Value::Object(prices)) => Some(prices),
+            _ => None,
+        };
         let mut lowered = Vec::new();
         let mut lowered_actions = Vec::new();
-        for (field, rule) in PRICES.iter().zip(rules) {
+        for ((field, rule), client) in PRICES.iter().zip(rules).zip(client.0) {
             let Some(rule) = rule else { continue };
-            let client = Ceiling(read::price(price(field), || {
-                format!("provider.max_price.{field}")
-            })?);
             let Some(merged) = client.stricter(&rule.value).filter(|m| *m != client) else {
                 continue;
             };
             let value = number(merged.0.unwrap_or_default());
-            let before = price(field)
-                .filter(|v| !v.is_null())
-                .map_or("unset".to_owned(), render);
             let detail = match client.0 {
                 Some(_) => format!(
-                    "provider.max_price.{field}: {before} lowered to {} by {}",
+                    "provider.max_price.{field}: {} lowered to {} by {}",
+                    sent.and_then(|p| p.get(*field))
+                        .map_or_else(String::new, render),
                     render(&value),
                     rule.rule
                 ),
@@ -312,7 +313,7 @@ impl Merge<'_> {
             lowered_actions.push(Action::rewrite(rule.rule.clone(), detail));
         }
         if lowered.is_empty() {
-            return Ok(());
+            return;
         }
         // The client's object is rewritten in place: its other keys, and their order, stay.
         match self.out.get_mut("max_price") {
@@ -324,23 +325,18 @@ impl Merge<'_> {
         }
         self.changed = true;
         self.actions.append(&mut lowered_actions);
-        Ok(())
     }
 
     /// A performance preference: per percentile, the stricter bound. Written as a number when
     /// only p50 is bound and the client did not send an object, else as an object that keeps the
     /// client's own keys.
-    fn percentiles<T: Limit>(
-        &mut self,
-        field: &str,
-        rule: &Bound<Each<T, 4>>,
-    ) -> Result<(), GatewayError> {
-        let read::ClientPercentiles {
-            bounds: client,
-            object: client_object,
-        } = read::percentiles::<T>(self.out.get(field), field)?;
+    fn percentiles<T: Limit>(&mut self, field: &str, client: Each<T, 4>, rule: &Bound<Each<T, 4>>) {
         let Some(merged) = client.stricter(&rule.value).filter(|m| *m != client) else {
-            return Ok(());
+            return;
+        };
+        let client_object = match self.out.get(field) {
+            Some(Value::Object(object)) => Some(object.clone()),
+            _ => None,
         };
         let only_p50 = merged.0[1..].iter().all(|slot| slot.value().is_none());
         let value = match (client_object, only_p50) {
@@ -366,7 +362,6 @@ impl Merge<'_> {
                 rule.rule
             )
         });
-        Ok(())
     }
 }
 

@@ -16,7 +16,7 @@ use crate::config::{
 };
 use crate::error::GatewayError;
 use crate::policy::fields::number;
-use crate::policy::provider::{merge_into, ProviderRules, StrictView};
+use crate::policy::provider::{merge_into, ClientProvider, ProviderRules, StrictView};
 use crate::policy::strictness::Strict;
 use crate::policy::{merge, CompiledPolicy};
 
@@ -231,6 +231,69 @@ fn client_provider() -> impl Strategy<Value = Map<String, Value>> {
         })
         .prop_shuffle()
         .prop_map(|entries| entries.into_iter().collect())
+}
+
+/// A known field and a value of a type it does not take.
+fn wrong_field() -> impl Strategy<Value = (&'static str, Value)> {
+    let of = |fields: &[&'static str], values: Vec<Value>| {
+        (select(fields.to_vec()), select(values)).boxed()
+    };
+    prop_oneof![
+        of(
+            &["only", "ignore", "order", "quantizations"],
+            vec![
+                json!("OpenAI"),
+                json!(1),
+                json!({}),
+                json!(true),
+                json!(["a", 2])
+            ],
+        ),
+        of(
+            &["data_collection"],
+            vec![json!("maybe"), json!(true), json!(["deny"]), json!({})],
+        ),
+        of(
+            &[
+                "zdr",
+                "require_parameters",
+                "enforce_distillable_text",
+                "allow_fallbacks"
+            ],
+            vec![json!("true"), json!(1), json!([]), json!({})],
+        ),
+        of(
+            &["sort"],
+            vec![
+                json!(1),
+                json!(true),
+                json!(["price"]),
+                json!({ "by": 1 }),
+                json!({ "partition": false })
+            ],
+        ),
+        of(
+            &["max_price"],
+            vec![
+                json!(3),
+                json!("1"),
+                json!([]),
+                json!({ "prompt": "cheap" }),
+                json!({ "audio": true }),
+                json!({ "request": "NaN" })
+            ],
+        ),
+        of(
+            &["preferred_min_throughput", "preferred_max_latency"],
+            vec![
+                json!("1"),
+                json!([1]),
+                json!(true),
+                json!({ "p90": "1" }),
+                json!({ "p50": [] })
+            ],
+        ),
+    ]
 }
 
 // === clients already inside the policy ===
@@ -498,8 +561,9 @@ proptest! {
                 prop_assert_eq!(&*refusal.actions[0].rule, "policy.provider.only");
                 continue;
             }
+            let read = client.clone().map(ClientProvider::read).transpose().unwrap();
             let mut actions = Vec::new();
-            let expected = merge_into(client.clone(), &rules, nitro, &mut actions);
+            let expected = merge_into(read.unwrap_or_default(), &rules, nitro, &mut actions);
             match (outcome, expected) {
                 (Ok(applied), Ok(merged)) => {
                     let forwarded: Value = serde_json::from_slice(&req.to_body(&original)).unwrap();
@@ -519,6 +583,30 @@ proptest! {
                     prop_assert_eq!(&refusal.actions, &actions);
                 }
                 (a, b) => prop_assert!(false, "applied {:?} but merged {:?}", a, b),
+            }
+        }
+    }
+
+    #[test]
+    fn a_known_field_of_the_wrong_type_is_a_400_naming_it_whatever_the_policy(
+        client in client_provider(),
+        (field, wrong) in wrong_field(),
+        policy in option::of(provider_policy()),
+    ) {
+        let mut client = client;
+        client.insert(field.to_owned(), wrong);
+        let org = PolicyConfig { provider: policy.unwrap_or_default(), ..PolicyConfig::default() };
+        let compiled = CompiledPolicy::compile(&org, None).unwrap();
+        let body = json!({ "model": "openai/gpt-4o", "messages": [], "provider": client });
+        let original = Bytes::from(serde_json::to_vec(&body).unwrap());
+        let mut req = ChatRequest::parse(&original).unwrap();
+        match compiled.apply(&mut req) {
+            Ok(applied) => prop_assert!(false, "forwarded: {:?}", applied),
+            Err(refusal) => {
+                prop_assert!(matches!(refusal.error, GatewayError::BadRequest(_)), "{:?}", refusal.error);
+                let message = refusal.error.to_string();
+                prop_assert!(message.starts_with(&format!("`provider.{field}")), "{}", message);
+                prop_assert!(refusal.actions.is_empty(), "{:?}", refusal.actions);
             }
         }
     }
