@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use crate::config::ProviderPolicy;
 use crate::error::GatewayError;
-use crate::policy::action::{deny, Action, Refusal};
-use crate::policy::fields::{number, render};
+use crate::policy::action::{deny, Action, How, ProviderRewrite, Refusal, Shown};
+use crate::policy::fields::number;
 use crate::policy::strictness::{
     AllowList, Ceiling, DenyList, Each, Limit, Name, Required, Strict, Vocabulary, PERCENTILES,
     TIER_SUFFIXES,
@@ -141,29 +141,21 @@ struct Merge<'a> {
 }
 
 impl Merge<'_> {
-    /// Sets `field` to `value`; `detail` says how, from the state before and the new value.
-    fn write(
-        &mut self,
-        field: &str,
-        value: Value,
-        rule: &Arc<str>,
-        detail: impl FnOnce(&Self, &Value) -> String,
-    ) {
-        let detail = format!("provider.{field}: {}", detail(self, &value));
-        self.out.insert(field.to_owned(), value);
+    /// Sets `field` to `value`, recording what the client had there.
+    fn write(&mut self, field: &'static str, value: Value, rule: &Arc<str>, how: How) {
+        let before = self.out.insert(field.to_owned(), value.clone());
         self.changed = true;
-        self.actions.push(Action::rewrite(rule.clone(), detail));
+        let rewrite = ProviderRewrite {
+            field,
+            member: None,
+            before,
+            after: value,
+            how,
+        };
+        self.actions.push(Action::provider(rule.clone(), rewrite));
     }
 
-    /// How the client's current value reads in an explanation.
-    fn shown(&self, field: &str) -> String {
-        match self.out.get(field) {
-            None | Some(Value::Null) => "unset".to_owned(),
-            Some(value) => render(value),
-        }
-    }
-
-    fn preference(&mut self, field: &str, preference: &Preference) {
+    fn preference(&mut self, field: &'static str, preference: &Preference) {
         let client = self.out.get(field).filter(|v| !v.is_null());
         let replace = if preference.forced {
             client != Some(&preference.value)
@@ -171,81 +163,55 @@ impl Merge<'_> {
             client.is_none()
         };
         if replace {
-            let how = if preference.forced { "forced by" } else { "by" };
-            self.write(
-                field,
-                preference.value.clone(),
-                &preference.rule,
-                |merge, value| {
-                    format!(
-                        "{} → {} {how} {}",
-                        merge.shown(field),
-                        render(value),
-                        preference.rule
-                    )
-                },
-            );
+            let how = if preference.forced {
+                How::ForcedBy
+            } else {
+                How::By
+            };
+            self.write(field, preference.value.clone(), &preference.rule, how);
         }
     }
 
     fn data_collection(&mut self, client: Required, rule: &Bound<Required>) {
         if client.stricter(&rule.value) != Some(client) {
-            self.write(
-                "data_collection",
-                Value::from("deny"),
-                &rule.rule,
-                |merge, _| {
-                    format!(
-                        "{} → \"deny\" by {}",
-                        merge.shown("data_collection"),
-                        rule.rule
-                    )
-                },
-            );
+            self.write("data_collection", Value::from("deny"), &rule.rule, How::By);
         }
     }
 
-    fn flag(&mut self, field: &str, client: Required, rule: &Bound<Required>) {
+    fn flag(&mut self, field: &'static str, client: Required, rule: &Bound<Required>) {
         if client.stricter(&rule.value) != Some(client) {
-            self.write(field, Value::Bool(true), &rule.rule, |merge, _| {
-                format!("{} → true by {}", merge.shown(field), rule.rule)
-            });
+            self.write(field, Value::Bool(true), &rule.rule, How::By);
         }
     }
 
     /// `only` / `quantizations`: the intersection; returns the forwarded entries as keys.
     fn allow_list(
         &mut self,
-        field: &str,
+        field: &'static str,
         noun: &str,
         client: AllowList,
         rule: &Bound<AllowList>,
     ) -> Result<Vec<String>, GatewayError> {
-        let policy_side = || spellings(rule.value.entries.iter().flatten());
+        let policy_side = || names_value(rule.value.entries.iter().flatten());
         let Some(merged) = client.stricter(&rule.value) else {
             let message = format!(
                 "`provider.{field}` {} has no {noun} in common with {} {}",
-                self.shown(field),
+                Shown(self.out.get(field)),
                 rule.rule,
                 policy_side()
             );
             return Err(deny(self.actions, rule.rule.clone(), message));
         };
         if merged != client {
-            let client_sent = client.entries.is_some();
-            self.write(
-                field,
-                names_value(merged.entries.iter().flatten()),
-                &rule.rule,
-                |merge, result| {
-                    let (before, result) = (merge.shown(field), render(result));
-                    if client_sent {
-                        format!("{before} ∩ {} {} → {result}", rule.rule, policy_side())
-                    } else {
-                        format!("{before} → {result} by {}", rule.rule)
-                    }
+            let how = match client.entries {
+                Some(_) => How::Combined {
+                    op: '∩',
+                    policy: policy_side(),
                 },
-            );
+                None => How::By,
+            };
+            let result = names_value(merged.entries.iter().flatten());
+            self.write(field, result, &rule.rule, how);
         }
         Ok(merged
             .entries
@@ -259,21 +225,16 @@ impl Merge<'_> {
     fn ignore(&mut self, client: DenyList, rule: &Bound<DenyList>) -> Vec<String> {
         let added = client.additions(&rule.value);
         if !added.is_empty() {
-            let client_sent = !client.entries.is_empty();
-            self.write(
-                "ignore",
-                names_value(client.entries.iter().chain(added.iter().copied())),
-                &rule.rule,
-                |merge, result| {
-                    let (before, result) = (merge.shown("ignore"), render(result));
-                    if client_sent {
-                        let policy_side = spellings(rule.value.entries.iter());
-                        format!("{before} ∪ {} {policy_side} → {result}", rule.rule)
-                    } else {
-                        format!("{before} → {result} by {}", rule.rule)
-                    }
-                },
-            );
+            let how = if client.entries.is_empty() {
+                How::By
+            } else {
+                How::Combined {
+                    op: '∪',
+                    policy: names_value(rule.value.entries.iter()),
+                }
+            };
+            let result = names_value(client.entries.iter().chain(added.iter().copied()));
+            self.write("ignore", result, &rule.rule, how);
         }
         let added_keys = added.iter().map(|n| n.key.clone());
         let client_keys = client.entries.into_iter().map(|n| n.key);
@@ -295,22 +256,19 @@ impl Merge<'_> {
                 continue;
             };
             let value = number(merged.0.unwrap_or_default());
-            let detail = match client.0 {
-                Some(_) => format!(
-                    "provider.max_price.{field}: {} lowered to {} by {}",
-                    sent.and_then(|p| p.get(*field))
-                        .map_or_else(String::new, render),
-                    render(&value),
-                    rule.rule
-                ),
-                None => format!(
-                    "provider.max_price.{field}: unset → {} by {}",
-                    render(&value),
-                    rule.rule
-                ),
+            let rewrite = ProviderRewrite {
+                field: "max_price",
+                member: Some(field),
+                before: sent.and_then(|p| p.get(*field)).cloned(),
+                after: value.clone(),
+                how: if client.0.is_some() {
+                    How::Lowered
+                } else {
+                    How::By
+                },
             };
             lowered.push(((*field).to_owned(), value));
-            lowered_actions.push(Action::rewrite(rule.rule.clone(), detail));
+            lowered_actions.push(Action::provider(rule.rule.clone(), rewrite));
         }
         if lowered.is_empty() {
             return;
@@ -330,7 +288,12 @@ impl Merge<'_> {
     /// A performance preference: per percentile, the stricter bound. Written as a number when
     /// only p50 is bound and the client did not send an object, else as an object that keeps the
     /// client's own keys.
-    fn percentiles<T: Limit>(&mut self, field: &str, client: Each<T, 4>, rule: &Bound<Each<T, 4>>) {
+    fn percentiles<T: Limit>(
+        &mut self,
+        field: &'static str,
+        client: Each<T, 4>,
+        rule: &Bound<Each<T, 4>>,
+    ) {
         let Some(merged) = client.stricter(&rule.value).filter(|m| *m != client) else {
             return;
         };
@@ -354,19 +317,8 @@ impl Merge<'_> {
                 Value::Object(object)
             }
         };
-        self.write(field, value, &rule.rule, |merge, value| {
-            format!(
-                "{} → {} by {}",
-                merge.shown(field),
-                render(value),
-                rule.rule
-            )
-        });
+        self.write(field, value, &rule.rule, How::By);
     }
-}
-
-fn spellings<'n>(names: impl Iterator<Item = &'n Name>) -> String {
-    render(&names_value(names))
 }
 
 fn names_value<'n>(names: impl Iterator<Item = &'n Name>) -> Value {

@@ -62,7 +62,7 @@ fn denied(policy: &CompiledPolicy, body: Value) -> String {
         .last()
         .expect("the refusing rule is recorded");
     assert_eq!(last.outcome, Outcome::Deny);
-    assert_eq!(last.detail, refusal.error.to_string());
+    assert_eq!(last.to_string(), refusal.error.to_string());
     refusal.error.to_string()
 }
 
