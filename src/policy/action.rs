@@ -1,5 +1,6 @@
 //! What applying a policy did, for the log, the metrics and `orgate explain`.
 
+use serde_json::Value;
 use std::fmt;
 use std::sync::Arc;
 
@@ -23,14 +24,48 @@ impl Outcome {
     }
 }
 
-/// One rule that changed or refused a request: one line of explanation.
+/// One rule that changed or refused a request: one line of explanation, through `Display`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Action {
     /// The config path of the rule, e.g. `policy.models.deny` or `policies.strict.max_tokens`.
     pub rule: Arc<str>,
     pub outcome: Outcome,
-    /// For people: what changed, or why the request was refused.
-    pub detail: String,
+    detail: Detail,
+}
+
+/// What an action says. A `provider` rewrite keeps its facts and is put into words only when
+/// displayed: most requests go upstream with nobody reading why they changed, and a request
+/// carries several such rewrites.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Detail {
+    /// In words already: refusals (whose error says the same) and rewrites outside `provider`.
+    Text(String),
+    Provider(Box<ProviderRewrite>),
+}
+
+/// A `provider` field the merge rewrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ProviderRewrite {
+    /// `only`; or `max_price`, with the `member` rewritten (`prompt`).
+    pub(crate) field: &'static str,
+    pub(crate) member: Option<&'static str>,
+    /// What the client had there (`None` or `null`: unset).
+    pub(crate) before: Option<Value>,
+    pub(crate) after: Value,
+    pub(crate) how: How,
+}
+
+/// How a rewrite reads, with `rule` the action's rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum How {
+    /// `before → after by rule`.
+    By,
+    /// `before → after forced by rule`.
+    ForcedBy,
+    /// `before lowered to after by rule`.
+    Lowered,
+    /// `before ∩ rule [the policy's list] → after`, or `∪`.
+    Combined { op: char, policy: Value },
 }
 
 impl Action {
@@ -38,14 +73,48 @@ impl Action {
         Self {
             rule: rule.into(),
             outcome: Outcome::Rewrite,
-            detail: detail.into(),
+            detail: Detail::Text(detail.into()),
+        }
+    }
+
+    pub(crate) fn provider(rule: Arc<str>, rewrite: ProviderRewrite) -> Self {
+        Self {
+            rule,
+            outcome: Outcome::Rewrite,
+            detail: Detail::Provider(Box::new(rewrite)),
         }
     }
 }
 
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.detail)
+        let rewrite = match &self.detail {
+            Detail::Text(text) => return f.write_str(text),
+            Detail::Provider(rewrite) => rewrite,
+        };
+        let (rule, before, after) = (&self.rule, Shown(rewrite.before.as_ref()), &rewrite.after);
+        write!(f, "provider.{}", rewrite.field)?;
+        if let Some(member) = rewrite.member {
+            write!(f, ".{member}")?;
+        }
+        match &rewrite.how {
+            How::By => write!(f, ": {before} → {after} by {rule}"),
+            How::ForcedBy => write!(f, ": {before} → {after} forced by {rule}"),
+            How::Lowered => write!(f, ": {before} lowered to {after} by {rule}"),
+            How::Combined { op, policy } => write!(f, ": {before} {op} {rule} {policy} → {after}"),
+        }
+    }
+}
+
+/// A client's value in an explanation: compact JSON, or `unset`.
+pub(crate) struct Shown<'v>(pub(crate) Option<&'v Value>);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            None | Some(Value::Null) => f.write_str("unset"),
+            Some(value) => write!(f, "{value}"),
+        }
     }
 }
 
@@ -58,7 +127,7 @@ pub(crate) fn deny(
     actions.push(Action {
         rule: rule.into(),
         outcome: Outcome::Deny,
-        detail: message.clone(),
+        detail: Detail::Text(message.clone()),
     });
     GatewayError::PolicyDenied(message)
 }

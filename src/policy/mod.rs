@@ -5,15 +5,16 @@
 //! loosen them. [`CompiledPolicy::apply`] is pure: it reads the few top-level fields it decides
 //! on (never `messages`), edits the request in place only where a rule changes something (an
 //! empty policy leaves the body byte for byte), and says what it did ([`Applied`]) or which rule
-//! refused ([`Refusal`]). Fields are type-checked when a rule reads them: a wrong type is a 400
-//! that names the field.
+//! refused ([`Refusal`]). Fields are type-checked when a rule reads them, and the client's
+//! `provider` whole, whatever the policy binds: a wrong type is a 400 that names the field.
 //!
 //! # Layout
 //! - `models`: aliases, the allow/deny globs, router models.
 //! - `caps`: the `max_tokens` ceiling.
 //! - `plugins`: `deny_plugins`, and the side doors to plugins and to other models.
 //! - `routing`: `service_tier`, `route` and tier variants, and why they are treated as they are.
-//! - `provider`: the `provider` merge; `strictness`: what "never looser" means, defined once.
+//! - `provider`: the client's `provider` read and type-checked, and the merge; `strictness`:
+//!   what "never looser" means, defined once.
 //! - `fields`: reading top-level fields; `action`: what applying did.
 //! - [`mod@explain`]: `orgate explain`, the same path with no network.
 
@@ -21,7 +22,6 @@ mod action;
 mod caps;
 pub mod explain;
 mod fields;
-mod memo;
 mod models;
 mod plugins;
 mod provider;
@@ -42,10 +42,9 @@ use crate::chat_request::ChatRequest;
 use crate::config::{Config, PolicyConfig};
 use crate::error::GatewayError;
 
-use memo::{Merge, MergeMemo};
 use models::ModelRules;
 use plugins::PluginRules;
-use provider::ProviderRules;
+use provider::{ClientProvider, ProviderRules};
 
 /// `[policy]`, with a named policy layered on it or not, ready to apply.
 #[derive(Debug, Clone)]
@@ -57,8 +56,6 @@ pub struct CompiledPolicy {
     max_tokens: Option<(u64, Arc<str>)>,
     plugins: PluginRules,
     provider: ProviderRules,
-    /// The last quiet `provider` merges, by the client's text.
-    merges: MergeMemo,
 }
 
 /// A policy that cannot be compiled: every problem, with its config path.
@@ -105,7 +102,6 @@ impl CompiledPolicy {
             max_tokens,
             plugins: PluginRules::compile(&layers),
             provider,
-            merges: MergeMemo::default(),
         })
     }
 
@@ -130,29 +126,23 @@ impl CompiledPolicy {
     /// Applies the policy to `req` in place, in this order: aliases, model rules, the
     /// `max_tokens` ceiling, plugins, routing knobs, the `provider` merge.
     pub fn apply(&self, req: &mut ChatRequest<'_>) -> Result<Applied, Refusal> {
-        self.apply_with(req, true)
-    }
-
-    /// [`apply`](Self::apply) for the request path when nobody reads the explanation: the same
-    /// decisions and the same actions, but a `provider` rewrite's action carries its rule and
-    /// no detail (an empty string), so a request pays for no rendering. Refusals still explain
-    /// themselves.
-    pub fn apply_quietly(&self, req: &mut ChatRequest<'_>) -> Result<Applied, Refusal> {
-        self.apply_with(req, false)
-    }
-
-    fn apply_with(&self, req: &mut ChatRequest<'_>, explain: bool) -> Result<Applied, Refusal> {
         let mut actions = Vec::new();
-        match self.apply_rules(req, explain, &mut actions) {
+        match self.apply_rules(req, &mut actions) {
             Ok(applied) => Ok(Applied { actions, ..applied }),
             Err(error) => Err(Refusal { error, actions }),
         }
     }
 
+    /// [`apply`](Self::apply) under its former name, kept only because `proxy::chat` (outside
+    /// this module) still calls it: delete it once that call says `apply`.
+    #[doc(hidden)]
+    pub fn apply_quietly(&self, req: &mut ChatRequest<'_>) -> Result<Applied, Refusal> {
+        self.apply(req)
+    }
+
     fn apply_rules(
         &self,
         req: &mut ChatRequest<'_>,
-        explain: bool,
         actions: &mut Vec<Action>,
     ) -> Result<Applied, GatewayError> {
         let requested = self.models.resolve(req, actions)?;
@@ -168,61 +158,23 @@ impl CompiledPolicy {
             model: requested.primary().map(str::to_owned),
             ..Applied::default()
         };
+        // Read even when the policy binds nothing in it: a `provider` of the wrong shape is
+        // refused alike under every policy.
+        let client = ClientProvider::parse(req.get("provider"))?;
         if self.provider.is_empty() {
             return Ok(applied);
         }
-        // The client's `provider` as sent: the memo's key, and what a fresh merge reads.
-        let sent = req.get("provider");
-        let recalled = (!explain)
-            .then(|| self.merges.recall(sent, tier_endpoints))
-            .flatten();
-        let merge = match recalled {
-            Some(merge) => {
-                actions.extend(merge.actions.iter().cloned());
-                merge
-            }
-            None => {
-                let merge = self.merge_provider(sent, tier_endpoints, explain, actions)?;
-                if !explain {
-                    self.merges.remember(sent, tier_endpoints, &merge);
-                }
-                merge
-            }
-        };
-        if let Some(provider) = merge.provider {
-            req.set_raw("provider", provider);
+        let merged = provider::merge_into(
+            client.unwrap_or_default(),
+            &self.provider,
+            tier_endpoints,
+            actions,
+        )?;
+        if let Some(provider) = merged.provider {
+            req.set("provider", &Value::Object(provider))?;
         }
-        applied.only = merge.only;
-        applied.ignore = merge.ignore;
+        applied.only = merged.only.into();
+        applied.ignore = merged.ignore.into();
         Ok(applied)
-    }
-
-    /// The org's provider rules merged into the client's `provider` (`sent`, raw), the result
-    /// written as JSON once, ready to be remembered and set.
-    fn merge_provider(
-        &self,
-        sent: Option<&str>,
-        tier_endpoints: bool,
-        explain: bool,
-        actions: &mut Vec<Action>,
-    ) -> Result<Merge, GatewayError> {
-        let client = match fields::parse("provider", sent)? {
-            None => None,
-            Some(Value::Object(provider)) => Some(provider),
-            Some(other) => return Err(fields::wrong_type("provider", "an object", &other)),
-        };
-        let first_action = actions.len();
-        let merged =
-            provider::merge_into(client, &self.provider, tier_endpoints, explain, actions)?;
-        let provider = merged
-            .provider
-            .map(|provider| ChatRequest::encode("provider", &Value::Object(provider)))
-            .transpose()?;
-        Ok(Merge {
-            provider,
-            only: merged.only.into(),
-            ignore: merged.ignore.into(),
-            actions: actions[first_action..].into(),
-        })
     }
 }

@@ -5,14 +5,15 @@ use std::sync::Arc;
 
 use crate::config::ProviderPolicy;
 use crate::error::GatewayError;
-use crate::policy::action::{deny, Action, Refusal};
-use crate::policy::fields::{number, render};
+use crate::policy::action::{deny, Action, How, ProviderRewrite, Refusal, Shown};
+use crate::policy::fields::number;
 use crate::policy::strictness::{
     AllowList, Ceiling, DenyList, Each, Limit, Name, Required, Strict, Vocabulary, PERCENTILES,
     TIER_SUFFIXES,
 };
 
-use super::{read, Bound, Preference, ProviderRules, FLAGS, PREFERENCES, PRICES};
+use super::read::{ClientProvider, StrictView};
+use super::{Bound, Preference, ProviderRules, FLAGS, PREFERENCES, PRICES};
 
 /// What the merge leaves behind besides the actions.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -24,23 +25,28 @@ pub(crate) struct Merged {
     pub(crate) ignore: Vec<String>,
 }
 
-/// Merges the client's `provider` (already known to be an object, or absent) with the policy's.
-/// `tier_endpoints`: the request can reach service-tier endpoints, which base slugs in `ignore`
-/// do not cover, so the ignore list also names their tier endpoints.
-/// `explain`: write each rewrite's detail (for `orgate explain` and debug logs); without it a
-/// rewrite action carries its rule only, which is all the metrics need, and the request pays
-/// for no rendering. Refusals always say why.
+/// Merges the client's `provider`, read, with the policy's. `tier_endpoints`: the request can
+/// reach service-tier endpoints, which base slugs in `ignore` do not cover, so the ignore list
+/// also names their tier endpoints.
 pub(crate) fn merge_into(
-    client: Option<Map<String, Value>>,
+    client: ClientProvider,
     rules: &ProviderRules,
     tier_endpoints: bool,
-    explain: bool,
     actions: &mut Vec<Action>,
 ) -> Result<Merged, GatewayError> {
+    let StrictView {
+        data_collection,
+        flags,
+        only,
+        quantizations,
+        ignore,
+        max_price,
+        min_throughput,
+        max_latency,
+    } = client.strict;
     let mut merge = Merge {
-        out: client.unwrap_or_default(),
+        out: client.object,
         changed: false,
-        explain,
         actions,
     };
     let mut merged = Merged::default();
@@ -51,35 +57,35 @@ pub(crate) fn merge_into(
         }
     }
     if let Some(rule) = &rules.data_collection {
-        merge.data_collection(rule)?;
+        merge.data_collection(data_collection, rule);
     }
-    for (field, rule) in FLAGS.iter().zip(&rules.flags) {
+    for ((field, rule), client) in FLAGS.iter().zip(&rules.flags).zip(flags) {
         if let Some(rule) = rule {
-            merge.flag(field, rule)?;
+            merge.flag(field, client, rule);
         }
     }
     if let Some(rule) = &rules.only {
-        merged.only = merge.allow_list("only", "provider", rule)?;
+        merged.only = merge.allow_list("only", "provider", only, rule)?;
     }
     if let Some(rule) = &rules.quantizations {
-        merge.allow_list("quantizations", "quantization", rule)?;
+        merge.allow_list("quantizations", "quantization", quantizations, rule)?;
     }
-    let ignore = if tier_endpoints {
+    let ignore_rule = if tier_endpoints {
         &rules.ignore_with_tiers
     } else {
         &rules.ignore
     };
-    if let Some(rule) = ignore {
-        merged.ignore = merge.ignore(rule)?;
+    if let Some(rule) = ignore_rule {
+        merged.ignore = merge.ignore(ignore, rule);
     }
     if rules.max_price.iter().any(Option::is_some) {
-        merge.max_price(&rules.max_price)?;
+        merge.max_price(max_price, &rules.max_price);
     }
     if let Some(rule) = &rules.min_throughput {
-        merge.percentiles("preferred_min_throughput", rule)?;
+        merge.percentiles("preferred_min_throughput", min_throughput, rule);
     }
     if let Some(rule) = &rules.max_latency {
-        merge.percentiles("preferred_max_latency", rule)?;
+        merge.percentiles("preferred_max_latency", max_latency, rule);
     }
 
     merged.provider = merge.changed.then_some(merge.out);
@@ -96,7 +102,12 @@ pub fn merge(
 ) -> Result<Map<String, Value>, Refusal> {
     let rules = ProviderRules::from_policy(policy, "policy.provider");
     let mut actions = Vec::new();
-    match merge_into(client.cloned(), &rules, false, true, &mut actions) {
+    let merged = client
+        .cloned()
+        .map(ClientProvider::read)
+        .transpose()
+        .and_then(|read| merge_into(read.unwrap_or_default(), &rules, false, &mut actions));
+    match merged {
         Ok(merged) => Ok(merged
             .provider
             .unwrap_or_else(|| client.cloned().unwrap_or_default())),
@@ -126,44 +137,25 @@ pub(super) fn with_tier_endpoints(ignore: &DenyList) -> DenyList {
 struct Merge<'a> {
     out: Map<String, Value>,
     changed: bool,
-    /// Whether rewrites get their detail (see [`merge_into`]).
-    explain: bool,
     actions: &'a mut Vec<Action>,
 }
 
 impl Merge<'_> {
-    /// Sets `field` to `value`; `detail` says how, from the state before and the new value.
-    fn write(
-        &mut self,
-        field: &str,
-        value: Value,
-        rule: &Arc<str>,
-        detail: impl FnOnce(&Self, &Value) -> String,
-    ) {
-        let detail = self.explained(|| format!("provider.{field}: {}", detail(self, &value)));
-        self.out.insert(field.to_owned(), value);
+    /// Sets `field` to `value`, recording what the client had there.
+    fn write(&mut self, field: &'static str, value: Value, rule: &Arc<str>, how: How) {
+        let before = self.out.insert(field.to_owned(), value.clone());
         self.changed = true;
-        self.actions.push(Action::rewrite(rule.clone(), detail));
+        let rewrite = ProviderRewrite {
+            field,
+            member: None,
+            before,
+            after: value,
+            how,
+        };
+        self.actions.push(Action::provider(rule.clone(), rewrite));
     }
 
-    /// `detail()` when rewrites are explained, else nothing (see [`merge_into`]).
-    fn explained(&self, detail: impl FnOnce() -> String) -> String {
-        if self.explain {
-            detail()
-        } else {
-            String::new()
-        }
-    }
-
-    /// How the client's current value reads in an explanation.
-    fn shown(&self, field: &str) -> String {
-        match self.out.get(field) {
-            None | Some(Value::Null) => "unset".to_owned(),
-            Some(value) => render(value),
-        }
-    }
-
-    fn preference(&mut self, field: &str, preference: &Preference) {
+    fn preference(&mut self, field: &'static str, preference: &Preference) {
         let client = self.out.get(field).filter(|v| !v.is_null());
         let replace = if preference.forced {
             client != Some(&preference.value)
@@ -171,89 +163,55 @@ impl Merge<'_> {
             client.is_none()
         };
         if replace {
-            let how = if preference.forced { "forced by" } else { "by" };
-            self.write(
-                field,
-                preference.value.clone(),
-                &preference.rule,
-                |merge, value| {
-                    format!(
-                        "{} → {} {how} {}",
-                        merge.shown(field),
-                        render(value),
-                        preference.rule
-                    )
-                },
-            );
+            let how = if preference.forced {
+                How::ForcedBy
+            } else {
+                How::By
+            };
+            self.write(field, preference.value.clone(), &preference.rule, how);
         }
     }
 
-    fn data_collection(&mut self, rule: &Bound<Required>) -> Result<(), GatewayError> {
-        let client = read::data_collection(self.out.get("data_collection"))?;
+    fn data_collection(&mut self, client: Required, rule: &Bound<Required>) {
         if client.stricter(&rule.value) != Some(client) {
-            self.write(
-                "data_collection",
-                Value::from("deny"),
-                &rule.rule,
-                |merge, _| {
-                    format!(
-                        "{} → \"deny\" by {}",
-                        merge.shown("data_collection"),
-                        rule.rule
-                    )
-                },
-            );
+            self.write("data_collection", Value::from("deny"), &rule.rule, How::By);
         }
-        Ok(())
     }
 
-    fn flag(&mut self, field: &str, rule: &Bound<Required>) -> Result<(), GatewayError> {
-        let client = read::flag(self.out.get(field), field)?;
+    fn flag(&mut self, field: &'static str, client: Required, rule: &Bound<Required>) {
         if client.stricter(&rule.value) != Some(client) {
-            self.write(field, Value::Bool(true), &rule.rule, |merge, _| {
-                format!("{} → true by {}", merge.shown(field), rule.rule)
-            });
+            self.write(field, Value::Bool(true), &rule.rule, How::By);
         }
-        Ok(())
     }
 
     /// `only` / `quantizations`: the intersection; returns the forwarded entries as keys.
     fn allow_list(
         &mut self,
-        field: &str,
+        field: &'static str,
         noun: &str,
+        client: AllowList,
         rule: &Bound<AllowList>,
     ) -> Result<Vec<String>, GatewayError> {
-        let vocabulary = rule.value.vocabulary;
-        let client = AllowList {
-            vocabulary,
-            entries: read::names(self.out.get(field), field, vocabulary)?,
-        };
-        let policy_side = || spellings(rule.value.entries.iter().flatten());
+        let policy_side = || names_value(rule.value.entries.iter().flatten());
         let Some(merged) = client.stricter(&rule.value) else {
             let message = format!(
                 "`provider.{field}` {} has no {noun} in common with {} {}",
-                self.shown(field),
+                Shown(self.out.get(field)),
                 rule.rule,
                 policy_side()
             );
             return Err(deny(self.actions, rule.rule.clone(), message));
         };
         if merged != client {
-            let client_sent = client.entries.is_some();
-            self.write(
-                field,
-                names_value(merged.entries.iter().flatten()),
-                &rule.rule,
-                |merge, result| {
-                    let (before, result) = (merge.shown(field), render(result));
-                    if client_sent {
-                        format!("{before} ∩ {} {} → {result}", rule.rule, policy_side())
-                    } else {
-                        format!("{before} → {result} by {}", rule.rule)
-                    }
+            let how = match client.entries {
+                Some(_) => How::Combined {
+                    op: '∩',
+                    policy: policy_side(),
                 },
-            );
+                None => How::By,
+            };
+            let result = names_value(merged.entries.iter().flatten());
+            self.write(field, result, &rule.rule, how);
         }
         Ok(merged
             .entries
@@ -264,73 +222,56 @@ impl Merge<'_> {
     }
 
     /// `ignore`: the union; returns the forwarded entries as keys.
-    fn ignore(&mut self, rule: &Bound<DenyList>) -> Result<Vec<String>, GatewayError> {
-        let client = DenyList {
-            vocabulary: Vocabulary::Provider,
-            entries: read::names(self.out.get("ignore"), "ignore", Vocabulary::Provider)?
-                .unwrap_or_default(),
-        };
+    fn ignore(&mut self, client: DenyList, rule: &Bound<DenyList>) -> Vec<String> {
         let added = client.additions(&rule.value);
         if !added.is_empty() {
-            let client_sent = !client.entries.is_empty();
-            self.write(
-                "ignore",
-                names_value(client.entries.iter().chain(added.iter().copied())),
-                &rule.rule,
-                |merge, result| {
-                    let (before, result) = (merge.shown("ignore"), render(result));
-                    if client_sent {
-                        let policy_side = spellings(rule.value.entries.iter());
-                        format!("{before} ∪ {} {policy_side} → {result}", rule.rule)
-                    } else {
-                        format!("{before} → {result} by {}", rule.rule)
-                    }
-                },
-            );
+            let how = if client.entries.is_empty() {
+                How::By
+            } else {
+                How::Combined {
+                    op: '∪',
+                    policy: names_value(rule.value.entries.iter()),
+                }
+            };
+            let result = names_value(client.entries.iter().chain(added.iter().copied()));
+            self.write("ignore", result, &rule.rule, how);
         }
         let added_keys = added.iter().map(|n| n.key.clone());
         let client_keys = client.entries.into_iter().map(|n| n.key);
-        Ok(client_keys.chain(added_keys).collect())
+        client_keys.chain(added_keys).collect()
     }
 
     /// Each bound price: the lower of the two. A client's lower price stays as it was sent
     /// (number or numeric string); a policy's is written as a number.
-    fn max_price(&mut self, rules: &[Option<Bound<Ceiling>>; 5]) -> Result<(), GatewayError> {
-        let prices = read::prices(self.out.get("max_price"))?;
-        let price = |field: &str| prices.and_then(|p| p.get(field));
+    fn max_price(&mut self, client: Each<Ceiling, 5>, rules: &[Option<Bound<Ceiling>>; 5]) {
+        let sent = match self.out.get("max_price") {
+            Some(Value::Object(prices)) => Some(prices),
+            _ => None,
+        };
         let mut lowered = Vec::new();
         let mut lowered_actions = Vec::new();
-        for (field, rule) in PRICES.iter().zip(rules) {
+        for ((field, rule), client) in PRICES.iter().zip(rules).zip(client.0) {
             let Some(rule) = rule else { continue };
-            let client = Ceiling(read::price(price(field), || {
-                format!("provider.max_price.{field}")
-            })?);
             let Some(merged) = client.stricter(&rule.value).filter(|m| *m != client) else {
                 continue;
             };
             let value = number(merged.0.unwrap_or_default());
-            let detail = self.explained(|| {
-                let before = price(field)
-                    .filter(|v| !v.is_null())
-                    .map_or("unset".to_owned(), render);
-                match client.0 {
-                    Some(_) => format!(
-                        "provider.max_price.{field}: {before} lowered to {} by {}",
-                        render(&value),
-                        rule.rule
-                    ),
-                    None => format!(
-                        "provider.max_price.{field}: unset → {} by {}",
-                        render(&value),
-                        rule.rule
-                    ),
-                }
-            });
+            let rewrite = ProviderRewrite {
+                field: "max_price",
+                member: Some(field),
+                before: sent.and_then(|p| p.get(*field)).cloned(),
+                after: value.clone(),
+                how: if client.0.is_some() {
+                    How::Lowered
+                } else {
+                    How::By
+                },
+            };
             lowered.push(((*field).to_owned(), value));
-            lowered_actions.push(Action::rewrite(rule.rule.clone(), detail));
+            lowered_actions.push(Action::provider(rule.rule.clone(), rewrite));
         }
         if lowered.is_empty() {
-            return Ok(());
+            return;
         }
         // The client's object is rewritten in place: its other keys, and their order, stay.
         match self.out.get_mut("max_price") {
@@ -342,7 +283,6 @@ impl Merge<'_> {
         }
         self.changed = true;
         self.actions.append(&mut lowered_actions);
-        Ok(())
     }
 
     /// A performance preference: per percentile, the stricter bound. Written as a number when
@@ -350,15 +290,16 @@ impl Merge<'_> {
     /// client's own keys.
     fn percentiles<T: Limit>(
         &mut self,
-        field: &str,
+        field: &'static str,
+        client: Each<T, 4>,
         rule: &Bound<Each<T, 4>>,
-    ) -> Result<(), GatewayError> {
-        let read::ClientPercentiles {
-            bounds: client,
-            object: client_object,
-        } = read::percentiles::<T>(self.out.get(field), field)?;
+    ) {
         let Some(merged) = client.stricter(&rule.value).filter(|m| *m != client) else {
-            return Ok(());
+            return;
+        };
+        let client_object = match self.out.get(field) {
+            Some(Value::Object(object)) => Some(object.clone()),
+            _ => None,
         };
         let only_p50 = merged.0[1..].iter().all(|slot| slot.value().is_none());
         let value = match (client_object, only_p50) {
@@ -376,20 +317,8 @@ impl Merge<'_> {
                 Value::Object(object)
             }
         };
-        self.write(field, value, &rule.rule, |merge, value| {
-            format!(
-                "{} → {} by {}",
-                merge.shown(field),
-                render(value),
-                rule.rule
-            )
-        });
-        Ok(())
+        self.write(field, value, &rule.rule, How::By);
     }
-}
-
-fn spellings<'n>(names: impl Iterator<Item = &'n Name>) -> String {
-    render(&names_value(names))
 }
 
 fn names_value<'n>(names: impl Iterator<Item = &'n Name>) -> Value {

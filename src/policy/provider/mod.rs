@@ -12,15 +12,17 @@
 //! | `order`, `sort`, `allow_fallbacks` | the client's, else the policy's; `force` overrides the client |
 //! | anything else | passed on untouched |
 //!
-//! "Stricter" itself is defined in [`super::strictness`]. The client's keys keep their order and
-//! spelling; a value is rewritten only when the policy's side wins, and then as a number (prices,
-//! percentiles) or as the policy wrote it.
+//! The client's side is read once per request (`read`): every field above is type-checked
+//! whether or not the policy binds it. "Stricter" itself is defined in [`super::strictness`].
+//! The client's keys keep their order and spelling; a value is rewritten only when the policy's
+//! side wins, and then as a number (prices, percentiles) or as the policy wrote it.
 
 mod merge;
 mod read;
 
 pub use merge::merge;
 pub(crate) use merge::merge_into;
+pub(crate) use read::ClientProvider;
 #[cfg(test)]
 pub(crate) use read::StrictView;
 

@@ -62,7 +62,7 @@ fn denied(policy: &CompiledPolicy, body: Value) -> String {
         .last()
         .expect("the refusing rule is recorded");
     assert_eq!(last.outcome, Outcome::Deny);
-    assert_eq!(last.detail, refusal.error.to_string());
+    assert_eq!(last.to_string(), refusal.error.to_string());
     refusal.error.to_string()
 }
 
@@ -822,6 +822,343 @@ fn provider_null_is_no_provider() {
     let (applied, out) = forwarded(&super::tests::policy(""), chat(json!({ "provider": null })));
     assert!(applied.actions.is_empty());
     assert!(out["provider"].is_null());
+}
+
+// === every known `provider` field is type-checked, whatever the policy binds ===
+
+/// A policy that binds every known `provider` field but `field`.
+fn binding_all_but(field: &str) -> CompiledPolicy {
+    let bindings = [
+        ("data_collection", "data_collection = \"deny\""),
+        ("zdr", "zdr = true"),
+        ("require_parameters", "require_parameters = true"),
+        (
+            "enforce_distillable_text",
+            "enforce_distillable_text = true",
+        ),
+        ("only", "only = [\"OpenAI\", \"Azure\"]"),
+        ("ignore", "ignore = [\"DeepInfra\"]"),
+        ("quantizations", "quantizations = [\"fp8\"]"),
+        ("max_price", "max_price = { prompt = 5 }"),
+        ("preferred_min_throughput", "preferred_min_throughput = 10"),
+        ("preferred_max_latency", "preferred_max_latency = 5"),
+        ("order", "order = [\"Azure\"]"),
+        ("sort", "sort = \"price\""),
+        ("allow_fallbacks", "allow_fallbacks = false"),
+    ];
+    let lines: Vec<&str> = bindings
+        .iter()
+        .filter(|(bound, _)| *bound != field)
+        .map(|(_, line)| *line)
+        .collect();
+    policy(&format!("[policy.provider]\n{}", lines.join("\n")))
+}
+
+/// `provider.<field>`: each `wrong` value is a 400 with its message, under an empty policy and
+/// under one that binds every other field; each `right` value passes, as the very bytes sent
+/// under the empty policy, and as sent under the other.
+fn check_provider_field<S: AsRef<str>>(field: &str, wrong: &[(Value, S)], right: &[Value]) {
+    let empty = policy("");
+    let others = binding_all_but(field);
+    for (value, message) in wrong {
+        for policy in [&empty, &others] {
+            assert_eq!(
+                bad_request(policy, chat(json!({ "provider": { field: value } }))),
+                message.as_ref(),
+                "{field}: {value}"
+            );
+        }
+    }
+    for value in right {
+        let body = chat(json!({ "provider": { field: value, "future_knob": [1] } }));
+        let original = Bytes::from(serde_json::to_vec(&body).unwrap());
+        let mut req = ChatRequest::parse(&original).unwrap();
+        let applied = empty.apply(&mut req).unwrap();
+        assert!(applied.actions.is_empty(), "{field}: {value}");
+        assert_eq!(req.to_body(&original), original, "{field}: {value}");
+        let (_, out) = forwarded(&others, body);
+        assert_eq!(out["provider"][field], *value, "{field}: {value}");
+        assert_eq!(
+            out["provider"]["future_knob"],
+            json!([1]),
+            "{field}: {value}"
+        );
+    }
+}
+
+/// The wrong values of a list of names, and their messages.
+fn wrong_lists(field: &str) -> Vec<(Value, String)> {
+    vec![
+        (
+            json!("OpenAI"),
+            format!("`provider.{field}` must be an array of strings, found a string"),
+        ),
+        (
+            json!({ "0": "OpenAI" }),
+            format!("`provider.{field}` must be an array of strings, found an object"),
+        ),
+        (
+            json!(["OpenAI", 2]),
+            format!("`provider.{field}[1]` must be a string, found a number"),
+        ),
+    ]
+}
+
+/// The wrong values of a boolean, and their messages.
+fn wrong_booleans(field: &str) -> Vec<(Value, String)> {
+    [
+        ("\"true\"", "a string"),
+        ("1", "a number"),
+        ("{}", "an object"),
+        ("[]", "an array"),
+    ]
+    .into_iter()
+    .map(|(value, found)| {
+        (
+            serde_json::from_str(value).unwrap(),
+            format!("`provider.{field}` must be a boolean, found {found}"),
+        )
+    })
+    .collect()
+}
+
+/// The wrong values of a performance preference, and their messages.
+fn wrong_percentiles(field: &str) -> Vec<(Value, String)> {
+    let whole = |found: &str| {
+        format!("`provider.{field}` must be a number or an object of percentiles (p50, p75, p90, p99), found {found}")
+    };
+    vec![
+        (json!("10"), whole("a string")),
+        (json!([10]), whole("an array")),
+        (
+            json!({ "p90": "1" }),
+            format!("`provider.{field}.p90` must be a number, found a string"),
+        ),
+        (
+            json!({ "p50": 1, "p99": true }),
+            format!("`provider.{field}.p99` must be a number, found a boolean"),
+        ),
+    ]
+}
+
+const BOOLEANS: [Value; 3] = [Value::Bool(true), Value::Bool(false), Value::Null];
+
+#[test]
+fn provider_must_be_an_object() {
+    for policy in [policy(""), binding_all_but("")] {
+        for (value, found) in [
+            (json!("openai"), "a string"),
+            (json!(["openai"]), "an array"),
+            (json!(true), "a boolean"),
+            (json!(1), "a number"),
+        ] {
+            assert_eq!(
+                bad_request(&policy, chat(json!({ "provider": value }))),
+                format!("`provider` must be an object, found {found}")
+            );
+        }
+    }
+    for text in [
+        &br#"{"messages":[],"provider":{}}"#[..],
+        br#"{"messages":[],"provider":null}"#,
+    ] {
+        let original = Bytes::from_static(text);
+        let mut req = ChatRequest::parse(&original).unwrap();
+        policy("").apply(&mut req).unwrap();
+        assert_eq!(req.to_body(&original), original);
+    }
+}
+
+#[test]
+fn provider_only_is_type_checked() {
+    check_provider_field(
+        "only",
+        &wrong_lists("only"),
+        &[json!(["OpenAI", "azure"]), json!([]), Value::Null],
+    );
+}
+
+#[test]
+fn provider_ignore_is_type_checked() {
+    check_provider_field(
+        "ignore",
+        &wrong_lists("ignore"),
+        &[json!(["OpenAI", "azure"]), json!([]), Value::Null],
+    );
+}
+
+#[test]
+fn provider_order_is_type_checked() {
+    check_provider_field(
+        "order",
+        &wrong_lists("order"),
+        &[json!(["OpenAI", "azure"]), json!([]), Value::Null],
+    );
+}
+
+#[test]
+fn provider_quantizations_is_type_checked() {
+    check_provider_field(
+        "quantizations",
+        &wrong_lists("quantizations"),
+        &[json!(["fp8", "int4"]), json!([]), Value::Null],
+    );
+}
+
+#[test]
+fn provider_data_collection_is_type_checked() {
+    check_provider_field(
+        "data_collection",
+        &[
+            (
+                json!("maybe"),
+                r#"`provider.data_collection` must be "allow" or "deny", found "maybe""#,
+            ),
+            (
+                json!(true),
+                r#"`provider.data_collection` must be "allow" or "deny", found true"#,
+            ),
+            (
+                json!(["deny"]),
+                r#"`provider.data_collection` must be "allow" or "deny", found ["deny"]"#,
+            ),
+        ],
+        &[json!("allow"), json!("deny"), Value::Null],
+    );
+}
+
+#[test]
+fn provider_zdr_is_type_checked() {
+    check_provider_field("zdr", &wrong_booleans("zdr"), &BOOLEANS);
+}
+
+#[test]
+fn provider_require_parameters_is_type_checked() {
+    check_provider_field(
+        "require_parameters",
+        &wrong_booleans("require_parameters"),
+        &BOOLEANS,
+    );
+}
+
+#[test]
+fn provider_enforce_distillable_text_is_type_checked() {
+    check_provider_field(
+        "enforce_distillable_text",
+        &wrong_booleans("enforce_distillable_text"),
+        &BOOLEANS,
+    );
+}
+
+#[test]
+fn provider_allow_fallbacks_is_type_checked() {
+    check_provider_field(
+        "allow_fallbacks",
+        &wrong_booleans("allow_fallbacks"),
+        &BOOLEANS,
+    );
+}
+
+#[test]
+fn provider_sort_is_type_checked() {
+    check_provider_field(
+        "sort",
+        &[
+            (
+                json!(1),
+                "`provider.sort` must be a string or an object (by, partition), found a number",
+            ),
+            (
+                json!(["price"]),
+                "`provider.sort` must be a string or an object (by, partition), found an array",
+            ),
+            (
+                json!({ "by": 1 }),
+                "`provider.sort.by` must be a string, found a number",
+            ),
+            (
+                json!({ "by": "price", "partition": false }),
+                "`provider.sort.partition` must be a string, found a boolean",
+            ),
+        ],
+        &[
+            json!("price"),
+            json!("exacto"),
+            json!({ "by": "latency", "partition": "none" }),
+            json!({ "by": null, "partition": "model", "future_member": 1 }),
+            json!({}),
+            Value::Null,
+        ],
+    );
+}
+
+#[test]
+fn provider_max_price_is_type_checked() {
+    check_provider_field(
+        "max_price",
+        &[
+            (
+                json!(3),
+                "`provider.max_price` must be an object, found a number",
+            ),
+            (
+                json!("5"),
+                "`provider.max_price` must be an object, found a string",
+            ),
+            (
+                json!({ "prompt": "cheap" }),
+                r#"`provider.max_price.prompt` must be a number or a numeric string, found "cheap""#,
+            ),
+            (
+                json!({ "completion": true }),
+                "`provider.max_price.completion` must be a number or a numeric string, found a boolean",
+            ),
+            (
+                json!({ "image": [] }),
+                "`provider.max_price.image` must be a number or a numeric string, found an array",
+            ),
+            (
+                json!({ "audio": null, "request": {} }),
+                "`provider.max_price.request` must be a number or a numeric string, found an object",
+            ),
+        ],
+        &[
+            json!({ "prompt": 1, "completion": "0.5", "image": null, "video": "anything" }),
+            json!({ "audio": 0.25, "request": "2" }),
+            json!({}),
+            Value::Null,
+        ],
+    );
+}
+
+#[test]
+fn provider_preferred_min_throughput_is_type_checked() {
+    check_provider_field(
+        "preferred_min_throughput",
+        &wrong_percentiles("preferred_min_throughput"),
+        &[
+            json!(100),
+            json!(2.5),
+            json!({ "p50": 1, "p99": null, "p95": "x" }),
+            json!({}),
+            Value::Null,
+        ],
+    );
+}
+
+#[test]
+fn provider_preferred_max_latency_is_type_checked() {
+    check_provider_field(
+        "preferred_max_latency",
+        &wrong_percentiles("preferred_max_latency"),
+        &[
+            json!(1),
+            json!(0.5),
+            json!({ "p75": 2, "p90": null, "p95": "x" }),
+            json!({}),
+            Value::Null,
+        ],
+    );
 }
 
 // === named layering of provider rules ===

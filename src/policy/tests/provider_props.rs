@@ -16,7 +16,7 @@ use crate::config::{
 };
 use crate::error::GatewayError;
 use crate::policy::fields::number;
-use crate::policy::provider::{merge_into, ProviderRules, StrictView};
+use crate::policy::provider::{merge_into, ClientProvider, ProviderRules, StrictView};
 use crate::policy::strictness::Strict;
 use crate::policy::{merge, CompiledPolicy};
 
@@ -231,6 +231,69 @@ fn client_provider() -> impl Strategy<Value = Map<String, Value>> {
         })
         .prop_shuffle()
         .prop_map(|entries| entries.into_iter().collect())
+}
+
+/// A known field and a value of a type it does not take.
+fn wrong_field() -> impl Strategy<Value = (&'static str, Value)> {
+    let of = |fields: &[&'static str], values: Vec<Value>| {
+        (select(fields.to_vec()), select(values)).boxed()
+    };
+    prop_oneof![
+        of(
+            &["only", "ignore", "order", "quantizations"],
+            vec![
+                json!("OpenAI"),
+                json!(1),
+                json!({}),
+                json!(true),
+                json!(["a", 2])
+            ],
+        ),
+        of(
+            &["data_collection"],
+            vec![json!("maybe"), json!(true), json!(["deny"]), json!({})],
+        ),
+        of(
+            &[
+                "zdr",
+                "require_parameters",
+                "enforce_distillable_text",
+                "allow_fallbacks"
+            ],
+            vec![json!("true"), json!(1), json!([]), json!({})],
+        ),
+        of(
+            &["sort"],
+            vec![
+                json!(1),
+                json!(true),
+                json!(["price"]),
+                json!({ "by": 1 }),
+                json!({ "partition": false })
+            ],
+        ),
+        of(
+            &["max_price"],
+            vec![
+                json!(3),
+                json!("1"),
+                json!([]),
+                json!({ "prompt": "cheap" }),
+                json!({ "audio": true }),
+                json!({ "request": "NaN" })
+            ],
+        ),
+        of(
+            &["preferred_min_throughput", "preferred_max_latency"],
+            vec![
+                json!("1"),
+                json!([1]),
+                json!(true),
+                json!({ "p90": "1" }),
+                json!({ "p50": [] })
+            ],
+        ),
+    ]
 }
 
 // === clients already inside the policy ===
@@ -470,59 +533,81 @@ proptest! {
     }
 
     #[test]
-    fn the_quiet_merge_decides_exactly_as_the_explained_one(
-        client in option::of(client_provider()),
+    fn a_request_gets_what_the_merge_makes(
         policy in provider_policy(),
-        tier_endpoints in any::<bool>(),
+        requests in vec((option::of(client_provider()), any::<bool>()), 1..8),
     ) {
+        // One compiled policy serves every request, as a key's does; each request is checked
+        // against the merge of its own `provider` alone: the raw text read, the object written
+        // back, the forwarded lists and every action, in words, as `orgate explain` shows them.
+        let org = PolicyConfig { provider: policy.clone(), ..PolicyConfig::default() };
+        let compiled = CompiledPolicy::compile(&org, None).unwrap();
         let rules = ProviderRules::from_policy(&policy, "policy.provider");
-        let (mut loud, mut quiet) = (Vec::new(), Vec::new());
-        let explained = merge_into(client.clone(), &rules, tier_endpoints, true, &mut loud);
-        let unexplained = merge_into(client, &rules, tier_endpoints, false, &mut quiet);
-        match (explained, unexplained) {
-            (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
-            (Err(a), Err(b)) => prop_assert_eq!(a.to_string(), b.to_string()),
-            (a, b) => prop_assert!(false, "explained {:?} but quiet {:?}", a, b),
-        }
-        let decisions = |actions: &[crate::policy::Action]| -> Vec<(std::sync::Arc<str>, crate::policy::Outcome)> {
-            actions.iter().map(|a| (a.rule.clone(), a.outcome)).collect()
-        };
-        prop_assert_eq!(decisions(&loud), decisions(&quiet));
-        for (loud, quiet) in loud.iter().zip(&quiet) {
-            prop_assert!(!loud.detail.is_empty());
-            match quiet.outcome {
-                crate::policy::Outcome::Rewrite => prop_assert_eq!(&quiet.detail, ""),
-                crate::policy::Outcome::Deny => prop_assert_eq!(&quiet.detail, &loud.detail),
+        for (client, nitro) in requests {
+            let mut body = json!({
+                "model": if nitro { "openai/gpt-4o:nitro" } else { "openai/gpt-4o" },
+                "messages": [],
+            });
+            if let Some(client) = &client {
+                body["provider"] = Value::Object(client.clone());
+            }
+            let original = Bytes::from(serde_json::to_vec(&body).unwrap());
+            let mut req = ChatRequest::parse(&original).unwrap();
+            let outcome = compiled.apply(&mut req);
+            if nitro && !policy.only.is_empty() {
+                // `:nitro` reaches tier endpoints, which `only` cannot bind: refused first.
+                let refusal = outcome.unwrap_err();
+                prop_assert_eq!(refusal.actions.len(), 1);
+                prop_assert_eq!(&*refusal.actions[0].rule, "policy.provider.only");
+                continue;
+            }
+            let read = client.clone().map(ClientProvider::read).transpose().unwrap();
+            let mut actions = Vec::new();
+            let expected = merge_into(read.unwrap_or_default(), &rules, nitro, &mut actions);
+            match (outcome, expected) {
+                (Ok(applied), Ok(merged)) => {
+                    let forwarded: Value = serde_json::from_slice(&req.to_body(&original)).unwrap();
+                    let provider = merged.provider.map(Value::Object).or_else(|| client.map(Value::Object));
+                    prop_assert_eq!(forwarded.get("provider"), provider.as_ref());
+                    prop_assert_eq!(&*applied.only, &merged.only[..]);
+                    prop_assert_eq!(&*applied.ignore, &merged.ignore[..]);
+                    prop_assert_eq!(&applied.actions, &actions);
+                    for action in &applied.actions {
+                        prop_assert_eq!(action.outcome, crate::policy::Outcome::Rewrite);
+                        let line = action.to_string();
+                        prop_assert!(line.starts_with("provider.") && line.contains(&*action.rule), "{}", line);
+                    }
+                }
+                (Err(refusal), Err(error)) => {
+                    prop_assert_eq!(refusal.error.to_string(), error.to_string());
+                    prop_assert_eq!(&refusal.actions, &actions);
+                }
+                (a, b) => prop_assert!(false, "applied {:?} but merged {:?}", a, b),
             }
         }
     }
 
     #[test]
-    fn a_remembered_merge_is_the_merge(
-        policy in provider_policy(),
-        clients in vec(option::of(client_provider()), 1..6),
-        requests in vec((any::<prop::sample::Index>(), any::<bool>()), 1..16),
+    fn a_known_field_of_the_wrong_type_is_a_400_naming_it_whatever_the_policy(
+        client in client_provider(),
+        (field, wrong) in wrong_field(),
+        policy in option::of(provider_policy()),
     ) {
-        // One policy serves every request, remembering; each request is checked against a
-        // policy compiled afresh, which remembers nothing.
-        let org = PolicyConfig { provider: policy, ..PolicyConfig::default() };
-        let warm = CompiledPolicy::compile(&org, None).unwrap();
-        for (pick, nitro) in requests {
-            let mut body = json!({
-                "model": if nitro { "openai/gpt-4o:nitro" } else { "openai/gpt-4o" },
-                "messages": [],
-            });
-            if let Some(client) = &clients[pick.index(clients.len())] {
-                body["provider"] = Value::Object(client.clone());
+        let mut client = client;
+        client.insert(field.to_owned(), wrong);
+        let org = PolicyConfig { provider: policy.unwrap_or_default(), ..PolicyConfig::default() };
+        let compiled = CompiledPolicy::compile(&org, None).unwrap();
+        let body = json!({ "model": "openai/gpt-4o", "messages": [], "provider": client });
+        let original = Bytes::from(serde_json::to_vec(&body).unwrap());
+        let mut req = ChatRequest::parse(&original).unwrap();
+        match compiled.apply(&mut req) {
+            Ok(applied) => prop_assert!(false, "forwarded: {:?}", applied),
+            Err(refusal) => {
+                prop_assert!(matches!(refusal.error, GatewayError::BadRequest(_)), "{:?}", refusal.error);
+                let message = refusal.error.to_string();
+                prop_assert!(message.starts_with(&format!("`provider.{field}")), "{}", message);
+                prop_assert!(refusal.actions.is_empty(), "{:?}", refusal.actions);
             }
-            let original = Bytes::from(serde_json::to_vec(&body).unwrap());
-            let outcome = |policy: &CompiledPolicy| {
-                let mut req = ChatRequest::parse(&original).unwrap();
-                let outcome = policy.apply_quietly(&mut req).map_err(|refusal| refusal.error.to_string());
-                (format!("{outcome:?}"), req.to_body(&original))
-            };
-            let fresh = CompiledPolicy::compile(&org, None).unwrap();
-            prop_assert_eq!(outcome(&warm), outcome(&fresh));
         }
     }
 
