@@ -34,7 +34,7 @@ struct Entry<'a> {
 /// A value as raw JSON text: valid, without surrounding whitespace.
 enum Slot<'a> {
     Original(&'a str),
-    /// Written by the gateway; shared, so a remembered rewrite is not copied per request.
+    /// Written by the gateway.
     Edited(Arc<str>),
     Removed,
 }

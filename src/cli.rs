@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::auth::{generate_key, key_hash_field};
-use crate::config::{self, ConfigSource, Env};
+use crate::config::{self, Config, ConfigSource, Env};
+use crate::policy::CompiledPolicy;
 use crate::StartupError;
 
 #[derive(Debug, Parser)]
@@ -97,7 +98,7 @@ fn serve(source: ConfigSource, env: &Env) -> ExitCode {
         eprintln!("orgate: {e}");
         return ExitCode::FAILURE;
     }
-    let config = match config::load(&source, env) {
+    let config = match load(&source, env) {
         Ok((config, _)) => config,
         Err(problems) => {
             report_problems("orgate: cannot start", &problems);
@@ -125,7 +126,7 @@ fn serve(source: ConfigSource, env: &Env) -> ExitCode {
         let (reload_tx, reloads) = tokio::sync::mpsc::channel(4);
         tokio::spawn(crate::shutdown::on_sighup(move || {
             // The environment is read again too: a secret's file may have been rotated.
-            let reloaded = config::load(&source, &Env::from_process()).map(|(config, _)| config);
+            let reloaded = load(&source, &Env::from_process()).map(|(config, _)| config);
             let _ = reload_tx.try_send(reloaded);
         }));
         crate::serve_with_reloads(config, listener, crate::shutdown::signal(), reloads).await
@@ -141,7 +142,7 @@ fn serve(source: ConfigSource, env: &Env) -> ExitCode {
 
 fn check(path: Option<PathBuf>, env: &Env) -> ExitCode {
     let source = ConfigSource { path, listen: None };
-    match config::load(&source, env) {
+    match load(&source, env) {
         Ok((config, path)) => {
             let from = path.map_or_else(
                 || "built-in defaults".to_owned(),
@@ -180,7 +181,7 @@ fn explain(key: &str, config: Option<PathBuf>, file: Option<PathBuf>, env: &Env)
         path: config,
         listen: None,
     };
-    let config = match config::load(&source, env) {
+    let config = match load(&source, env) {
         Ok((config, _)) => config,
         Err(problems) => {
             report_problems("orgate explain", &problems);
@@ -212,6 +213,24 @@ fn explain(key: &str, config: Option<PathBuf>, file: Option<PathBuf>, env: &Env)
         println!();
     }
     ExitCode::from(explanation.exit_code)
+}
+
+/// The config from `source`, loaded and validated, with its policies compiled: every problem
+/// `serve` would refuse it for. Layering problems of the policies (which only compiling them
+/// shows) are looked for once the file itself is valid.
+fn load(source: &ConfigSource, env: &Env) -> Result<(Config, Option<PathBuf>), config::Problems> {
+    let (config, path) = config::load(source, env)?;
+    let problems = CompiledPolicy::problems(&config);
+    if problems.is_empty() {
+        return Ok((config, path));
+    }
+    let in_file = |problem: config::Problem| config::Problem {
+        file: path.clone(),
+        ..problem
+    };
+    Err(config::Problems(
+        problems.into_iter().map(in_file).collect(),
+    ))
 }
 
 /// Prints every config problem, one per line, under a heading naming the command.

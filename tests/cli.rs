@@ -45,6 +45,27 @@ fn check_lists_every_problem_and_exits_1() {
 }
 
 #[test]
+fn check_reports_a_named_policy_that_cannot_be_layered_on_the_org_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("layers.toml");
+    std::fs::write(
+        &path,
+        "[policy.provider]\nonly = [\"openai\"]\n[policies.team.provider]\nonly = [\"anthropic\"]\n",
+    )
+    .unwrap();
+    let output = orgate(&["check", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let expected = format!("{}: policies.team: ", path.display());
+    assert!(
+        stderr.contains(&expected),
+        "missing {expected:?} in:\n{stderr}"
+    );
+}
+
+#[test]
 fn check_prints_the_effective_config_without_secrets() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/orgate.example.toml");
     let output = orgate(&["check", "--config", example])

@@ -455,3 +455,17 @@ async fn a_large_rewritten_body_arrives_whole_with_its_length_and_messages_untou
     assert_eq!(sent["provider"]["sort"], "price");
     assert_eq!(sent["stream"], false);
 }
+
+#[tokio::test]
+async fn a_wrong_typed_provider_field_is_a_400_whatever_the_policy_binds() {
+    // `only` as a string, where a list is meant: under no policy at all, and under one that
+    // binds other provider fields but not `only`.
+    for policy in ["", "[policy.provider]\ndata_collection = \"deny\"\n"] {
+        let org = Org::start(policy).await;
+        let (status, message) = org
+            .refused(request(json!({"provider": {"only": "OpenAI"}})))
+            .await;
+        assert_eq!(status, 400, "{policy:?}");
+        assert!(message.contains("`provider.only`"), "{policy:?}: {message}");
+    }
+}

@@ -53,7 +53,6 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     validate_upstream(config, &mut out);
     validate_keys(config, &mut out);
     validate_limits(config, &mut out);
-    let before_policies = out.len();
     validate_policy("policy", &config.policy, &mut out);
     for (name, policy) in &config.policies {
         if !is_identifier(name) {
@@ -63,17 +62,6 @@ pub fn validate(config: &Config) -> Vec<Problem> {
             ));
         }
         validate_policy(&format!("policies.{name}"), policy, &mut out);
-    }
-    // Layering problems (a named policy whose lists cannot meet the org's) show only when the
-    // policies are compiled; do it once the simpler checks found nothing to repeat.
-    if out.len() == before_policies {
-        let names = std::iter::once(None).chain(config.policies.keys().map(|n| Some(n.as_str())));
-        for name in names {
-            if let Err(e) = crate::policy::CompiledPolicy::for_key(config, name) {
-                let at = name.map_or_else(|| "policy".to_owned(), |n| format!("policies.{n}"));
-                out.extend(e.problems.into_iter().map(|p| Problem::at(&at, p)));
-            }
-        }
     }
     out
 }

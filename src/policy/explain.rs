@@ -13,15 +13,15 @@ use crate::error::GatewayError;
 use super::{Action, CompiledPolicy};
 
 /// Exit code: the request would be forwarded.
-pub const EXIT_FORWARDED: u8 = 0;
+pub(crate) const EXIT_FORWARDED: u8 = 0;
 /// Exit code: bad input (not a chat request, a field of the wrong type, an unknown key id).
-pub const EXIT_BAD_INPUT: u8 = 1;
+pub(crate) const EXIT_BAD_INPUT: u8 = 1;
 /// Exit code: the policy would refuse the request.
-pub const EXIT_REFUSED: u8 = 3;
+pub(crate) const EXIT_REFUSED: u8 = 3;
 
 /// What `orgate explain` prints, and its exit code.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Explanation {
+pub(crate) struct Explanation {
     /// [`EXIT_FORWARDED`], [`EXIT_REFUSED`] or [`EXIT_BAD_INPUT`].
     pub exit_code: u8,
     /// The forwarded body (pretty JSON) or the refusal, then every rule that changed or refused
@@ -30,7 +30,7 @@ pub struct Explanation {
 }
 
 /// Explains `body` as sent with the key `key_id` (`"anonymous"`: no key, `[policy]` alone).
-pub fn explain(config: &Config, key_id: &str, body: &[u8]) -> Explanation {
+pub(crate) fn explain(config: &Config, key_id: &str, body: &[u8]) -> Explanation {
     let policy_name = if key_id == "anonymous" {
         None
     } else {

@@ -20,7 +20,7 @@
 
 mod action;
 mod caps;
-pub mod explain;
+mod explain;
 mod fields;
 mod models;
 mod plugins;
@@ -31,15 +31,14 @@ mod strictness;
 #[cfg(test)]
 mod tests;
 
-pub use action::{Action, Applied, Outcome, Refusal};
-pub use explain::{explain, Explanation};
-pub use provider::merge;
+pub(crate) use action::{Action, Applied, Refusal};
+pub(crate) use explain::explain;
 
 use serde_json::Value;
 use std::sync::Arc;
 
 use crate::chat_request::ChatRequest;
-use crate::config::{Config, PolicyConfig};
+use crate::config::{Config, PolicyConfig, Problem};
 use crate::error::GatewayError;
 
 use models::ModelRules;
@@ -118,6 +117,21 @@ impl CompiledPolicy {
         }
     }
 
+    /// What compiling `config`'s policies meets that validating the config alone cannot see:
+    /// a named policy whose rules cannot be layered on `[policy]` (lists that cannot meet).
+    /// Each problem names the policy it is in.
+    pub(crate) fn problems(config: &Config) -> Vec<Problem> {
+        let names = std::iter::once(None).chain(config.policies.keys().map(|n| Some(n.as_str())));
+        let mut out = Vec::new();
+        for name in names {
+            if let Err(e) = Self::for_key(config, name) {
+                let at = name.map_or_else(|| "policy".to_owned(), |n| format!("policies.{n}"));
+                out.extend(e.problems.into_iter().map(|p| Problem::at(&at, p)));
+            }
+        }
+        out
+    }
+
     /// The named policy layered on `[policy]`, if any.
     pub fn name(&self) -> Option<&str> {
         self.name.as_deref()
@@ -131,13 +145,6 @@ impl CompiledPolicy {
             Ok(applied) => Ok(Applied { actions, ..applied }),
             Err(error) => Err(Refusal { error, actions }),
         }
-    }
-
-    /// [`apply`](Self::apply) under its former name, kept only because `proxy::chat` (outside
-    /// this module) still calls it: delete it once that call says `apply`.
-    #[doc(hidden)]
-    pub fn apply_quietly(&self, req: &mut ChatRequest<'_>) -> Result<Applied, Refusal> {
-        self.apply(req)
     }
 
     fn apply_rules(

@@ -3,9 +3,8 @@
 use serde_json::{Map, Value};
 use std::sync::Arc;
 
-use crate::config::ProviderPolicy;
 use crate::error::GatewayError;
-use crate::policy::action::{deny, Action, How, ProviderRewrite, Refusal, Shown};
+use crate::policy::action::{deny, Action, How, ProviderRewrite, Shown};
 use crate::policy::fields::number;
 use crate::policy::strictness::{
     AllowList, Ceiling, DenyList, Each, Limit, Name, Required, Strict, Vocabulary, PERCENTILES,
@@ -95,11 +94,13 @@ pub(crate) fn merge_into(
 /// Merges a client's `provider` with one policy's, as `[policy.provider]` would: the merged
 /// object, or the refusal (an empty `only`/`quantizations` intersection, a field of the wrong
 /// type) with the actions up to it. The building block; requests go through
-/// [`CompiledPolicy::apply`](crate::policy::CompiledPolicy::apply).
-pub fn merge(
+/// [`CompiledPolicy::apply`](crate::policy::CompiledPolicy::apply). The properties are stated
+/// on it.
+#[cfg(test)]
+pub(crate) fn merge(
     client: Option<&Map<String, Value>>,
-    policy: &ProviderPolicy,
-) -> Result<Map<String, Value>, Refusal> {
+    policy: &crate::config::ProviderPolicy,
+) -> Result<Map<String, Value>, crate::policy::Refusal> {
     let rules = ProviderRules::from_policy(policy, "policy.provider");
     let mut actions = Vec::new();
     let merged = client
@@ -111,7 +112,7 @@ pub fn merge(
         Ok(merged) => Ok(merged
             .provider
             .unwrap_or_else(|| client.cloned().unwrap_or_default())),
-        Err(error) => Err(Refusal { error, actions }),
+        Err(error) => Err(crate::policy::Refusal { error, actions }),
     }
 }
 

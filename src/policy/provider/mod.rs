@@ -20,7 +20,8 @@
 mod merge;
 mod read;
 
-pub use merge::merge;
+#[cfg(test)]
+pub(crate) use merge::merge;
 pub(crate) use merge::merge_into;
 pub(crate) use read::ClientProvider;
 #[cfg(test)]

@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use serde_json::{json, Value};
 
+use super::action::Outcome;
 use super::*;
 use crate::config::parse_toml;
 

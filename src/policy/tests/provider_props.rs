@@ -16,9 +16,9 @@ use crate::config::{
 };
 use crate::error::GatewayError;
 use crate::policy::fields::number;
-use crate::policy::provider::{merge_into, ClientProvider, ProviderRules, StrictView};
+use crate::policy::provider::{merge, merge_into, ClientProvider, ProviderRules, StrictView};
 use crate::policy::strictness::Strict;
-use crate::policy::{merge, CompiledPolicy};
+use crate::policy::CompiledPolicy;
 
 /// Display names, slugs, case variants, a regional and a tier endpoint.
 const PROVIDERS: &[&str] = &[
@@ -527,7 +527,7 @@ proptest! {
             Err(refusal) => {
                 prop_assert!(matches!(refusal.error, GatewayError::PolicyDenied(_)), "{:?}", refusal.error);
                 prop_assert!(client_view.stricter(&policy_view).is_none());
-                prop_assert_eq!(refusal.actions.len(), refusal.actions.iter().position(|a| a.outcome == crate::policy::Outcome::Deny).map_or(0, |i| i + 1));
+                prop_assert_eq!(refusal.actions.len(), refusal.actions.iter().position(|a| a.outcome == crate::policy::action::Outcome::Deny).map_or(0, |i| i + 1));
             }
         }
     }
@@ -573,7 +573,7 @@ proptest! {
                     prop_assert_eq!(&*applied.ignore, &merged.ignore[..]);
                     prop_assert_eq!(&applied.actions, &actions);
                     for action in &applied.actions {
-                        prop_assert_eq!(action.outcome, crate::policy::Outcome::Rewrite);
+                        prop_assert_eq!(action.outcome, crate::policy::action::Outcome::Rewrite);
                         let line = action.to_string();
                         prop_assert!(line.starts_with("provider.") && line.contains(&*action.rule), "{}", line);
                     }
