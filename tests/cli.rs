@@ -15,53 +15,47 @@ fn orgate(args: &[&str]) -> Command {
     command
 }
 
-#[test]
-fn check_lists_every_problem_and_exits_1() {
+/// Runs `orgate check` on a config file holding `toml`: it must exit 1, and its report must
+/// hold each of `expected(file)` (the file's path given). Returns the report.
+fn check_refuses(toml: &str, expected: impl Fn(&str) -> Vec<String>) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("broken.toml");
-    std::fs::write(
-        &path,
-        "[server]\nmax_bdy = \"1MiB\"\n[upstream]\nfirst_byte_timeout = \"forever\"\n[[auth.keys]]\nid = \"a\"\nhash = \"plain-text-key\"\npolicy = \"missing\"\n",
-    )
-    .unwrap();
+    let path = dir.path().join("orgate.toml");
+    std::fs::write(&path, toml).unwrap();
     let output = orgate(&["check", "--config", path.to_str().unwrap()])
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let file = path.display().to_string();
-    for expected in [
-        format!("{file}: server.max_bdy: unknown key"),
-        format!("{file}: upstream.first_byte_timeout: invalid duration \"forever\""),
-        format!("{file}: auth.keys[0].hash: must be \"sha256:"),
-        format!("{file}: auth.keys[0].policy: no [policies.missing] is defined"),
-    ] {
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    for expected in expected(&path.display().to_string()) {
         assert!(
             stderr.contains(&expected),
             "missing {expected:?} in:\n{stderr}"
         );
     }
+    stderr
+}
+
+#[test]
+fn check_lists_every_problem_and_exits_1() {
+    let stderr = check_refuses(
+        "[server]\nmax_bdy = \"1MiB\"\n[upstream]\nfirst_byte_timeout = \"forever\"\n[[auth.keys]]\nid = \"a\"\nhash = \"plain-text-key\"\npolicy = \"missing\"\n",
+        |file| {
+            vec![
+                format!("{file}: server.max_bdy: unknown key"),
+                format!("{file}: upstream.first_byte_timeout: invalid duration \"forever\""),
+                format!("{file}: auth.keys[0].hash: must be \"sha256:"),
+                format!("{file}: auth.keys[0].policy: no [policies.missing] is defined"),
+            ]
+        },
+    );
     assert!(stderr.contains("4 problem(s)"), "{stderr}");
 }
 
 #[test]
 fn check_reports_a_named_policy_that_cannot_be_layered_on_the_org_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("layers.toml");
-    std::fs::write(
-        &path,
+    check_refuses(
         "[policy.provider]\nonly = [\"openai\"]\n[policies.team.provider]\nonly = [\"anthropic\"]\n",
-    )
-    .unwrap();
-    let output = orgate(&["check", "--config", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let expected = format!("{}: policies.team: ", path.display());
-    assert!(
-        stderr.contains(&expected),
-        "missing {expected:?} in:\n{stderr}"
+        |file| vec![format!("{file}: policies.team: ")],
     );
 }
 
