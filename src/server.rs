@@ -208,7 +208,7 @@ fn reload(state: &AppState, request: ReloadRequest) {
 /// The gateway as one service: [`router`] inside the layer stack, outermost first:
 /// 1. catch panics: a panic becomes an OpenRouter-shaped 500, never a dropped connection;
 /// 2. mark `authorization` / `x-api-key` sensitive, before anything could log them;
-/// 3. request ids, access log and request metrics ([`telemetry::AccessLogLayer`]): set
+/// 3. request ids, access log and request metrics (`telemetry::AccessLogLayer`): set
 ///    `x-request-id` (the client's, else a new one) so it reaches logs and upstream, copy it
 ///    onto every response, errors included, and write one line per request when its body ends;
 /// 4. the router.
@@ -244,7 +244,7 @@ pub fn app(
 
 /// The routes:
 /// - the doors, under `/api/v1` and `/v1`: chat, and the pass-through for every other path.
-///   Each runs the one pipeline ([`proxy`]), which admits the request first (401, 429) and
+///   Each runs the one pipeline (`proxy`), which admits the request first (401, 429) and
 ///   gives it the context that holds its concurrency slot until its body ends;
 /// - health, readiness and metrics.
 ///

@@ -1,7 +1,7 @@
 //! Per-key limits: request rate, requests in flight, tokens per minute, and a gateway-wide rate.
 //!
 //! The gate ([`crate::gate::admit`]) calls [`Limits::check`] once per request, with the key id auth found
-//! (or `anonymous`). A [`Refusal`] becomes the 429 (`GatewayError::from`, or `into_response`
+//! (or `anonymous`). A `Refusal` becomes the 429 (`GatewayError::from`, or `into_response`
 //! for the headers too). An [`Admission`] holds the request's concurrency [`Permit`] (keep it
 //! until the response body ends: dropping it releases the slot), the [`RateLimitHeaders`] for
 //! the response, and a [`UsageAccount`] to debit the tokens the response reports
