@@ -131,9 +131,10 @@ pub fn parse_toml(text: &str) -> (Config, Vec<Problem>) {
             "limits" => read_section(&section, value, &mut config.limits, &mut problems),
             "policy" => read_section(&section, value, &mut config.policy, &mut problems),
             "policies" => read_section(&section, value, &mut config.policies, &mut problems),
+            "routes" => read_section(&section, value, &mut config.routes, &mut problems),
             _ => problems.push(Problem::at(
                 &section,
-                "unknown section (expected server, upstream, auth, limits, policy or policies)",
+                "unknown section (expected server, upstream, auth, limits, policy, policies or routes)",
             )),
         }
     }

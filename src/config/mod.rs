@@ -9,6 +9,7 @@
 mod env;
 mod load;
 mod redis_url;
+mod route_pattern;
 mod units;
 mod validate;
 
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 pub use env::{Env, Secrets};
 pub use load::{load, parse_toml, ConfigSource, Problem, Problems};
 pub(crate) use redis_url::check_redis_url;
+pub use route_pattern::RoutePattern;
 pub use units::{Duration, Size};
 pub use validate::{parse_key_hash, validate, QUANTIZATIONS};
 
@@ -39,6 +41,8 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// Named policies, layered on `[policy]` for the keys that name them.
     pub policies: BTreeMap<String, PolicyConfig>,
+    /// Paths opened beyond the model doors and the catalogue.
+    pub routes: RoutesConfig,
     /// Secrets resolved from the environment; never part of the file, never printed.
     #[serde(skip)]
     pub secrets: Secrets,
@@ -228,7 +232,25 @@ pub struct PolicyConfig {
     pub max_tokens: u64,
     /// Plugin ids a request may not use (e.g. `"web"`).
     pub deny_plugins: Vec<String>,
+    pub presets: PresetRules,
     pub provider: ProviderPolicy,
+}
+
+/// `presets.allow`: the OpenRouter presets a request may name. The gateway cannot see inside a
+/// preset, so none is allowed unless listed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PresetRules {
+    /// Preset slugs (`"@preset/x"` and `"preset": "x"` both name `x`).
+    pub allow: Vec<String>,
+}
+
+/// `[routes]`: what a client key may reach besides the model doors and the read-only catalogue.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RoutesConfig {
+    /// `"METHOD /path"` under the API prefix; `*` matches one path segment, `**` the rest.
+    pub allow: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

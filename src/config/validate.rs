@@ -63,6 +63,11 @@ pub fn validate(config: &Config) -> Vec<Problem> {
         }
         validate_policy(&format!("policies.{name}"), policy, &mut out);
     }
+    for (i, entry) in config.routes.allow.iter().enumerate() {
+        if let Err(why) = super::RoutePattern::parse(entry) {
+            out.push(Problem::at(&format!("routes.allow[{i}]"), why));
+        }
+    }
     out
 }
 
