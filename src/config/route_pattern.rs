@@ -72,7 +72,7 @@ impl RoutePattern {
             match segment {
                 Segment::Rest => return parts.next().is_some_and(|p| !p.is_empty()),
                 Segment::One => {
-                    if !parts.next().is_some_and(|p| !p.is_empty()) {
+                    if parts.next().is_none_or(str::is_empty) {
                         return false;
                     }
                 }
