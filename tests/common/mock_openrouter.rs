@@ -19,8 +19,24 @@
 //! - `json-cut`: a 200 JSON body announced longer than it is, cut short;
 //! - `headers-stall`: 200 JSON headers, then nothing;
 //! - `stream-garbage`: an event stream of non-JSON and malformed events, ending without `[DONE]`.
+//!
+//! The other doors answer in their own format (see [`Door`]), chosen by the path the request
+//! reached: `/responses`, `/messages`, `/completions`, `/embeddings`, `/rerank`, `/images` (and
+//! `/images/generations`). For them (none), `json` and `stream` give the door's JSON answer, or
+//! its event stream when the body says `"stream": true` (`/responses`, `/messages`;
+//! `/completions` streams chat's chunks), and these scenarios are added:
+//! - `stream-cut` on `/responses` or `/messages`: the stream up to its last content delta (no
+//!   terminal event: no `response.completed`, no `message_delta`/`message_stop`), then a reset;
+//! - `stream-large` on `/responses`: a terminal `response.completed` carrying an output text of
+//!   [`LARGE_TEXT`] bytes (over 2 MiB), sent in 64 KiB pieces.
+//!
+//! Every other scenario (`status-NNN`, `hang`, ...) behaves on every path as on chat. Usage and
+//! cost by door: [`DOOR_COSTS`]. `GET /generation?id=` answers `total_cost` [`GENERATION_COST`]
+//! (after a first 404 for the gateway's own lookups).
 
 #![allow(dead_code, unreachable_pub, unused_assignments)]
+
+mod doors;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -36,6 +52,12 @@ use futures_util::stream::{self, StreamExt};
 use http::{HeaderMap, Method, StatusCode};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Mutex as AsyncMutex};
+
+pub use doors::{
+    anthropic_message, responses_events, Door, DoorCost, DOOR_COSTS, LARGE_TEXT,
+    RESPONSES_STREAM_COST,
+};
+use doors::{door_events, door_json, Asked};
 
 /// The exact bytes of every SSE stream sent, by generation id.
 type SentStreams = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
@@ -273,8 +295,23 @@ async fn handle(State(state): State<MockState>, request: Request) -> Response {
     let chunks = num("x-mock-chunks", 2) as usize;
 
     let path = parts.uri.path();
-    if !path.ends_with("/chat/completions") && scenario.is_empty() {
+    let door = Door::of(path);
+    if door == Door::Other && scenario.is_empty() {
         return other_route(path, parts.uri.query());
+    }
+    if door != Door::Chat {
+        let asked = Asked {
+            id: &generation_id,
+            model: &model,
+            stream: wants_stream,
+            chunks,
+        };
+        if let Some(events) = door_events(door, &scenario, &asked) {
+            return sse(&state, &generation_id, events.events, delay, events.ending);
+        }
+        if let Some(body) = door_json(door, &scenario, &asked) {
+            return json_response(StatusCode::OK, body);
+        }
     }
     match scenario.as_str() {
         "" | "json" if !wants_stream => {
@@ -371,13 +408,16 @@ fn other_route(path: &str, query: Option<&str>) -> Response {
     } else if path.ends_with("/key") {
         serde_json::json!({"data": {"label": "sk-or-v1-abc...xyz", "limit": null, "usage": 1.5, "is_free_tier": false}})
     } else if path.ends_with("/generation") {
-        serde_json::json!({"data": {"id": query.unwrap_or("").trim_start_matches("id="), "model": MODEL, "total_cost": 0.00014,
+        serde_json::json!({"data": {"id": query.unwrap_or("").trim_start_matches("id="), "model": MODEL, "total_cost": GENERATION_COST,
             "tokens_prompt": 10, "tokens_completion": 4, "native_tokens_prompt": 10, "native_tokens_completion": 4}})
     } else {
         serde_json::json!({"echo": {"path": path, "query": query}})
     };
     json_response(StatusCode::OK, body)
 }
+
+/// What a `GET /generation?id=` answer says the generation cost (the chat JSON's cost too).
+pub const GENERATION_COST: f64 = 0.00014;
 
 pub fn completion(id: &str, model: &str) -> serde_json::Value {
     serde_json::json!({
