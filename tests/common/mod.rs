@@ -6,12 +6,14 @@
 //!   hold;
 //! - [`eventually`]: waiting, to a deadline, for what happens in the background;
 //! - [`mock_openrouter`]: the recording mock OpenRouter;
+//! - [`doors`]: the model doors (Responses, Messages, ...) from the client's side;
 //! - [`process`]: the `orgate` binary as a child process, and its config files;
 //! - [`internals`]: every way into the library past `orgate::serve`, for `src/` renames.
 
 #![allow(dead_code, unreachable_pub, unused_imports)]
 
 pub mod client;
+pub mod doors;
 pub mod eventually;
 pub mod internals;
 pub mod mock_openrouter;
