@@ -412,8 +412,12 @@ async fn a_responses_stream_cut_before_its_terminal_event_ends_with_a_responses_
 
 #[tokio::test]
 async fn a_responses_terminal_event_over_2_mib_passes_intact_and_is_charged() {
-    let (mock, gw, id, received) =
-        read_door_stream(Door::Responses, "stream-large", tiny_daily_budget).await;
+    // The mock takes a while to write ~10 MB of events in a debug build under load: patience.
+    let tweak = |config: &mut orgate::config::Config| {
+        tiny_daily_budget(config);
+        config.upstream.first_byte_timeout = "20s".parse().unwrap();
+    };
+    let (mock, gw, id, received) = read_door_stream(Door::Responses, "stream-large", tweak).await;
     assert!(received.len() > 2 * 1024 * 1024, "{} bytes", received.len());
     assert!(
         received == mock.sent_stream(&id),

@@ -66,6 +66,34 @@ except openai.RateLimitError as e:
     assert e.response.headers["x-ratelimit-remaining-requests"] == "0", e.response.headers
     assert "rate limit exceeded" in str(e), e
 
+# The Responses API (Codex, the OpenAI Agents SDK): JSON, then a stream.
+response = client.responses.create(model="openai/gpt-4o", input="Hi")
+assert response.output_text == "Hello there!", response
+assert response.usage.total_tokens == 14, response.usage
+text, completed = "", None
+for event in client.responses.create(model="openai/gpt-4o", input="Hi", stream=True):
+    if event.type == "response.output_text.delta":
+        text += event.delta
+    elif event.type == "response.completed":
+        completed = event.response
+assert text == "tok0 tok1 ", text
+assert completed is not None and completed.usage.total_tokens == 12, completed
+
+# A Responses stream cut before its terminal event ends in the API's own error event, which the
+# SDK either raises or hands over as an `error` event: never a silent end.
+saw_error = False
+try:
+    for event in client.responses.create(
+        model="openai/gpt-4o", input="Hi", stream=True, extra_headers={"x-mock": "stream-cut"}
+    ):
+        assert event.type != "response.completed", event
+        saw_error = saw_error or event.type == "error"
+except openai.APIConnectionError:
+    raise  # the gateway's error event ends the stream cleanly
+except openai.APIError:
+    saw_error = True
+assert saw_error, "a cut Responses stream must end in an error"
+
 models = client.models.list()
 assert models.data[0].id == "openai/gpt-4o", models
 print("openai-python", openai.__version__, "OK")
