@@ -24,10 +24,12 @@ async fn answered(request: reqwest::RequestBuilder) -> String {
     id
 }
 
-/// Waits until `door` refuses alice with 429 for `why` (a word of the message).
+/// Waits until `door` refuses alice with 429 for `why` (a word of the message). The probes
+/// spend nothing: admitted, they get the upstream's 402, which carries no usage.
 async fn refused_for(gw: &TestGateway, door: Door, why: &str) {
     eventually(&format!("alice refused on {door:?} ({why})"), async || {
-        let response = gw.door_request(door, ALICE_KEY).fetch().await;
+        let probe = gw.door_request(door, ALICE_KEY).scenario("status-402");
+        let response = probe.fetch().await;
         if response.status() != 429 {
             return Err(format!("status {}", response.status()));
         }

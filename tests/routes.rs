@@ -226,8 +226,10 @@ async fn an_allowed_routes_reported_cost_is_charged_to_the_key() {
     let image = as_alice(&org.gw, "POST", "/v1/images/generations")
         .json(&Door::Images.body("openai/gpt-image-1"));
     forwarded(&org.mock, image).await;
+    // The probes spend nothing: admitted, they get the upstream's 402.
     eventually("the image's cost charged", async || {
-        org.gw.completion(ALICE_KEY).fetch_status().await == 429
+        let probe = org.gw.completion(ALICE_KEY).scenario("status-402");
+        probe.fetch_status().await == 429
     })
     .await;
     assert_eq!(org.gw.completion(BOB_KEY).fetch_status().await, 200);
