@@ -8,9 +8,9 @@ use std::hint::black_box;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use orgate::config::parse_toml;
-use orgate::internals::ChatRequest;
-use orgate::internals::CompiledPolicy;
 use orgate::internals::OutgoingBody;
+use orgate::internals::RequestBody;
+use orgate::internals::{CompiledPolicy, RequestShape};
 use serde_json::json;
 
 const POLICY: &str = r#"
@@ -59,17 +59,21 @@ fn body(message_bytes: usize) -> Bytes {
 
 /// Parse, apply, write the body.
 fn parse_apply_write(policy: &CompiledPolicy, original: &Bytes) -> Bytes {
-    let mut req = ChatRequest::parse(original).expect("the bench body parses");
-    policy.apply(&mut req).expect("the bench body is allowed");
+    let mut req = RequestBody::parse(original).expect("the bench body parses");
+    policy
+        .apply(&mut req, RequestShape::CHAT)
+        .expect("the bench body is allowed");
     req.to_body(original)
 }
 
 /// What the chat handler sends: as [`parse_apply_write`], but a large body goes as pieces that
 /// share its messages with the client's bytes (`OutgoingBody::chat`).
 fn parse_apply_send(policy: &CompiledPolicy, original: &Bytes) -> OutgoingBody {
-    let mut req = ChatRequest::parse(original).expect("the bench body parses");
-    policy.apply(&mut req).expect("the bench body is allowed");
-    OutgoingBody::chat(&req, original)
+    let mut req = RequestBody::parse(original).expect("the bench body parses");
+    policy
+        .apply(&mut req, RequestShape::CHAT)
+        .expect("the bench body is allowed");
+    OutgoingBody::from_request(&req, original)
 }
 
 fn bench(c: &mut Criterion) {
@@ -98,7 +102,7 @@ fn bench(c: &mut Criterion) {
             BenchmarkId::new("parse only", name),
             &original,
             |b, original| {
-                b.iter(|| ChatRequest::parse(black_box(original)).map(|req| req.keys().count()))
+                b.iter(|| RequestBody::parse(black_box(original)).map(|req| req.keys().count()))
             },
         );
     }

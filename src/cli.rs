@@ -55,6 +55,9 @@ pub enum Command {
         key: String,
         #[arg(long)]
         config: Option<PathBuf>,
+        /// The door the request is sent to (`/v1/messages`, `/responses`, ...).
+        #[arg(long, default_value = "/v1/chat/completions")]
+        path: String,
         /// The request body (JSON); stdin when absent.
         file: Option<PathBuf>,
     },
@@ -84,7 +87,12 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Check { config } => check(config, &env),
         Command::HashKey { key } => hash_key(key),
         Command::Keygen { prefix } => keygen(&prefix),
-        Command::Explain { key, config, file } => explain(&key, config, file, &env),
+        Command::Explain {
+            key,
+            config,
+            path,
+            file,
+        } => explain(&key, config, &path, file, &env),
         Command::Healthcheck { addr } => healthcheck(addr, &env),
     }
 }
@@ -176,7 +184,17 @@ fn check(path: Option<PathBuf>, env: &Env) -> ExitCode {
     }
 }
 
-fn explain(key: &str, config: Option<PathBuf>, file: Option<PathBuf>, env: &Env) -> ExitCode {
+fn explain(
+    key: &str,
+    config: Option<PathBuf>,
+    path: &str,
+    file: Option<PathBuf>,
+    env: &Env,
+) -> ExitCode {
+    let Some(door) = crate::doors::ModelDoor::at(path) else {
+        eprintln!("orgate explain: {path:?} is not a door to a model (chat/completions, responses, messages, completions, embeddings, rerank)");
+        return ExitCode::FAILURE;
+    };
     let source = ConfigSource {
         path: config,
         listen: None,
@@ -207,7 +225,7 @@ fn explain(key: &str, config: Option<PathBuf>, file: Option<PathBuf>, env: &Env)
             return ExitCode::FAILURE;
         }
     };
-    let explanation = crate::policy::explain(&config, key, &body);
+    let explanation = crate::explain::explain(&config, key, door, &body);
     print!("{}", explanation.text);
     if !explanation.text.ends_with('\n') {
         println!();

@@ -1,5 +1,6 @@
 //! `GatewayError`: every error orgate itself answers with, and the one place that turns it into
-//! an HTTP response in OpenRouter's shape: `{"error":{"code","message","metadata"}}`.
+//! an HTTP response: in OpenRouter's shape, `{"error":{"code","message","metadata"}}`, or on
+//! the doors Anthropic's clients use, in theirs (`{"type":"error","error":{"type","message"}}`).
 //!
 //! `Display` is the message the client reads: it says what and where, and never holds a secret.
 //! Upstream errors are not gateway errors: they pass through with their own status and body.
@@ -40,6 +41,10 @@ pub enum GatewayError {
     #[error("method {method} is not allowed on {path}")]
     MethodNotAllowed { method: String, path: String },
 
+    /// Not one of the doors, and not opened by `[routes] allow`: never forwarded.
+    #[error("{method} {path} is not a route orgate forwards (route_not_allowed); an org opens it with `[routes] allow`")]
+    RouteNotAllowed { method: String, path: String },
+
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: u64 },
 
@@ -73,7 +78,7 @@ impl GatewayError {
         match self {
             Self::BadJson { .. } | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::MissingKey | Self::UnknownKey => StatusCode::UNAUTHORIZED,
-            Self::PolicyDenied(_) => StatusCode::FORBIDDEN,
+            Self::PolicyDenied(_) | Self::RouteNotAllowed { .. } => StatusCode::FORBIDDEN,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -94,6 +99,7 @@ impl GatewayError {
             Self::PolicyDenied(_) => "permission_denied",
             Self::NotFound { .. } => "not_found",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::RouteNotAllowed { .. } => "route_not_allowed",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::RateLimited { .. } => "rate_limit_exceeded",
             Self::UpstreamUnreachable(_) => "provider_unavailable",
@@ -104,7 +110,7 @@ impl GatewayError {
         }
     }
 
-    /// The response body, as bytes.
+    /// The response body in OpenRouter's shape, as bytes.
     pub fn body(&self) -> Vec<u8> {
         let mut metadata = json!({ "error_type": self.kind(), "source": "orgate" });
         if let Self::BadJson { line, column, .. } = self {
@@ -120,11 +126,39 @@ impl GatewayError {
         });
         serde_json::to_vec(&body).unwrap_or_default()
     }
-}
 
-impl IntoResponse for GatewayError {
-    fn into_response(self) -> Response {
-        let mut response = (self.status(), self.body()).into_response();
+    /// The response body in Anthropic's shape: `{"type":"error","error":{"type","message"}}`,
+    /// the error types Anthropic's SDKs map to their exception classes.
+    fn anthropic_body(&self) -> Vec<u8> {
+        let kind = match self.status() {
+            StatusCode::UNAUTHORIZED => "authentication_error",
+            StatusCode::FORBIDDEN => "permission_error",
+            StatusCode::NOT_FOUND => "not_found_error",
+            StatusCode::PAYLOAD_TOO_LARGE => "request_too_large",
+            StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
+            StatusCode::SERVICE_UNAVAILABLE => "overloaded_error",
+            StatusCode::GATEWAY_TIMEOUT => "timeout_error",
+            status if status.is_client_error() => "invalid_request_error",
+            _ => "api_error",
+        };
+        let body = json!({
+            "type": "error",
+            "error": { "type": kind, "message": self.to_string() },
+        });
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+
+    /// The response, its body in `shape`.
+    pub(crate) fn respond(self, shape: ErrorShape) -> Response {
+        let body = match shape {
+            ErrorShape::OpenRouter => self.body(),
+            ErrorShape::Anthropic => self.anthropic_body(),
+        };
+        self.with_body(body)
+    }
+
+    fn with_body(self, body: Vec<u8>) -> Response {
+        let mut response = (self.status(), body).into_response();
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
@@ -150,6 +184,21 @@ impl IntoResponse for GatewayError {
                 .insert(ErrorDetail(detail.clone()));
         }
         response
+    }
+}
+
+/// How the gateway's own errors are written on a door: OpenRouter's shape, or, where the
+/// clients are Anthropic's (`/messages`), Anthropic's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ErrorShape {
+    OpenRouter,
+    Anthropic,
+}
+
+impl IntoResponse for GatewayError {
+    /// In OpenRouter's shape; [`GatewayError::respond`] chooses.
+    fn into_response(self) -> Response {
+        self.respond(ErrorShape::OpenRouter)
     }
 }
 
@@ -186,6 +235,27 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("line 2, column 7"));
+    }
+
+    #[test]
+    fn anthropic_clients_get_anthropics_shape() {
+        let response = GatewayError::RateLimited {
+            message: "slow down".into(),
+            retry_after: Duration::from_secs(2),
+        }
+        .respond(ErrorShape::Anthropic);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        let body = GatewayError::UnknownKey.anthropic_body();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["error"]["type"], "authentication_error");
+        assert_eq!(v["error"]["message"], "invalid API key");
+        let refused = GatewayError::RouteNotAllowed {
+            method: "GET".into(),
+            path: "/credits".into(),
+        };
+        let v: serde_json::Value = serde_json::from_slice(&refused.anthropic_body()).unwrap();
+        assert_eq!(v["error"]["type"], "permission_error");
     }
 
     #[test]

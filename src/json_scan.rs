@@ -1,5 +1,5 @@
 //! Where JSON values end, checked as strictly as serde_json checks them, without building
-//! anything: the fast path of [`ChatRequest::parse`](crate::chat_request::ChatRequest::parse).
+//! anything: the fast path of [`RequestBody::parse`](crate::request_body::RequestBody::parse).
 //!
 //! A chat body is mostly the strings inside `messages`, and the gateway only needs to know
 //! where each top-level value starts and ends. serde_json's raw-value skipper stops for every

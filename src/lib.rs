@@ -14,7 +14,9 @@
 //! - `server`: the accept loop, the route table and the layer stack; `workers`: the I/O threads
 //!   that serve the connections it accepts; `telemetry`: log setup and the access log.
 //! - `proxy`: the pipeline every door runs, written once (admit, read, policy, forward), and
-//!   the header and path rules.
+//!   the header and path rules; `doors`: what differs between the doors (paths, where each
+//!   format keeps its models and caps, how its stream reads and ends, its error shape), and
+//!   which paths are refused.
 //! - `gate`: admission (client key, limits) and the request's home, its `RequestContext`, which
 //!   owns the concurrency slot; accounting, which charges what a response used.
 //! - `upstream`: the pooled client, the outgoing body, retries before the first byte.
@@ -25,13 +27,13 @@
 //! - `auth`: client keys, stored hashed, looked up by digest.
 //! - `limits`: per-key request rate, concurrency, tokens and spend; memory and Redis backends.
 //! - `policy`: the org's rules on models and providers; pure, and explainable.
-//! - `chat_request`: the chat body, parsed once, `messages` left raw; `json_scan`: where its
+//! - `request_body`: a door's JSON body, parsed once, the bulk left raw; `json_scan`: where its
 //!   values end, found faster than serde_json finds them and checked as strictly; `sse`: the
 //!   incremental SSE scanner; `usage`: what a response reports it used. All pure.
 //! - [`config`]: the TOML schema, loading (file, `ORGATE_*`, `NAME_FILE` secrets), validation.
 //! - `metrics`: every Prometheus series; `error`: `GatewayError`, the one way gateway errors
 //!   become responses; `secret`: `Secret<T>`, never printed; `shutdown`: signals; `memory`:
-//!   the allocator's settings; [`cli`]: the commands.
+//!   the allocator's settings; [`cli`]: the commands; `explain`: `orgate explain`.
 #![deny(unsafe_code)]
 #![cfg_attr(
     not(test),
@@ -39,11 +41,12 @@
 )]
 
 mod auth;
-mod chat_request;
 #[allow(clippy::print_stdout)]
 pub mod cli;
 pub mod config;
+mod doors;
 mod error;
+mod explain;
 mod gate;
 mod json_scan;
 mod limits;
@@ -52,6 +55,7 @@ mod metrics;
 mod models;
 mod policy;
 mod proxy;
+mod request_body;
 mod secret;
 mod server;
 mod shutdown;
@@ -73,11 +77,11 @@ pub use state::{AppState, StartupError};
 #[doc(hidden)]
 pub mod internals {
     pub use crate::auth::KeyStore;
-    pub use crate::chat_request::ChatRequest;
     pub use crate::limits::{format_reset, Limits};
     pub use crate::metrics::Metrics;
-    pub use crate::policy::CompiledPolicy;
+    pub use crate::policy::{CompiledPolicy, RequestShape};
     pub use crate::proxy::api_suffix;
+    pub use crate::request_body::RequestBody;
     pub use crate::server::connection_builder;
     pub use crate::sse::{SseScanner, MAX_EVENT_DATA};
     pub use crate::state::Snapshot;

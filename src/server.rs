@@ -4,7 +4,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{any, get, head};
 use axum::Router;
 use http::{header, HeaderName, Method, Uri};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -243,19 +243,20 @@ pub fn app(
 }
 
 /// The routes:
-/// - the doors, under `/api/v1` and `/v1`: chat, and the pass-through for every other path.
-///   Each runs the one pipeline (`proxy`), which admits the request first (401, 429) and
-///   gives it the context that holds its concurrency slot until its body ends;
+/// - everything under `/api/v1` and `/v1`: one handler (`proxy::api`) finds the door
+///   (`doors`) or refuses the path, then runs the one pipeline, which admits the request
+///   first (401, 429) and gives it the context that holds its concurrency slot until its body
+///   ends; `HEAD` on the prefixes themselves answers 200, for clients that probe a base URL;
 /// - health, readiness and metrics.
 ///
 /// Unmatched paths and methods get 404/405 in the same error shape. Served by [`app`], which
 /// adds request ids, the access log and panic safety around it; the limits hold without them.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/api/v1/chat/completions", post(proxy::chat))
-        .route("/v1/chat/completions", post(proxy::chat))
-        .route("/api/v1/{*rest}", any(proxy::passthrough))
-        .route("/v1/{*rest}", any(proxy::passthrough))
+        .route("/api/v1", head(base_url))
+        .route("/v1", head(base_url))
+        .route("/api/v1/{*rest}", any(proxy::api))
+        .route("/v1/{*rest}", any(proxy::api))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -263,6 +264,8 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
 }
+
+async fn base_url() {}
 
 async fn healthz() -> &'static str {
     "ok"

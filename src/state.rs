@@ -11,7 +11,7 @@ use http::HeaderValue;
 use tokio::sync::Notify;
 
 use crate::auth::{Client, KeyStore};
-use crate::config::{parse_key_hash, Config, ANONYMOUS};
+use crate::config::{parse_key_hash, Config, RoutePattern, ANONYMOUS};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::policy::CompiledPolicy;
@@ -92,6 +92,8 @@ pub struct Snapshot {
     pub upstream: Arc<Upstream>,
     /// Per-key limiter state; carried over for unchanged keys on reload.
     pub limits: Limits,
+    /// `[routes] allow`, parsed.
+    pub routes: Vec<RoutePattern>,
     /// `Bearer <upstream key>` from `upstream.api_key_env`, for the gateway's own requests.
     pub default_upstream_auth: HeaderValue,
 }
@@ -205,8 +207,16 @@ impl Snapshot {
                     .map_err(StartupError::Config)?,
             ),
         };
+        let mut routes = Vec::with_capacity(config.routes.allow.len());
+        for (i, entry) in config.routes.allow.iter().enumerate() {
+            routes.push(
+                RoutePattern::parse(entry)
+                    .map_err(|why| StartupError::Config(format!("routes.allow[{i}]: {why}")))?,
+            );
+        }
         Ok(Self {
             keys: KeyStore::new(keys, anonymous),
+            routes,
             upstream,
             limits,
             default_upstream_auth: default_auth,

@@ -24,8 +24,9 @@ use tracing::Instrument;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::ANONYMOUS;
+use crate::doors::ModelDoor;
 use crate::error::{ErrorDetail, ErrorKind};
-use crate::gate::{Door, RequestContext};
+use crate::gate::RequestContext;
 use crate::metrics::Metrics;
 
 /// Sets up the global subscriber: filter from `ORGATE_LOG` (default `info`), format from
@@ -321,7 +322,7 @@ fn route_label(path: &str) -> &'static str {
     match path {
         "/healthz" | "/readyz" => "health",
         "/metrics" => "metrics",
-        _ => Door::of_path(path).map_or("other", Door::route),
+        _ => ModelDoor::at(path).map_or("other", |door| door.spec().route),
     }
 }
 

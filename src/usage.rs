@@ -1,7 +1,10 @@
 //! What a response used: OpenRouter's `usage` object, and an estimate for streams without one.
 //!
 //! Read from a non-streaming body and from a stream's usage event; it feeds the token limits and
-//! the token and cost metrics.
+//! the token and cost metrics. One reader serves every door: chat and completions say
+//! `prompt_tokens` / `completion_tokens`, the Responses API and Messages say `input_tokens` /
+//! `output_tokens` (Messages counts cache reads and writes apart), embeddings and rerank report
+//! what they have; all may carry OpenRouter's `cost`.
 
 use std::borrow::Cow;
 
@@ -43,10 +46,12 @@ impl Usage {
     }
 }
 
-/// What a complete chat response says about itself: the `model` and `provider` that answered
-/// (borrowed from the body unless escaped), and its usage, read in one pass over the body.
+/// What a complete response says about itself: its `id` (the generation), the `model` and
+/// `provider` that answered (borrowed from the body unless escaped), and its usage, read in one
+/// pass over the body.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ResponseSummary<'a> {
+    pub id: Option<Cow<'a, str>>,
     pub model: Option<Cow<'a, str>>,
     pub provider: Option<Cow<'a, str>>,
     pub usage: Option<Usage>,
@@ -59,6 +64,7 @@ impl<'a> ResponseSummary<'a> {
     pub fn from_json(bytes: &'a [u8]) -> Self {
         match parse::<Envelope>(bytes) {
             Ok(fields) => Self {
+                id: text(fields.id),
                 model: text(fields.model),
                 provider: text(fields.provider),
                 usage: fields.usage(),
@@ -67,12 +73,15 @@ impl<'a> ResponseSummary<'a> {
                 #[derive(Deserialize)]
                 struct Head<'a> {
                     #[serde(borrow)]
+                    id: Option<&'a RawValue>,
+                    #[serde(borrow)]
                     model: Option<&'a RawValue>,
                     #[serde(borrow)]
                     provider: Option<&'a RawValue>,
                 }
                 match parse::<Head>(bytes) {
                     Ok(head) => Self {
+                        id: text(head.id),
                         model: text(head.model),
                         provider: text(head.provider),
                         usage: None,
@@ -115,6 +124,8 @@ pub(crate) fn estimate_tokens(streamed_bytes: usize) -> u64 {
 struct Fields<'a, Nested = IgnoredAny> {
     usage: Option<Nested>,
     #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow)]
     model: Option<&'a RawValue>,
     #[serde(borrow)]
     provider: Option<&'a RawValue>,
@@ -124,6 +135,14 @@ struct Fields<'a, Nested = IgnoredAny> {
     cost: Option<f64>,
     prompt_tokens_details: Option<PromptDetails>,
     completion_tokens_details: Option<CompletionDetails>,
+    /// The Responses API's and Messages' names.
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    input_tokens_details: Option<PromptDetails>,
+    output_tokens_details: Option<CompletionDetails>,
+    /// Messages: prompt tokens read from and written to the cache, not in `input_tokens`.
+    cache_read_input_tokens: Option<u64>,
+    cache_creation_input_tokens: Option<u64>,
 }
 
 /// A response body, a stream event's data, or a bare `usage` object.
@@ -152,14 +171,30 @@ impl Envelope<'_> {
 
 impl<Nested> Fields<'_, Nested> {
     fn into_usage(self) -> Option<Usage> {
+        let cache_read = self.cache_read_input_tokens;
+        let cache_written = self.cache_creation_input_tokens;
+        let input = match (self.input_tokens, cache_read, cache_written) {
+            (None, None, None) => None,
+            (input, read, written) => Some(
+                input
+                    .unwrap_or(0)
+                    .saturating_add(read.unwrap_or(0))
+                    .saturating_add(written.unwrap_or(0)),
+            ),
+        };
         let usage = Usage {
-            prompt_tokens: self.prompt_tokens,
-            completion_tokens: self.completion_tokens,
+            prompt_tokens: self.prompt_tokens.or(input),
+            completion_tokens: self.completion_tokens.or(self.output_tokens),
             total_tokens: self.total_tokens,
             cost: self.cost,
-            cached_tokens: self.prompt_tokens_details.and_then(|d| d.cached_tokens),
+            cached_tokens: self
+                .prompt_tokens_details
+                .or(self.input_tokens_details)
+                .and_then(|d| d.cached_tokens)
+                .or(cache_read),
             reasoning_tokens: self
                 .completion_tokens_details
+                .or(self.output_tokens_details)
                 .and_then(|d| d.reasoning_tokens),
         };
         (usage != Usage::default()).then_some(usage)
@@ -269,6 +304,33 @@ mod tests {
         assert!(matches!(summary.provider, Some(Cow::Owned(ref p)) if p == "Azure"));
         let odd = ResponseSummary::from_json(br#"{"model":null,"provider":{"name":"Azure"}}"#);
         assert_eq!((odd.model, odd.provider), (None, None));
+    }
+
+    #[test]
+    fn reads_the_responses_and_messages_names() {
+        let responses = br#"{"id":"resp_1","object":"response","output":[],
+            "usage":{"input_tokens":20,"input_tokens_details":{"cached_tokens":5},
+            "output_tokens":8,"output_tokens_details":{"reasoning_tokens":3},"total_tokens":28,"cost":0.002}}"#;
+        let summary = ResponseSummary::from_json(responses);
+        assert_eq!(summary.id.as_deref(), Some("resp_1"));
+        assert_eq!(
+            summary.usage,
+            Some(Usage {
+                prompt_tokens: Some(20),
+                completion_tokens: Some(8),
+                total_tokens: Some(28),
+                cost: Some(0.002),
+                cached_tokens: Some(5),
+                reasoning_tokens: Some(3),
+            })
+        );
+        let messages = br#"{"id":"msg_1","type":"message","content":[],
+            "usage":{"input_tokens":12,"cache_read_input_tokens":100,"cache_creation_input_tokens":0,"output_tokens":6}}"#;
+        let usage = Usage::from_json(messages).unwrap();
+        assert_eq!(usage.prompt_tokens, Some(112));
+        assert_eq!(usage.cached_tokens, Some(100));
+        assert_eq!((usage.completion_tokens, usage.cost), (Some(6), None));
+        assert_eq!(usage.tokens(), 118);
     }
 
     #[test]

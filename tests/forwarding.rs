@@ -139,12 +139,6 @@ async fn other_api_routes_are_forwarded_with_their_query() {
             "/api/v1/models",
             Some("supported_parameters=tools"),
         ),
-        ("/api/v1/key", "/api/v1/key", None),
-        (
-            "/api/v1/generation?id=gen-123",
-            "/api/v1/generation",
-            Some("id=gen-123"),
-        ),
         (
             "/v1/models/openai/gpt-4o/endpoints",
             "/api/v1/models/openai/gpt-4o/endpoints",

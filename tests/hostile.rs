@@ -151,7 +151,7 @@ async fn a_body_that_ends_early_is_a_400_and_a_lying_length_smuggles_nothing() {
     );
     // Content-Length shorter than the body: the rest is not a second request that reaches upstream.
     let smuggled = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {ALICE_KEY}\r\ncontent-length: 2\r\n\r\n{{}}GET /v1/credits HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {ALICE_KEY}\r\n\r\n"
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {ALICE_KEY}\r\ncontent-length: 2\r\n\r\n{{}}GET /v1/models HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {ALICE_KEY}\r\n\r\n"
     );
     let response = raw(gw.addr, smuggled.as_bytes()).await;
     assert_eq!(status_of(&response), 400, "{response}");
@@ -161,7 +161,7 @@ async fn a_body_that_ends_early_is_a_400_and_a_lying_length_smuggles_nothing() {
     // like any other: the gateway never mixes them into the first.
     let seen = mock.try_next_request(Duration::from_millis(300)).await;
     if let Some(seen) = seen {
-        assert_eq!(seen.path, "/api/v1/credits");
+        assert_eq!(seen.path, "/api/v1/models");
         assert_eq!(seen.body.len(), 0);
     }
 }
@@ -300,7 +300,9 @@ async fn every_route_with_every_method_answers_in_the_error_shape() {
                 ("/healthz" | "/readyz" | "/metrics", _) => 405,
                 ("/v1/chat/completions" | "/api/v1/chat/completions", "POST") => 200,
                 ("/v1/chat/completions" | "/api/v1/chat/completions", _) => 405,
-                ("/v1/models" | "/api/v1/key", _) => 200, // forwarded: the upstream decides
+                // The catalogue is read-only; `/key` is answered by the gateway.
+                ("/v1/models" | "/api/v1/key", "GET" | "HEAD") => 200,
+                ("/v1/models" | "/api/v1/key", _) => 403, // route_not_allowed
                 _ => 404,
             };
             assert_eq!(status, expected, "{method} {route}");

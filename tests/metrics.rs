@@ -106,7 +106,12 @@ async fn made_up_models_are_grouped_and_no_secret_is_scraped() {
     for secret in [UPSTREAM_KEY, ALICE_KEY, BOB_KEY, "sk-orgate-wrong-key"] {
         assert!(!text.contains(secret));
     }
-    assert!(text.contains(r#"orgate_requests_total{key="anonymous",route="passthrough",model="other",status="401"} 1"#), "{text}");
+    assert!(
+        text.contains(
+            r#"orgate_requests_total{key="anonymous",route="other",model="other",status="401"} 1"#
+        ),
+        "{text}"
+    );
 }
 
 #[tokio::test]

@@ -13,9 +13,9 @@ use std::sync::OnceLock;
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use orgate::internals::ChatRequest;
+use orgate::internals::RequestBody;
 use orgate::config::parse_toml;
-use orgate::internals::CompiledPolicy;
+use orgate::internals::{CompiledPolicy, RequestShape};
 
 /// `[policy]` (and a named policy layered on it) in the shapes the tests and docs use.
 const POLICIES: &[(&str, Option<&str>)] = &[
@@ -91,17 +91,17 @@ fn policies() -> &'static [CompiledPolicy] {
     })
 }
 
-fn keys(req: &ChatRequest<'_>) -> Vec<String> {
+fn keys(req: &RequestBody<'_>) -> Vec<String> {
     req.keys().map(str::to_owned).collect()
 }
 
-fn messages(req: &ChatRequest<'_>) -> String {
+fn messages(req: &RequestBody<'_>) -> String {
     req.get("messages").expect("messages").to_owned()
 }
 
 fuzz_target!(|bytes: &[u8]| {
     let original = Bytes::copy_from_slice(bytes);
-    let Ok(req) = ChatRequest::parse(&original) else {
+    let Ok(req) = RequestBody::parse_chat(&original) else {
         return;
     };
     assert!(!req.is_edited());
@@ -114,8 +114,8 @@ fuzz_target!(|bytes: &[u8]| {
     let _ = req.stream();
 
     for policy in policies() {
-        let mut req = ChatRequest::parse(&original).expect("parsed once already");
-        let Ok(_applied) = policy.apply(&mut req) else {
+        let mut req = RequestBody::parse_chat(&original).expect("parsed once already");
+        let Ok(_applied) = policy.apply(&mut req, RequestShape::CHAT) else {
             continue;
         };
         let body = req.to_body(&original);
@@ -145,7 +145,7 @@ fuzz_target!(|bytes: &[u8]| {
             });
             assert!(value.is_object());
         }
-        let again = ChatRequest::parse(&body).unwrap_or_else(|e| {
+        let again = RequestBody::parse_chat(&body).unwrap_or_else(|e| {
             panic!(
                 "forwarded body does not parse again ({e}): {}",
                 String::from_utf8_lossy(&body)
@@ -175,7 +175,7 @@ fuzz_target!(|bytes: &[u8]| {
 
         // What the policy forwarded, it forwards again as it is.
         let mut again = again;
-        match policy.apply(&mut again) {
+        match policy.apply(&mut again, RequestShape::CHAT) {
             Ok(_) => {
                 assert_eq!(
                     again.to_body(&body),

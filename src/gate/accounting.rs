@@ -12,7 +12,7 @@ use std::sync::Arc;
 use http::{HeaderMap, StatusCode};
 
 use super::context::RequestContext;
-use super::settlement::Settlement;
+use super::settlement::{Settle, Settlement};
 use crate::metrics::{GaugeGuard, TokenCounts};
 use crate::policy::Applied;
 use crate::stream::{BodyListener, StreamFacts};
@@ -21,9 +21,12 @@ use crate::usage::Usage;
 /// What a door asks of the accounting of its responses.
 #[derive(Debug, Default)]
 pub(crate) struct Charging {
-    /// Charge the response to the key's account, and settle it when it reports no usage:
-    /// `Some(the request's size in tokens, roughly)`, the estimate's share for the prompt.
-    pub billed: Option<u64>,
+    /// Charge the usage a successful response reports to the key's account.
+    pub charged: bool,
+    /// Settle from `/generation` what a successful response did not report (its usage, or
+    /// only its cost): `Some(the request's size in tokens, roughly)`, the estimate's share for
+    /// the prompt when the lookup fails.
+    pub settled: Option<u64>,
     /// The providers the forwarded request allowed, checked against the one that served it.
     pub provider_check: Option<Applied>,
 }
@@ -32,12 +35,16 @@ pub(crate) struct Charging {
 #[derive(Debug)]
 pub(crate) struct Accounting {
     ctx: Arc<RequestContext>,
-    /// Present while the response is charged: only a successful answer of a billed door is.
+    /// The response's usage is charged: only a successful answer of a charged door's is.
+    charged: bool,
+    /// Present while what the response does not report is to be settled.
     bill: Option<Bill>,
     /// Present until the serving provider has been checked, when the policy bound
     /// `provider.only` or `provider.ignore`.
     provider_check: Option<Applied>,
     usage_reported: bool,
+    /// The usage reported had no `cost` (Messages, often): the spend is settled afterwards.
+    cost_missing: bool,
     /// Counts an event stream in `orgate_inflight_streams` until the body is gone.
     _stream: Option<GaugeGuard>,
 }
@@ -45,7 +52,7 @@ pub(crate) struct Accounting {
 #[derive(Debug)]
 struct Bill {
     prompt_estimate: u64,
-    /// From `X-Generation-Id`, for the lookup when the body never names its generation.
+    /// From `X-Generation-Id`, or as the body names it: the record to look up.
     generation_id: Option<String>,
 }
 
@@ -60,7 +67,7 @@ impl Accounting {
         charging: Charging,
     ) -> Self {
         let bill = charging
-            .billed
+            .settled
             .filter(|_| status.is_success())
             .map(|prompt_estimate| Bill {
                 prompt_estimate,
@@ -75,9 +82,11 @@ impl Accounting {
         let stream = event_stream.then(|| ctx.metrics.stream(ctx.key()));
         Self {
             ctx,
+            charged: charging.charged && status.is_success(),
             bill,
             provider_check,
             usage_reported: false,
+            cost_missing: false,
             _stream: stream,
         }
     }
@@ -98,8 +107,15 @@ impl BodyListener for Accounting {
         let ctx = &self.ctx;
         let model = model.or(ctx.model.as_deref());
         ctx.metrics.usage(ctx.key(), model, &counts);
-        if let (Some(_), Some(account)) = (&self.bill, &ctx.account) {
+        if let (true, Some(account)) = (self.charged, &ctx.account) {
             account.charge(usage.tokens(), counts.cost_usd);
+        }
+        self.cost_missing = usage.cost.is_none();
+    }
+
+    fn generation(&mut self, id: &str) {
+        if let Some(bill) = &mut self.bill {
+            bill.generation_id = Some(id.to_owned());
         }
     }
 
@@ -128,11 +144,14 @@ impl BodyListener for Accounting {
         self.ctx.metrics.upstream_error(kind);
     }
 
-    /// A billed body gone without usage is settled in the background: what it must have cost.
+    /// What a body did not report is settled in the background: all of it when it reported
+    /// no usage, the spend when its usage had no cost and a budget could need it.
     fn gone(&mut self, stream: Option<&StreamFacts>) {
-        if self.usage_reported {
-            return;
-        }
+        let settle = match (self.usage_reported, self.cost_missing) {
+            (false, _) => Settle::All,
+            (true, true) if self.ctx.account.is_some() => Settle::SpendOnly,
+            (true, _) => return,
+        };
         let Some(bill) = self.bill.take() else {
             return;
         };
@@ -153,6 +172,7 @@ impl BodyListener for Accounting {
                 .and_then(|s| s.generation_id.clone())
                 .or(bill.generation_id),
             estimate: bill.prompt_estimate + stream.map_or(0, |s| s.events),
+            settle,
         };
         runtime.spawn(settlement.run());
     }

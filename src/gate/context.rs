@@ -14,40 +14,10 @@ use axum::response::Response;
 use http::{HeaderMap, HeaderValue};
 
 use crate::auth::Client;
+use crate::doors::Door;
 use crate::limits::{Admission, Permit, RateLimitHeaders, UsageAccount};
 use crate::metrics::{GaugeGuard, Metrics};
 use crate::state::Snapshot;
-
-/// Which way a request came in: its `route` label, and (soon) what differs between doors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Door {
-    /// `POST /chat/completions`.
-    Chat,
-    /// Any other path under the API prefixes, forwarded as it is.
-    Passthrough,
-}
-
-impl Door {
-    /// The door a path under `/api/v1` or `/v1` leads to; `None` outside the API prefixes.
-    pub(crate) fn of_path(path: &str) -> Option<Door> {
-        let suffix = path
-            .strip_prefix("/api/v1")
-            .or_else(|| path.strip_prefix("/v1"))?;
-        match suffix {
-            "/chat/completions" => Some(Door::Chat),
-            s if s.starts_with('/') => Some(Door::Passthrough),
-            _ => None,
-        }
-    }
-
-    /// The `route` label of its metrics and access-log lines.
-    pub(crate) fn route(self) -> &'static str {
-        match self {
-            Door::Chat => "chat",
-            Door::Passthrough => "passthrough",
-        }
-    }
-}
 
 /// One admitted request (or one refused by a limit, which holds no permit).
 #[derive(Debug)]
@@ -124,23 +94,5 @@ impl RequestContext {
         self.rate_limit_headers.write_to(response.headers_mut());
         response.extensions_mut().insert(self);
         response
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn doors_by_path() {
-        for prefix in ["/api/v1", "/v1"] {
-            let at = |rest: &str| Door::of_path(&format!("{prefix}{rest}"));
-            assert_eq!(at("/chat/completions"), Some(Door::Chat));
-            assert_eq!(at("/models"), Some(Door::Passthrough));
-            assert_eq!(at("/chat/completions/x"), Some(Door::Passthrough));
-        }
-        assert_eq!(Door::of_path("/v1"), None);
-        assert_eq!(Door::of_path("/v10/models"), None);
-        assert_eq!(Door::of_path("/healthz"), None);
     }
 }

@@ -7,7 +7,7 @@
 //! `/generation` when a response ends without reporting its usage.
 //!
 //! # Layout
-//! - `context`: the [`RequestContext`] and the [`Door`] a request came through;
+//! - `context`: the [`RequestContext`];
 //! - `accounting`: what a response used, charged as the body passes and when it is gone;
 //! - `settlement`: asking the upstream what a response without usage cost.
 
@@ -15,32 +15,37 @@ mod accounting;
 mod context;
 mod settlement;
 
-use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+
+use axum::response::Response;
 use http::HeaderMap;
 
 pub(crate) use accounting::{Accounting, Charging};
-pub(crate) use context::{Door, RequestContext};
+pub(crate) use context::RequestContext;
 
+use crate::doors::Door;
 use crate::error::GatewayError;
 use crate::limits::LimitKind;
-use crate::state::AppState;
+use crate::state::{AppState, Snapshot};
 
-/// Admits a request that came through `door` with `headers`, or answers it: 503 while shutting
-/// down, 401 without a known key, 429 (or 503) when a limit refuses. The context a refusal by a
-/// limit was built with travels with its response, so the access log names the key.
+/// Admits a request that came through `door` with `headers`, on the config `snapshot`, or
+/// answers it in the door's error shape: 503 while shutting down, 401 without a known key, 429
+/// (or 503) when a limit refuses. The context a refusal by a limit was built with travels with
+/// its response, so the access log names the key.
 pub(crate) async fn admit(
     state: &AppState,
+    snapshot: Arc<Snapshot>,
     headers: &HeaderMap,
     door: Door,
 ) -> Result<RequestContext, Response> {
+    let shape = door.errors();
     if !state.is_ready() {
-        return Err(GatewayError::ShuttingDown.into_response());
+        return Err(GatewayError::ShuttingDown.respond(shape));
     }
-    let snapshot = state.snapshot();
     let client = snapshot
         .keys
         .authenticate(headers)
-        .map_err(IntoResponse::into_response)?;
+        .map_err(|e| e.respond(shape))?;
     let mut ctx = RequestContext::new(client, snapshot, state.metrics().clone(), door, headers);
     match ctx.snapshot.limits.check(ctx.key()).await {
         Ok(admission) => {
@@ -54,7 +59,7 @@ pub(crate) async fn admit(
                 ctx.metrics.ratelimited(ctx.key(), limit);
                 tracing::info!(key = %ctx.key(), limit, "request refused by a limit");
             }
-            Err(ctx.respond(refusal.into_response()))
+            Err(ctx.respond(refusal.respond(shape)))
         }
     }
 }

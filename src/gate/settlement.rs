@@ -1,7 +1,9 @@
-//! Settling what a response used when it ended without reporting usage.
+//! Settling what a response used when it ended without reporting usage, or reported it
+//! without its cost.
 //!
 //! A client that hangs up mid-stream, or an upstream that breaks, leaves no usage event; the
-//! generation was still (partly) billed. So the gateway asks OpenRouter
+//! generation was still (partly) billed. The Messages API reports tokens but often no `cost`,
+//! which a spend budget needs. So the gateway asks OpenRouter
 //! (`GET /generation?id=`), retrying for a few seconds because the record appears with a
 //! delay, and falls back to an estimate from what was sent and streamed. It runs in the
 //! background: cancelling the upstream promptly and billing accurately are both kept.
@@ -25,6 +27,16 @@ const LOOKUP_PAUSES: [Duration; 5] = [
     Duration::from_secs(4),
 ];
 
+/// What is left to charge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Settle {
+    /// Nothing was reported: tokens and spend, from the record or an estimate.
+    All,
+    /// The tokens were charged as reported; only the spend is left (none when the record
+    /// cannot be had: a cost is never guessed).
+    SpendOnly,
+}
+
 /// What is needed to account for a response after the fact.
 #[derive(Debug)]
 pub(super) struct Settlement {
@@ -38,6 +50,7 @@ pub(super) struct Settlement {
     pub(super) generation_id: Option<String>,
     /// Tokens to debit when the lookup fails: the request's size and the events streamed.
     pub(super) estimate: u64,
+    pub(super) settle: Settle,
 }
 
 impl Settlement {
@@ -46,6 +59,20 @@ impl Settlement {
             Some(id) => self.lookup(id).await,
             None => None,
         };
+        if self.settle == Settle::SpendOnly {
+            let cost_usd = counts.map_or(0.0, |c| c.cost_usd);
+            tracing::debug!(key = %self.key, generation = self.generation_id.as_deref().unwrap_or("-"), cost_usd, "settled the cost of a response that reported none");
+            if let Some(account) = &self.account {
+                account.charge(0, cost_usd);
+            }
+            let counts = TokenCounts {
+                cost_usd,
+                ..TokenCounts::default()
+            };
+            self.metrics
+                .usage(&self.key, self.model.as_deref(), &counts);
+            return;
+        }
         let (tokens, how) = match &counts {
             Some(c) => (c.prompt + c.completion, "generation record"),
             None => (self.estimate, "estimate"),

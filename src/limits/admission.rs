@@ -10,7 +10,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::headers::RateLimitHeaders;
 use super::tokens::UsageAccount;
-use crate::error::{retry_after_secs, GatewayError};
+use crate::error::{retry_after_secs, ErrorShape, GatewayError};
 
 /// A request that may go on. Keep `permit` alive until the response body ends; write `headers`
 /// on the response; debit the reported usage through `tokens`.
@@ -223,13 +223,20 @@ impl From<Refusal> for GatewayError {
     }
 }
 
-impl IntoResponse for Refusal {
-    /// The gateway's 429 with `Retry-After` and this refusal's rate-limit headers.
-    fn into_response(self) -> Response {
+impl Refusal {
+    /// The gateway's 429 with `Retry-After` and this refusal's rate-limit headers, its body in
+    /// `shape`.
+    pub(crate) fn respond(self, shape: ErrorShape) -> Response {
         let headers = self.headers;
-        let mut response = GatewayError::from(self).into_response();
+        let mut response = GatewayError::from(self).respond(shape);
         headers.write_to(response.headers_mut());
         response
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        self.respond(ErrorShape::OpenRouter)
     }
 }
 

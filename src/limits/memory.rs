@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use futures_util::future::Either;
+use futures_util::future::{BoxFuture, Either};
 use governor::clock::{Clock, DefaultClock};
 
 use super::admission::{Admission, Permit, Refusal};
@@ -34,7 +34,7 @@ use super::rate::{Period, RequestRate};
 use super::settings::KeyLimits;
 use super::spend::Spending;
 use super::store;
-use super::tokens::{ChargeUsage, TokenBucket, UsageAccount};
+use super::tokens::{ChargeUsage, Spent, TokenBucket, UsageAccount};
 use crate::config::Config;
 
 /// The clocks the backend runs on: governor's (quanta) in the gateway, a fake one in tests.
@@ -83,6 +83,12 @@ impl<C: LimitClock> ChargeUsage for Account<C> {
             bucket.debit(tokens);
         }
         self.spending.charge(cost_usd, SystemTime::now());
+    }
+
+    fn spent(&self) -> BoxFuture<'_, Option<Spent>> {
+        Box::pin(std::future::ready(Some(
+            self.spending.spent(SystemTime::now()),
+        )))
     }
 }
 

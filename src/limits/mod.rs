@@ -39,6 +39,7 @@ pub use headers::format_reset;
 pub(crate) use admission::{Admission, LimitKind, Permit};
 pub(crate) use backend::CheckFuture;
 pub(crate) use headers::RateLimitHeaders;
+pub(crate) use settings::KeyLimits;
 pub(crate) use tokens::UsageAccount;
 
 use backend::LimitBackend;

@@ -1,6 +1,6 @@
 //! The limit values that apply to one key: a key's own overrides laid over `[limits]`.
 
-use crate::config::{KeyConfig, LimitsConfig};
+use crate::config::{Config, KeyConfig, LimitsConfig};
 
 /// The effective limits of one key id (or of `anonymous`). `0` means unlimited, as in the config.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -40,6 +40,15 @@ impl KeyLimits {
             tokens_per_minute: key.tokens_per_minute.unwrap_or(defaults.tokens_per_minute),
             usd_per_day: key.usd_per_day.unwrap_or(defaults.usd_per_day),
             usd_per_month: key.usd_per_month.unwrap_or(defaults.usd_per_month),
+        }
+    }
+
+    /// The limits of the key id `key_id` in `config` (`anonymous`, or an id it does not have:
+    /// `[limits]`).
+    pub(crate) fn of(config: &Config, key_id: &str) -> Self {
+        match config.auth.keys.iter().find(|key| key.id == key_id) {
+            Some(key) => Self::for_key(key, &config.limits),
+            None => Self::defaults(&config.limits),
         }
     }
 

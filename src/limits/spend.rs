@@ -23,7 +23,7 @@ pub(crate) enum Period {
 
 impl Period {
     /// The index of the period holding `secs` (Unix time): days or months since 1970.
-    fn index(self, secs: u64) -> u64 {
+    pub(crate) fn index(self, secs: u64) -> u64 {
         let days = secs / DAY_SECS;
         match self {
             Period::Day => days,
@@ -105,6 +105,13 @@ pub(crate) struct Spending {
     pub(crate) month: SpendCounter,
 }
 
+/// USD spent in the current UTC day and month.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Spent {
+    pub(crate) day_usd: f64,
+    pub(crate) month_usd: f64,
+}
+
 /// A budget that is spent: which, its size, and how long until it renews.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BudgetSpent {
@@ -142,6 +149,15 @@ impl Spending {
         Ok(())
     }
 
+    /// What was spent in the day and the month holding `now`.
+    pub(crate) fn spent(&self, now: SystemTime) -> Spent {
+        let secs = unix_secs(now);
+        Spent {
+            day_usd: from_micros(self.day.spent_in(Period::Day.index(secs))),
+            month_usd: from_micros(self.month.spent_in(Period::Month.index(secs))),
+        }
+    }
+
     pub(crate) fn charge(&self, cost_usd: f64, now: SystemTime) {
         let micros = to_micros(cost_usd);
         if micros == 0 {
@@ -153,7 +169,11 @@ impl Spending {
     }
 }
 
-fn unix_secs(now: SystemTime) -> u64 {
+pub(crate) fn from_micros(micros: u64) -> f64 {
+    micros as f64 / 1e6
+}
+
+pub(crate) fn unix_secs(now: SystemTime) -> u64 {
     now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 

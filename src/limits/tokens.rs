@@ -13,7 +13,10 @@ use std::time::Duration;
 
 use governor::clock::{Clock, Reference};
 
+use futures_util::future::BoxFuture;
+
 use super::headers::LimitStatus;
+pub(crate) use super::spend::Spent;
 
 const MINUTE_NS: u64 = 60_000_000_000;
 
@@ -21,6 +24,9 @@ const MINUTE_NS: u64 = 60_000_000_000;
 /// spend budgets. In memory here; a shared store implements the same.
 pub(crate) trait ChargeUsage: Send + Sync + fmt::Debug {
     fn charge(&self, tokens: u64, cost_usd: f64);
+    /// What the key spent in the current day and month (`GET /key`); `None` when the store
+    /// cannot say.
+    fn spent(&self) -> BoxFuture<'_, Option<Spent>>;
 }
 
 /// A cheap, cloneable handle on one key's token and spend budgets. It does not hold a
@@ -37,6 +43,11 @@ impl UsageAccount {
     /// Charges what a response used (`Usage::tokens` and `Usage::cost`, or an estimate).
     pub fn charge(&self, tokens: u64, cost_usd: f64) {
         self.0.charge(tokens, cost_usd);
+    }
+
+    /// What the key spent in the current UTC day and month, if the store can say.
+    pub(crate) async fn spent(&self) -> Option<Spent> {
+        self.0.spent().await
     }
 }
 
@@ -148,6 +159,9 @@ mod tests {
     impl ChargeUsage for TokensOnly {
         fn charge(&self, tokens: u64, _: f64) {
             self.0.debit(tokens);
+        }
+        fn spent(&self) -> BoxFuture<'_, Option<Spent>> {
+            Box::pin(std::future::ready(None))
         }
     }
 

@@ -1,17 +1,94 @@
-//! `max_tokens`: a ceiling on what a request may ask the model to write.
+//! `max_tokens`: a ceiling on what a request may ask the model to write, in whichever field the
+//! door's request has for it.
 
-use crate::chat_request::ChatRequest;
-use crate::error::GatewayError;
+use serde_json::Value;
 use std::sync::Arc;
+
+use crate::error::GatewayError;
+use crate::request_body::RequestBody;
 
 use super::action::Action;
 use super::fields;
+use super::shape::Cap;
+
+/// Applies the ceiling where `cap` says the door keeps its output length.
+pub(crate) fn cap(
+    req: &mut RequestBody<'_>,
+    cap: Cap,
+    ceiling: u64,
+    rule: &Arc<str>,
+    actions: &mut Vec<Action>,
+) -> Result<(), GatewayError> {
+    match cap {
+        Cap::None => Ok(()),
+        Cap::Chat => cap_max_tokens(req, ceiling, rule, actions),
+        Cap::Field(field) => cap_field(req, field, ceiling, rule, actions).map(|_| ()),
+        Cap::Messages => {
+            let max_tokens = cap_field(req, "max_tokens", ceiling, rule, actions)?;
+            keep_thinking_below(req, max_tokens, rule, actions)
+        }
+    }
+}
+
+/// Caps `field` at `ceiling`, or sets it when missing; returns its value after.
+fn cap_field(
+    req: &mut RequestBody<'_>,
+    field: &str,
+    ceiling: u64,
+    rule: &Arc<str>,
+    actions: &mut Vec<Action>,
+) -> Result<u64, GatewayError> {
+    match fields::token_count(fields::read(req, field)?.as_ref(), field)? {
+        Some(asked) if asked <= ceiling => Ok(asked),
+        asked => {
+            req.set(field, &ceiling)?;
+            let before = asked.map_or_else(|| "unset →".to_owned(), |n| format!("{n} capped to"));
+            actions.push(Action::rewrite(
+                rule.clone(),
+                format!("{field}: {before} {ceiling} by {rule}"),
+            ));
+            Ok(ceiling)
+        }
+    }
+}
+
+/// Anthropic answers 400 when `thinking.budget_tokens >= max_tokens`: when the ceiling lowered
+/// `max_tokens` under the budget (Claude Code sends 32000 with a budget of 31999), the budget is
+/// lowered with it, to one token under.
+fn keep_thinking_below(
+    req: &mut RequestBody<'_>,
+    max_tokens: u64,
+    rule: &Arc<str>,
+    actions: &mut Vec<Action>,
+) -> Result<(), GatewayError> {
+    let Some(mut thinking) = fields::read(req, "thinking")? else {
+        return Ok(());
+    };
+    let Value::Object(settings) = &mut thinking else {
+        return Err(fields::wrong_type("thinking", "an object", &thinking));
+    };
+    let path = "thinking.budget_tokens";
+    let Some(budget) = fields::token_count(settings.get("budget_tokens"), path)? else {
+        return Ok(());
+    };
+    if budget < max_tokens {
+        return Ok(());
+    }
+    let lowered = max_tokens.saturating_sub(1);
+    settings.insert("budget_tokens".to_owned(), Value::from(lowered));
+    req.set("thinking", &thinking)?;
+    actions.push(Action::rewrite(
+        rule.clone(),
+        format!("{path}: {budget} lowered to {lowered}, under max_tokens {max_tokens} ({rule})"),
+    ));
+    Ok(())
+}
 
 /// Caps `max_tokens` and `max_completion_tokens` at `ceiling`. A request with neither gets
 /// `max_tokens = ceiling` (a missing limit means the model's own, which is what the cap is for);
 /// one with only `max_completion_tokens` keeps that spelling alone.
 pub(crate) fn cap_max_tokens(
-    req: &mut ChatRequest<'_>,
+    req: &mut RequestBody<'_>,
     ceiling: u64,
     rule: &Arc<str>,
     actions: &mut Vec<Action>,

@@ -3,12 +3,12 @@
 
 use serde_json::Value;
 
-use crate::chat_request::ChatRequest;
 use crate::error::GatewayError;
+use crate::request_body::RequestBody;
 
 /// A top-level field as a JSON tree (small fields only: never `messages`). `null` reads as
 /// absent: OpenRouter's optional fields are all nullable.
-pub(crate) fn read(req: &ChatRequest<'_>, key: &str) -> Result<Option<Value>, GatewayError> {
+pub(crate) fn read(req: &RequestBody<'_>, key: &str) -> Result<Option<Value>, GatewayError> {
     parse(key, req.get(key))
 }
 

@@ -16,33 +16,35 @@
 //! - `provider`: the client's `provider` read and type-checked, and the merge; `strictness`:
 //!   what "never looser" means, defined once.
 //! - `fields`: reading top-level fields; `action`: what applying did.
-//! - [`mod@explain`]: `orgate explain`, the same path with no network.
 
 mod action;
 mod caps;
-mod explain;
 mod fields;
 mod models;
 mod plugins;
+mod presets;
 mod provider;
 mod routing;
+mod shape;
 mod strictness;
 
 #[cfg(test)]
 mod tests;
 
 pub(crate) use action::{Action, Applied, Refusal};
-pub(crate) use explain::explain;
+pub(crate) use shape::Cap;
+pub use shape::RequestShape;
 
 use serde_json::Value;
 use std::sync::Arc;
 
-use crate::chat_request::ChatRequest;
 use crate::config::{Config, PolicyConfig, Problem};
 use crate::error::GatewayError;
+use crate::request_body::RequestBody;
 
 use models::ModelRules;
 use plugins::PluginRules;
+use presets::PresetRules;
 use provider::{ClientProvider, ProviderRules};
 
 /// `[policy]`, with a named policy layered on it or not, ready to apply.
@@ -54,6 +56,7 @@ pub struct CompiledPolicy {
     /// The lowest non-zero ceiling of the layers, and its rule.
     max_tokens: Option<(u64, Arc<str>)>,
     plugins: PluginRules,
+    presets: PresetRules,
     provider: ProviderRules,
 }
 
@@ -100,6 +103,7 @@ impl CompiledPolicy {
             models,
             max_tokens,
             plugins: PluginRules::compile(&layers),
+            presets: PresetRules::compile(&layers),
             provider,
         })
     }
@@ -137,11 +141,16 @@ impl CompiledPolicy {
         self.name.as_deref()
     }
 
-    /// Applies the policy to `req` in place, in this order: aliases, model rules, the
-    /// `max_tokens` ceiling, plugins, routing knobs, the `provider` merge.
-    pub fn apply(&self, req: &mut ChatRequest<'_>) -> Result<Applied, Refusal> {
+    /// Applies the policy to `req`, a request of the door `shape` describes, in place, in this
+    /// order: aliases, presets, model rules, the `max_tokens` ceiling, plugins, routing knobs,
+    /// the `provider` merge.
+    pub fn apply(
+        &self,
+        req: &mut RequestBody<'_>,
+        shape: RequestShape,
+    ) -> Result<Applied, Refusal> {
         let mut actions = Vec::new();
-        match self.apply_rules(req, &mut actions) {
+        match self.apply_rules(req, shape, &mut actions) {
             Ok(applied) => Ok(Applied { actions, ..applied }),
             Err(error) => Err(Refusal { error, actions }),
         }
@@ -149,12 +158,13 @@ impl CompiledPolicy {
 
     fn apply_rules(
         &self,
-        req: &mut ChatRequest<'_>,
+        req: &mut RequestBody<'_>,
+        shape: RequestShape,
         actions: &mut Vec<Action>,
     ) -> Result<Applied, GatewayError> {
-        let requested = self.models.resolve(req, actions)?;
+        let requested = self.models.resolve(req, shape, &self.presets, actions)?;
         if let Some((ceiling, rule)) = &self.max_tokens {
-            caps::cap_max_tokens(req, *ceiling, rule, actions)?;
+            caps::cap(req, shape.cap, *ceiling, rule, actions)?;
         }
         let restricted_by = self.models.restricted_by();
         self.plugins

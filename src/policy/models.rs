@@ -7,14 +7,17 @@ use std::sync::Arc;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use serde_json::Value;
 
-use crate::chat_request::ChatRequest;
 use crate::config::PolicyConfig;
 use crate::error::GatewayError;
+use crate::request_body::RequestBody;
 
 use super::action::{deny, Action};
 use super::fields;
+use super::presets::{preset_of, PresetRules};
+use super::shape::RequestShape;
 
-/// The models a request names, after aliases: `model`, then the `models` fallbacks.
+/// The models a request names, after aliases: `model`, then the fallbacks (`models`, and
+/// Messages' `fallbacks[].model`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct RequestedModels {
     pub(crate) model: Option<String>,
@@ -180,10 +183,13 @@ impl ModelRules {
         self.restricted_by.as_deref()
     }
 
-    /// Rewrites aliases in `model` and `models`, then checks every model the request names.
+    /// Rewrites aliases in `model`, `models` (and `fallbacks[].model` where the door has them),
+    /// then checks every model the request names, and every preset it names.
     pub(crate) fn resolve(
         &self,
-        req: &mut ChatRequest<'_>,
+        req: &mut RequestBody<'_>,
+        shape: RequestShape,
+        presets: &PresetRules,
         actions: &mut Vec<Action>,
     ) -> Result<RequestedModels, GatewayError> {
         let mut model = fields::string(fields::read(req, "model")?.as_ref(), "model")?;
@@ -203,10 +209,11 @@ impl ModelRules {
                 req.set("models", list)?;
             }
         }
-        let requested = RequestedModels {
-            model,
-            fallbacks: fallbacks.unwrap_or_default(),
-        };
+        let mut fallbacks = fallbacks.unwrap_or_default();
+        if shape.fallback_models {
+            self.resolve_fallback_entries(req, &mut fallbacks, actions)?;
+        }
+        let requested = RequestedModels { model, fallbacks };
 
         if requested.all().next().is_none() {
             if let Some(rule) = self.restricted_by() {
@@ -221,9 +228,66 @@ impl ModelRules {
             }
         }
         for id in requested.all() {
-            self.check(id, actions)?;
+            if let Some(slug) = preset_of(id) {
+                presets.check("model", slug, actions)?;
+            }
+        }
+        let preset = fields::string(fields::read(req, "preset")?.as_ref(), "preset")?;
+        if let Some(slug) = preset {
+            presets.check("preset", &slug, actions)?;
+        }
+        for id in requested.all() {
+            // `author/slug@preset/x` is checked as `author/slug`; `@preset/x` alone names no
+            // model, and its preset passed above.
+            let model = id.split("@preset/").next().unwrap_or(id);
+            if !model.is_empty() {
+                self.check(model, actions)?;
+            }
         }
         Ok(requested)
+    }
+
+    /// Messages' `fallbacks: [{"model": ...}, ...]`: aliases rewritten in place, the models
+    /// added to `out`.
+    fn resolve_fallback_entries(
+        &self,
+        req: &mut RequestBody<'_>,
+        out: &mut Vec<String>,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), GatewayError> {
+        let Some(mut value) = fields::read(req, "fallbacks")? else {
+            return Ok(());
+        };
+        let Value::Array(entries) = &mut value else {
+            return Err(fields::wrong_type(
+                "fallbacks",
+                "an array of {\"model\": ...} objects",
+                &value,
+            ));
+        };
+        let mut changed = false;
+        for (i, entry) in entries.iter_mut().enumerate() {
+            let Value::Object(fallback) = entry else {
+                return Err(fields::wrong_type(
+                    &format!("fallbacks[{i}]"),
+                    "an object",
+                    entry,
+                ));
+            };
+            let path = format!("fallbacks[{i}].model");
+            let Some(mut id) = fields::string(fallback.get("model"), &path)? else {
+                continue;
+            };
+            if self.rewrite_alias(&path, &mut id, actions) {
+                fallback.insert("model".to_owned(), Value::String(id.clone()));
+                changed = true;
+            }
+            out.push(id);
+        }
+        if changed {
+            req.set("fallbacks", &value)?;
+        }
+        Ok(())
     }
 
     fn rewrite_alias(&self, field: &str, id: &mut String, actions: &mut Vec<Action>) -> bool {

@@ -4,9 +4,9 @@
 use serde_json::Value;
 use std::sync::Arc;
 
-use crate::chat_request::ChatRequest;
 use crate::config::PolicyConfig;
 use crate::error::GatewayError;
+use crate::request_body::RequestBody;
 
 use super::action::{deny, Action};
 use super::fields;
@@ -58,7 +58,7 @@ impl PluginRules {
     /// model rules restrict anything (`models_restricted_by` names that rule).
     pub(crate) fn check(
         &self,
-        req: &ChatRequest<'_>,
+        req: &RequestBody<'_>,
         models: &RequestedModels,
         models_restricted_by: Option<&str>,
         actions: &mut Vec<Action>,
@@ -92,7 +92,7 @@ impl PluginRules {
 
     fn check_plugins(
         &self,
-        req: &ChatRequest<'_>,
+        req: &RequestBody<'_>,
         models_restricted_by: Option<&str>,
         actions: &mut Vec<Action>,
     ) -> Result<(), GatewayError> {
@@ -152,7 +152,7 @@ impl PluginRules {
     /// name; OpenAI's `web_search_preview` is converted to the web search.
     fn check_server_tools(
         &self,
-        req: &ChatRequest<'_>,
+        req: &RequestBody<'_>,
         actions: &mut Vec<Action>,
     ) -> Result<(), GatewayError> {
         let tools = fields::read(req, "tools")?;

@@ -18,8 +18,8 @@
 
 use serde_json::Value;
 
-use crate::chat_request::ChatRequest;
 use crate::error::GatewayError;
+use crate::request_body::RequestBody;
 
 use super::action::{deny, Action};
 use super::fields;
@@ -33,7 +33,7 @@ const TIER_VARIANTS: [&str; 2] = ["nitro", "floor"];
 
 /// Checks the routing knobs; returns whether the request can reach service-tier endpoints.
 pub(crate) fn check(
-    req: &mut ChatRequest<'_>,
+    req: &mut RequestBody<'_>,
     models: &RequestedModels,
     rules: &ProviderRules,
     actions: &mut Vec<Action>,
@@ -72,7 +72,7 @@ pub(crate) fn check(
 }
 
 fn check_tiers(
-    req: &ChatRequest<'_>,
+    req: &RequestBody<'_>,
     models: &RequestedModels,
     rules: &ProviderRules,
     actions: &mut Vec<Action>,

@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
-use crate::chat_request::ChatRequest;
+use crate::request_body::RequestBody;
 
 /// Untouched values from this size up are shared with the client's body, not copied.
 const SHARED_FROM: usize = 64 * 1024;
@@ -26,13 +26,13 @@ pub enum OutgoingBody {
 }
 
 impl OutgoingBody {
-    /// The chat body to send for `chat`, parsed from `original`: in pieces when it is large
+    /// The body to send for `request`, parsed from `original`: in pieces when it is large
     /// enough for a value to be shared.
-    pub fn chat(chat: &ChatRequest<'_>, original: &Bytes) -> Self {
+    pub fn from_request(request: &RequestBody<'_>, original: &Bytes) -> Self {
         if original.len() < SHARED_FROM {
-            return OutgoingBody::Whole(chat.to_body(original));
+            return OutgoingBody::Whole(request.to_body(original));
         }
-        OutgoingBody::from_pieces(chat.to_pieces(original, SHARED_FROM))
+        OutgoingBody::from_pieces(request.to_pieces(original, SHARED_FROM))
     }
 
     /// The body made of `pieces`, in order.

@@ -7,11 +7,15 @@
 //! (logged at debug).
 
 use std::sync::Arc;
+use std::time::SystemTime;
+
+use futures_util::future::BoxFuture;
 
 use super::connection::Connection;
 use super::keys::KeyNames;
 use crate::limits::spend::to_micros;
-use crate::limits::tokens::ChargeUsage;
+use crate::limits::spend::{from_micros, unix_secs, Period};
+use crate::limits::tokens::{ChargeUsage, Spent};
 
 /// One key id's account.
 #[derive(Debug)]
@@ -60,6 +64,32 @@ impl ChargeUsage for Account {
             self.tokens_per_minute,
         );
         runtime.spawn(async move { charge(&connection, &names, tokens, tpm, micros).await });
+    }
+
+    /// The counters of this replica's current day and month (the script names them by the
+    /// server's clock; the two agree but for the seconds around midnight UTC).
+    fn spent(&self) -> BoxFuture<'_, Option<Spent>> {
+        Box::pin(async move {
+            let secs = unix_secs(SystemTime::now());
+            let day = format!("{}:day:{}", self.names.spend, Period::Day.index(secs));
+            let month = format!("{}:month:{}", self.names.spend, Period::Month.index(secs));
+            let read = self
+                .connection
+                .guarded(async {
+                    let mut manager = self.connection.manager().await?;
+                    redis::cmd("MGET")
+                        .arg(&day)
+                        .arg(&month)
+                        .query_async::<(Option<u64>, Option<u64>)>(&mut manager)
+                        .await
+                })
+                .await;
+            let (day, month) = read.ok()?;
+            Some(Spent {
+                day_usd: from_micros(day.unwrap_or(0)),
+                month_usd: from_micros(month.unwrap_or(0)),
+            })
+        })
     }
 }
 

@@ -1,5 +1,5 @@
 //! Unit tests: every row of the "never looser" table, aliases, caps, plugins, side doors, wrong
-//! types, named layering, explain. The property tests live in `provider_props.rs`.
+//! types, named layering (explain's are in `crate::explain`). The property tests live in `provider_props.rs`.
 
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -29,8 +29,8 @@ fn policy(toml: &str) -> CompiledPolicy {
 /// Applies `policy` to `body`: the outcome, and the body that would be forwarded.
 fn run(policy: &CompiledPolicy, body: &Value) -> (Result<Applied, Refusal>, Value) {
     let text = Bytes::from(serde_json::to_vec(body).unwrap());
-    let mut req = ChatRequest::parse(&text).unwrap();
-    let outcome = policy.apply(&mut req);
+    let mut req = RequestBody::parse(&text).unwrap();
+    let outcome = policy.apply(&mut req, RequestShape::CHAT);
     let forwarded = serde_json::from_slice(&req.to_body(&text)).unwrap();
     (outcome, forwarded)
 }
@@ -98,8 +98,8 @@ fn an_empty_policy_forwards_the_very_bytes() {
     let policy = policy("");
     let text = br#"{"model":"x/y:free","messages":[{"role":"user","content":"h\u00e9"}],"provider":{"only":["a"],"zz":1},"max_tokens":99999,"plugins":[{"id":"web"}]}"#;
     let original = Bytes::from_static(text);
-    let mut req = ChatRequest::parse(&original).unwrap();
-    let applied = policy.apply(&mut req).unwrap();
+    let mut req = RequestBody::parse(&original).unwrap();
+    let applied = policy.apply(&mut req, RequestShape::CHAT).unwrap();
     assert!(applied.actions.is_empty());
     assert!(!req.is_edited());
     assert_eq!(req.to_body(&original), original);
@@ -110,8 +110,8 @@ fn messages_stay_byte_for_byte_when_other_fields_change() {
     let policy = policy("[policy]\nmax_tokens = 10\naliases = { fast = \"openai/gpt-4o-mini\" }");
     let text = br#"{"model":"fast","messages":[{"role":"user","content":"h\u00e9 \ud83d\ude00  1.0e2"}],"max_tokens":50}"#;
     let original = Bytes::from_static(text);
-    let mut req = ChatRequest::parse(&original).unwrap();
-    policy.apply(&mut req).unwrap();
+    let mut req = RequestBody::parse(&original).unwrap();
+    policy.apply(&mut req, RequestShape::CHAT).unwrap();
     assert_eq!(
         req.to_body(&original),
         &br#"{"model":"openai/gpt-4o-mini","messages":[{"role":"user","content":"h\u00e9 \ud83d\ude00  1.0e2"}],"max_tokens":10}"#[..]
@@ -761,8 +761,8 @@ fn unknown_provider_keys_pass_and_key_order_holds() {
     let policy = policy("[policy.provider]\nzdr = true\nonly = [\"azure\"]");
     let text = br#"{"messages":[],"provider":{"future_knob":{"a":[1,2]},"zdr":false,"only":["Azure"],"sort":"price"}}"#;
     let original = Bytes::from_static(text);
-    let mut req = ChatRequest::parse(&original).unwrap();
-    policy.apply(&mut req).unwrap();
+    let mut req = RequestBody::parse(&original).unwrap();
+    policy.apply(&mut req, RequestShape::CHAT).unwrap();
     assert_eq!(
         req.to_body(&original),
         &br#"{"messages":[],"provider":{"future_knob":{"a":[1,2]},"zdr":true,"only":["Azure"],"sort":"price"}}"#[..]
@@ -776,8 +776,8 @@ fn a_client_already_inside_the_policy_is_not_edited() {
     );
     let text = br#"{"messages":[],"provider":{"zdr":true,"only":["azure"],"max_price":{"prompt":"1"},"ignore":["X","y"]}}"#;
     let original = Bytes::from_static(text);
-    let mut req = ChatRequest::parse(&original).unwrap();
-    let applied = policy.apply(&mut req).unwrap();
+    let mut req = RequestBody::parse(&original).unwrap();
+    let applied = policy.apply(&mut req, RequestShape::CHAT).unwrap();
     assert!(applied.actions.is_empty());
     assert!(!req.is_edited());
 }
@@ -873,8 +873,8 @@ fn check_provider_field<S: AsRef<str>>(field: &str, wrong: &[(Value, S)], right:
     for value in right {
         let body = chat(json!({ "provider": { field: value, "future_knob": [1] } }));
         let original = Bytes::from(serde_json::to_vec(&body).unwrap());
-        let mut req = ChatRequest::parse(&original).unwrap();
-        let applied = empty.apply(&mut req).unwrap();
+        let mut req = RequestBody::parse(&original).unwrap();
+        let applied = empty.apply(&mut req, RequestShape::CHAT).unwrap();
         assert!(applied.actions.is_empty(), "{field}: {value}");
         assert_eq!(req.to_body(&original), original, "{field}: {value}");
         let (_, out) = forwarded(&others, body);
@@ -964,8 +964,8 @@ fn provider_must_be_an_object() {
         br#"{"messages":[],"provider":null}"#,
     ] {
         let original = Bytes::from_static(text);
-        let mut req = ChatRequest::parse(&original).unwrap();
-        policy("").apply(&mut req).unwrap();
+        let mut req = RequestBody::parse(&original).unwrap();
+        policy("").apply(&mut req, RequestShape::CHAT).unwrap();
         assert_eq!(req.to_body(&original), original);
     }
 }
@@ -1269,101 +1269,4 @@ fn the_reported_provider_is_checked_against_the_forwarded_lists() {
     assert!(!applied.provider_allowed("OpenAI"));
     assert!(!applied.provider_allowed("Azure"));
     assert!(Applied::default().provider_allowed("Anything"));
-}
-
-// === explain ===
-
-const EXPLAIN_CONFIG: &str = r#"
-[[auth.keys]]
-id = "alice"
-hash = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
-policy = "strict"
-[policy]
-max_tokens = 1000
-[policies.strict]
-models.allow = ["openai/*"]
-"#;
-
-#[test]
-fn explain_shows_the_forwarded_body_and_the_rules() {
-    let config = config(EXPLAIN_CONFIG);
-    let out = explain(
-        &config,
-        "alice",
-        br#"{"model":"openai/gpt-4o","messages":[],"max_tokens":5000}"#,
-    );
-    assert_eq!(out.exit_code, explain::EXIT_FORWARDED, "{}", out.text);
-    assert!(out.text.contains("\"max_tokens\": 1000"), "{}", out.text);
-    assert!(
-        out.text
-            .contains("[rewrite] max_tokens: 5000 capped to 1000 by policy.max_tokens"),
-        "{}",
-        out.text
-    );
-
-    let out = explain(
-        &config,
-        "anonymous",
-        br#"{"model":"openai/gpt-4o","messages":[],"max_tokens":10}"#,
-    );
-    assert_eq!(out.exit_code, 0);
-    assert!(
-        out.text.contains("unchanged, byte for byte"),
-        "{}",
-        out.text
-    );
-    assert!(out.text.contains("no rule changed it"), "{}", out.text);
-}
-
-#[test]
-fn explain_shows_a_refusal_and_exits_3() {
-    let config = config(EXPLAIN_CONFIG);
-    let out = explain(
-        &config,
-        "alice",
-        br#"{"model":"google/gemini","messages":[]}"#,
-    );
-    assert_eq!(out.exit_code, explain::EXIT_REFUSED, "{}", out.text);
-    assert!(
-        out.text.contains(
-            r#"403 model "google/gemini" is not allowed by policies.strict.models.allow"#
-        ),
-        "{}",
-        out.text
-    );
-    assert!(
-        out.text.contains(r#"[deny] model "google/gemini""#),
-        "{}",
-        out.text
-    );
-    // Anonymous has no named policy.
-    assert_eq!(
-        explain(
-            &config,
-            "anonymous",
-            br#"{"model":"google/gemini","messages":[]}"#
-        )
-        .exit_code,
-        0
-    );
-}
-
-#[test]
-fn explain_exits_1_on_bad_input() {
-    let config = config(EXPLAIN_CONFIG);
-    for (key, body) in [
-        ("alice", &b"{not json"[..]),
-        ("alice", br#"{"model":"openai/gpt-4o"}"#),
-        (
-            "alice",
-            br#"{"model":"openai/gpt-4o","messages":[],"max_tokens":-1}"#,
-        ),
-        ("bob", br#"{"messages":[]}"#),
-    ] {
-        let out = explain(&config, key, body);
-        assert_eq!(out.exit_code, explain::EXIT_BAD_INPUT, "{}", out.text);
-    }
-    assert!(explain(&config, "bob", b"{}")
-        .text
-        .contains("unknown key id \"bob\""));
 }

@@ -9,7 +9,6 @@ use serde_json::{json, Map, Value};
 
 use bytes::Bytes;
 
-use crate::chat_request::ChatRequest;
 use crate::config::{
     DataCollection, ForcedRouting, MaxPrice, Percentiles, PolicyConfig, ProviderPolicy,
     ProviderSort,
@@ -18,7 +17,8 @@ use crate::error::GatewayError;
 use crate::policy::fields::number;
 use crate::policy::provider::{merge, merge_into, ClientProvider, ProviderRules, StrictView};
 use crate::policy::strictness::Strict;
-use crate::policy::CompiledPolicy;
+use crate::policy::{CompiledPolicy, RequestShape};
+use crate::request_body::RequestBody;
 
 /// Display names, slugs, case variants, a regional and a tier endpoint.
 const PROVIDERS: &[&str] = &[
@@ -552,8 +552,8 @@ proptest! {
                 body["provider"] = Value::Object(client.clone());
             }
             let original = Bytes::from(serde_json::to_vec(&body).unwrap());
-            let mut req = ChatRequest::parse(&original).unwrap();
-            let outcome = compiled.apply(&mut req);
+            let mut req = RequestBody::parse(&original).unwrap();
+            let outcome = compiled.apply(&mut req, RequestShape::CHAT);
             if nitro && !policy.only.is_empty() {
                 // `:nitro` reaches tier endpoints, which `only` cannot bind: refused first.
                 let refusal = outcome.unwrap_err();
@@ -599,8 +599,8 @@ proptest! {
         let compiled = CompiledPolicy::compile(&org, None).unwrap();
         let body = json!({ "model": "openai/gpt-4o", "messages": [], "provider": client });
         let original = Bytes::from(serde_json::to_vec(&body).unwrap());
-        let mut req = ChatRequest::parse(&original).unwrap();
-        match compiled.apply(&mut req) {
+        let mut req = RequestBody::parse(&original).unwrap();
+        match compiled.apply(&mut req, RequestShape::CHAT) {
             Ok(applied) => prop_assert!(false, "forwarded: {:?}", applied),
             Err(refusal) => {
                 prop_assert!(matches!(refusal.error, GatewayError::BadRequest(_)), "{:?}", refusal.error);

@@ -1,8 +1,8 @@
-//! The chat request body, parsed once and touched little.
+//! A model door's request body, parsed once and touched little.
 //!
 //! The body is read as an ordered list of top-level keys whose values stay raw JSON text
-//! borrowed from the request bytes: `messages`, usually most of the body, is never turned into
-//! a tree. [`json_scan`] finds where the values end; serde_json reads what
+//! borrowed from the request bytes: `messages` or `input`, usually most of the body, is never
+//! turned into a tree. [`json_scan`] finds where the values end; serde_json reads what
 //! the scanner does not accept, and says what is wrong with it. The few fields the gateway
 //! decides on are read from their raw text on demand, and edits replace one value in place,
 //! so the key order survives (OpenRouter's response cache hashes the body with key order
@@ -20,8 +20,8 @@ use serde_json::value::RawValue;
 use crate::error::GatewayError;
 use crate::json_scan::{self, Refused, MAX_DEPTH};
 
-/// A parsed chat request: top-level keys in order, values raw.
-pub struct ChatRequest<'a> {
+/// A parsed request body: top-level keys in order, values raw.
+pub struct RequestBody<'a> {
     entries: Vec<Entry<'a>>,
     edited: bool,
 }
@@ -49,20 +49,19 @@ impl Slot<'_> {
     }
 }
 
-impl fmt::Debug for ChatRequest<'_> {
+impl fmt::Debug for RequestBody<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Keys only: values may hold anything the user wrote.
-        f.debug_struct("ChatRequest")
+        f.debug_struct("RequestBody")
             .field("keys", &self.keys().collect::<Vec<_>>())
             .field("edited", &self.edited)
             .finish()
     }
 }
 
-impl<'a> ChatRequest<'a> {
-    /// Parses `body` and checks the shape every chat request must have: a JSON object with no
-    /// duplicate keys (the gateway and the upstream could read different ones) and a `messages`
-    /// array.
+impl<'a> RequestBody<'a> {
+    /// Parses `body` and checks the shape every request body must have: a JSON object with no
+    /// duplicate keys (the gateway and the upstream could read different ones).
     pub fn parse(body: &'a [u8]) -> Result<Self, GatewayError> {
         // One SIMD pass for UTF-8; the str parser then skips its own per-string checks. The
         // `basic` check is the faster; only a refused body is checked again to say where.
@@ -76,19 +75,30 @@ impl<'a> ChatRequest<'a> {
                     reason: "invalid UTF-8".to_owned(),
                 }
             })?;
-        let request = Self {
+        Ok(Self {
             entries: entries(text)?,
             edited: false,
-        };
-        match request.get("messages") {
-            None => Err(GatewayError::BadRequest(
-                "`messages` is required: an array of {\"role\", \"content\"} objects".to_owned(),
-            )),
+        })
+    }
+
+    /// [`parse`](Self::parse), and `messages` must be an array: a chat request.
+    pub fn parse_chat(body: &'a [u8]) -> Result<Self, GatewayError> {
+        let request = Self::parse(body)?;
+        request.require_array("messages", "{\"role\", \"content\"} objects")?;
+        Ok(request)
+    }
+
+    /// `key` must be present and an array (of `items`, as the message says).
+    pub fn require_array(&self, key: &str, items: &str) -> Result<(), GatewayError> {
+        match self.get(key) {
+            None => Err(GatewayError::BadRequest(format!(
+                "`{key}` is required: an array of {items}"
+            ))),
             Some(raw) if json_type(raw) != "an array" => Err(GatewayError::BadRequest(format!(
-                "`messages` must be an array, found {}",
+                "`{key}` must be an array, found {}",
                 json_type(raw)
             ))),
-            Some(_) => Ok(request),
+            Some(_) => Ok(()),
         }
     }
 
@@ -378,8 +388,8 @@ impl<'de> serde::Deserialize<'de> for Key<'de> {
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<ChatRequest<'_>, GatewayError> {
-        ChatRequest::parse(text.as_bytes())
+    fn parse(text: &str) -> Result<RequestBody<'_>, GatewayError> {
+        RequestBody::parse_chat(text.as_bytes())
     }
 
     #[test]
@@ -387,7 +397,7 @@ mod tests {
         let text =
             r#"{ "z": 1, "messages": [ {"role":"user","content":"hi"} ], "a": {"x": [1,2]} }"#;
         let original = Bytes::from_static(text.as_bytes());
-        let req = ChatRequest::parse(&original).unwrap();
+        let req = RequestBody::parse(&original).unwrap();
         assert!(!req.is_edited());
         assert_eq!(req.to_body(&original), original);
         assert_eq!(req.keys().collect::<Vec<_>>(), ["z", "messages", "a"]);
@@ -397,7 +407,7 @@ mod tests {
     fn edits_keep_key_order_and_untouched_values() {
         let text = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"h\u00e9"}],"provider":{"b":1,"a":2},"top_p":1.0}"#;
         let original = Bytes::from_static(text.as_bytes());
-        let mut req = ChatRequest::parse(&original).unwrap();
+        let mut req = RequestBody::parse(&original).unwrap();
         req.set("model", "openai/gpt-4o").unwrap();
         req.set("max_tokens", &100).unwrap();
         req.remove("top_p");
@@ -485,7 +495,7 @@ mod tests {
     fn escaped_keys_are_understood_and_rewritten_safely() {
         let text = r#"{"mess\u0061ges":[],"m\"odel":1}"#;
         let original = Bytes::from_static(text.as_bytes());
-        let mut req = ChatRequest::parse(&original).unwrap();
+        let mut req = RequestBody::parse(&original).unwrap();
         req.set("stream", &true).unwrap();
         let out = req.to_body(&original);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
@@ -501,7 +511,7 @@ mod tests {
             r#"{{"model":"a/b","messages":[{{"role":"user","content":"{content}"}}],"provider":{{"sort":"price"}}}}"#
         );
         let original = Bytes::from(text);
-        let mut req = ChatRequest::parse(&original).unwrap();
+        let mut req = RequestBody::parse(&original).unwrap();
         req.set("provider", &serde_json::json!({"data_collection": "deny"}))
             .unwrap();
         let pieces = req.to_pieces(&original, 64 * 1024);
@@ -517,7 +527,7 @@ mod tests {
         // Below the threshold everything is written out: one piece.
         assert_eq!(req.to_pieces(&original, usize::MAX).len(), 1);
         // Unedited: the body itself.
-        let untouched = ChatRequest::parse(&original).unwrap();
+        let untouched = RequestBody::parse(&original).unwrap();
         assert_eq!(untouched.to_pieces(&original, 0), vec![original.clone()]);
     }
 
@@ -539,7 +549,7 @@ mod tests {
                 object.insert(format!("f{i}\u{e9}"), value);
             }
             let original = Bytes::from(serde_json::to_vec(&object).unwrap());
-            let mut req = ChatRequest::parse(&original).unwrap();
+            let mut req = RequestBody::parse(&original).unwrap();
             if edit < values.len() {
                 req.set(&format!("f{edit}\u{e9}"), &serde_json::json!({"edited": edit})).unwrap();
             } else {
