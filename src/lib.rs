@@ -79,7 +79,7 @@ pub mod internals {
     pub use crate::policy::CompiledPolicy;
     pub use crate::proxy::api_suffix;
     pub use crate::server::connection_builder;
-    pub use crate::sse::{SseScanner, MAX_EVENT_DATA};
+    pub use crate::sse::{whatwg_reading, SseScanner, SseSink, MAX_EVENT_DATA};
     pub use crate::state::Snapshot;
     pub use crate::upstream::{OutgoingBody, Upstream};
     pub use crate::usage::{ResponseSummary, Usage};

@@ -59,7 +59,8 @@ struct SseWatch {
 impl SseWatch {
     fn feed(&mut self, chunk: &[u8]) {
         let facts = &mut self.facts;
-        self.scanner.feed(chunk, |data| observe_event(facts, data));
+        self.scanner
+            .feed(chunk, &mut |data: &[u8]| observe_event(facts, data));
     }
 }
 
@@ -461,7 +462,7 @@ mod tests {
     /// The events a client reads from `bytes`.
     fn client_events(bytes: &[u8]) -> Vec<Vec<u8>> {
         let mut events = Vec::new();
-        SseScanner::new().feed(bytes, |data| events.push(data.to_vec()));
+        SseScanner::new().feed(bytes, &mut |data: &[u8]| events.push(data.to_vec()));
         events
     }
 
