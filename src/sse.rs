@@ -217,7 +217,7 @@ impl SseScanner {
     }
 
     /// Ends a line whose bytes went through [`SseScanner::line_bytes`].
-    fn line_end<'c>(&mut self, pending: &mut Option<&'c [u8]>, sink: &mut impl SseSink) {
+    fn line_end(&mut self, pending: &mut Option<&[u8]>, sink: &mut impl SseSink) {
         match std::mem::replace(&mut self.line, LineState::Name(0)) {
             LineState::Name(0) => self.dispatch(pending, sink),
             // `data` or `data:` alone: a data line with an empty value.
@@ -241,7 +241,7 @@ impl SseScanner {
     }
 
     /// A data line begins: after the first, its value is joined to the data by `\n`.
-    fn start_data_line<'c>(&mut self, pending: &mut Option<&'c [u8]>, sink: &mut impl SseSink) {
+    fn start_data_line(&mut self, pending: &mut Option<&[u8]>, sink: &mut impl SseSink) {
         if self.has_data {
             self.append(b"\n", pending, sink);
         }
@@ -250,12 +250,7 @@ impl SseScanner {
 
     /// Adds `bytes` to the event's data, after what `pending` holds of it; past the cap, the
     /// data goes to the sink instead.
-    fn append<'c>(
-        &mut self,
-        bytes: &[u8],
-        pending: &mut Option<&'c [u8]>,
-        sink: &mut impl SseSink,
-    ) {
+    fn append(&mut self, bytes: &[u8], pending: &mut Option<&[u8]>, sink: &mut impl SseSink) {
         if let Some(first) = pending.take() {
             self.data.extend_from_slice(first);
         }
