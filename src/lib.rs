@@ -87,6 +87,7 @@ pub mod internals {
 
     /// The chat body's scanner, which the fuzz target holds to serde_json.
     pub mod json_scan {
+        pub use crate::json_scan::catch::{ValueCatcher, MAX_CAUGHT};
         pub use crate::json_scan::{members_by_serde, object, Refused, MAX_DEPTH};
     }
 }
