@@ -26,8 +26,10 @@
 //! - `limits`: per-key request rate, concurrency, tokens and spend; memory and Redis backends.
 //! - `policy`: the org's rules on models and providers; pure, and explainable.
 //! - `chat_request`: the chat body, parsed once, `messages` left raw; `json_scan`: where its
-//!   values end, found faster than serde_json finds them and checked as strictly; `sse`: the
-//!   incremental SSE scanner; `usage`: what a response reports it used. All pure.
+//!   values end, found faster than serde_json finds them and checked as strictly, and
+//!   (`json_scan::catch`) a few values caught from JSON fed in pieces; `sse`: the incremental
+//!   SSE scanner, which hands events too large to keep on in pieces; `usage`: what a response
+//!   reports it used. All pure.
 //! - [`config`]: the TOML schema, loading (file, `ORGATE_*`, `NAME_FILE` secrets), validation.
 //! - `metrics`: every Prometheus series; `error`: `GatewayError`, the one way gateway errors
 //!   become responses; `secret`: `Secret<T>`, never printed; `shutdown`: signals; `memory`:
