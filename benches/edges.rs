@@ -97,7 +97,7 @@ fn sse(c: &mut Criterion) {
                 let mut scanner = SseScanner::new();
                 let mut events = 0usize;
                 for read in reads {
-                    scanner.feed(black_box(read), |_| events += 1);
+                    scanner.feed(black_box(read), &mut |_: &[u8]| events += 1);
                 }
                 events
             })

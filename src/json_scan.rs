@@ -325,6 +325,7 @@ pub fn members_by_serde(text: &str) -> Option<Vec<(String, &str)>> {
     Some(members)
 }
 
+pub(crate) mod catch;
 mod marks;
 #[cfg(test)]
 mod tests;

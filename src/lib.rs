@@ -28,8 +28,10 @@
 //! - `limits`: per-key request rate, concurrency, tokens and spend; memory and Redis backends.
 //! - `policy`: the org's rules on models and providers; pure, and explainable.
 //! - `request_body`: a door's JSON body, parsed once, the bulk left raw; `json_scan`: where its
-//!   values end, found faster than serde_json finds them and checked as strictly; `sse`: the
-//!   incremental SSE scanner; `usage`: what a response reports it used. All pure.
+//!   values end, found faster than serde_json finds them and checked as strictly, and
+//!   (`json_scan::catch`) a few values caught from JSON fed in pieces; `sse`: the incremental
+//!   SSE scanner, which hands events too large to keep on in pieces; `usage`: what a response
+//!   reports it used. All pure.
 //! - [`config`]: the TOML schema, loading (file, `ORGATE_*`, `NAME_FILE` secrets), validation.
 //! - `metrics`: every Prometheus series; `error`: `GatewayError`, the one way gateway errors
 //!   become responses; `secret`: `Secret<T>`, never printed; `shutdown`: signals; `memory`:
@@ -77,20 +79,23 @@ pub use state::{AppState, StartupError};
 #[doc(hidden)]
 pub mod internals {
     pub use crate::auth::KeyStore;
+    pub use crate::doors::read_stream;
     pub use crate::limits::{format_reset, Limits};
     pub use crate::metrics::Metrics;
     pub use crate::policy::{CompiledPolicy, RequestShape};
     pub use crate::proxy::api_suffix;
     pub use crate::request_body::RequestBody;
     pub use crate::server::connection_builder;
-    pub use crate::sse::{SseScanner, MAX_EVENT_DATA};
+    pub use crate::sse::{whatwg_reading, SseScanner, SseSink, MAX_EVENT_DATA};
     pub use crate::state::Snapshot;
+    pub use crate::stream::StreamFacts;
     pub use crate::upstream::{OutgoingBody, Upstream};
     pub use crate::usage::{ResponseSummary, Usage};
     pub use crate::workers::{PerThread, Workers};
 
     /// The chat body's scanner, which the fuzz target holds to serde_json.
     pub mod json_scan {
+        pub use crate::json_scan::catch::{ValueCatcher, MAX_CAUGHT};
         pub use crate::json_scan::{members_by_serde, object, Refused, MAX_DEPTH};
     }
 }

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
-use crate::sse::SseScanner;
+use crate::sse::{SseScanner, SseSink};
 use crate::usage::{ResponseSummary, Usage};
 
 /// Non-streaming bodies are copied aside up to this size to read their `usage` at the end.
@@ -31,7 +31,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// What the gateway learnt from an event stream as it passed, written by the door's
 /// [`EventReader`].
 #[derive(Debug, Default)]
-pub(crate) struct StreamFacts {
+pub struct StreamFacts {
     /// The generation id (`gen-…`) the stream names.
     pub generation_id: Option<String>,
     pub model: Option<String>,
@@ -83,11 +83,33 @@ impl<R: EventReader> SseWatch<R> {
     }
 
     fn feed(&mut self, chunk: &[u8]) {
-        let (facts, reader) = (&mut self.facts, &mut self.reader);
-        self.scanner.feed(chunk, |data| {
-            facts.events += 1;
-            reader.event(facts, data);
-        });
+        let mut sink = ReaderSink {
+            facts: &mut self.facts,
+            reader: &mut self.reader,
+        };
+        self.scanner.feed(chunk, &mut sink);
+    }
+}
+
+/// The scanner's events, counted and handed to the door's reader.
+pub(crate) struct ReaderSink<'a, R> {
+    pub facts: &'a mut StreamFacts,
+    pub reader: &'a mut R,
+}
+
+impl<R: EventReader> SseSink for ReaderSink<'_, R> {
+    fn event(&mut self, data: &[u8]) {
+        self.facts.events += 1;
+        self.reader.event(self.facts, data);
+    }
+
+    fn large_piece(&mut self, piece: &[u8]) {
+        self.reader.large_piece(self.facts, piece);
+    }
+
+    fn large_end(&mut self) {
+        self.facts.events += 1;
+        self.reader.large_end(self.facts);
     }
 }
 
@@ -459,7 +481,7 @@ mod tests {
     /// The events a client reads from `bytes`.
     fn client_events(bytes: &[u8]) -> Vec<Vec<u8>> {
         let mut events = Vec::new();
-        SseScanner::new().feed(bytes, |data| events.push(data.to_vec()));
+        SseScanner::new().feed(bytes, &mut |data: &[u8]| events.push(data.to_vec()));
         events
     }
 

@@ -1,16 +1,17 @@
 //! The SSE scanner: never panics, reports the same events however the bytes are cut into
-//! chunks, and agrees with a plain line-by-line reading of the whole stream.
+//! chunks, and agrees with a plain line-by-line reading of the whole stream; with a small cap,
+//! the pieces of each large event join to the data the reference reads.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use orgate::internals::{SseScanner, MAX_EVENT_DATA};
+use orgate::internals::{whatwg_reading, SseScanner, SseSink, MAX_EVENT_DATA};
 
 /// What the scanner reports for `chunks`, and whether it ends at a line start / event boundary.
 fn scan<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> (Vec<Vec<u8>>, bool, bool) {
     let mut scanner = SseScanner::new();
     let mut events = Vec::new();
     for chunk in chunks {
-        scanner.feed(chunk, |data| {
+        scanner.feed(chunk, &mut |data: &[u8]| {
             assert!(data.len() <= MAX_EVENT_DATA, "event over the cap");
             events.push(data.to_vec());
         });
@@ -69,6 +70,49 @@ fn reference(bytes: &[u8]) -> (Vec<Vec<u8>>, bool, bool) {
     (events, at_line_start, at_line_start && !in_event)
 }
 
+/// A cap small enough that fuzzed inputs have events past it.
+const SMALL_CAP: usize = 8;
+
+/// Every event's data, whole or joined from its pieces, with whether it came in pieces.
+#[derive(Default)]
+struct Joined {
+    events: Vec<(Vec<u8>, bool)>,
+    large: Option<Vec<u8>>,
+}
+
+impl SseSink for Joined {
+    fn event(&mut self, data: &[u8]) {
+        assert!(self.large.is_none(), "a whole event inside a large one");
+        assert!(data.len() <= SMALL_CAP, "event over the cap");
+        self.events.push((data.to_vec(), false));
+    }
+    fn large_piece(&mut self, piece: &[u8]) {
+        self.large.get_or_insert_default().extend_from_slice(piece);
+    }
+    fn large_end(&mut self) {
+        let data = self.large.take().expect("a large event ended before any piece");
+        self.events.push((data, true));
+    }
+}
+
+/// The scanner with [`SMALL_CAP`] on `chunks`: events as the reference reads them, in pieces
+/// exactly when over the cap.
+fn check_small_cap<'a>(chunks: impl IntoIterator<Item = &'a [u8]>, whole: &[u8]) {
+    let mut scanner = SseScanner::with_cap(SMALL_CAP);
+    let mut sink = Joined::default();
+    for chunk in chunks {
+        scanner.feed(chunk, &mut sink);
+    }
+    let want: Vec<(Vec<u8>, bool)> = whatwg_reading(whole)
+        .into_iter()
+        .map(|data| {
+            let large = data.len() > SMALL_CAP;
+            (data, large)
+        })
+        .collect();
+    assert_eq!(sink.events, want, "small cap: events or pieces differ");
+}
+
 /// A small deterministic generator, seeded from the input, for chunk sizes.
 fn cuts(bytes: &[u8]) -> Vec<&[u8]> {
     let mut state = bytes.iter().fold(0x9e37_79b9_7f4a_7c15_u64, |h, &b| {
@@ -103,6 +147,8 @@ fuzz_target!(|bytes: &[u8]| {
         "byte-by-byte chunking changed the events"
     );
     assert_eq!(scan(cuts(bytes)), whole, "chunking changed the events");
+    check_small_cap([bytes], bytes);
+    check_small_cap(cuts(bytes), bytes);
     // Every cut right after a CR (the CRLF-split case), and empty chunks in between.
     let mut around_cr = Vec::new();
     let mut start = 0;

@@ -114,18 +114,9 @@ impl EventReader for ChatEvents {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sse::SseScanner;
 
     fn read(chunks: &[&[u8]]) -> StreamFacts {
-        let (mut scanner, mut reader, mut facts) = (
-            SseScanner::new(),
-            ChatEvents::default(),
-            StreamFacts::default(),
-        );
-        for chunk in chunks {
-            scanner.feed(chunk, |data| reader.event(&mut facts, data));
-        }
-        facts
+        super::super::read_stream(DOOR.route, chunks).unwrap()
     }
 
     #[test]

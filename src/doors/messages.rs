@@ -155,19 +155,9 @@ fn combine(start: Option<Usage>, delta: Usage) -> Usage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sse::SseScanner;
 
     fn read(stream: &[u8]) -> StreamFacts {
-        let (mut scanner, mut reader, mut facts) = (
-            SseScanner::new(),
-            MessageEvents::default(),
-            StreamFacts::default(),
-        );
-        scanner.feed(stream, &mut |data: &[u8]| {
-            facts.events += 1;
-            reader.event(&mut facts, data);
-        });
-        facts
+        super::super::read_stream(DOOR.route, &[stream]).unwrap()
     }
 
     const START: &str = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"gen-m1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"anthropic/claude-sonnet-4\",\"content\":[],\"usage\":{\"input_tokens\":25,\"cache_read_input_tokens\":5,\"output_tokens\":1}}}\n\n";

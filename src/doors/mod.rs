@@ -32,7 +32,8 @@ use crate::config::RoutePattern;
 use crate::error::{ErrorShape, GatewayError};
 use crate::policy::RequestShape;
 use crate::request_body::RequestBody;
-use crate::stream::{EventReader, StreamFacts};
+use crate::sse::SseScanner;
+use crate::stream::{EventReader, ReaderSink, StreamFacts};
 
 /// Which way a request came in; its `route` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,6 +250,25 @@ impl EventReader for EventStream {
     }
 }
 
+/// What the reader of the door with the `route` label learns from an event stream fed in
+/// `chunks`, as the body wrapper feeds it; `None` for a route without one. For the tests and
+/// the fuzz target `door_events`, which hold every reader to never panicking and to reading the
+/// same whatever the chunking.
+#[doc(hidden)]
+pub fn read_stream(route: &str, chunks: &[&[u8]]) -> Option<StreamFacts> {
+    let door = MODEL_DOORS.into_iter().find(|d| d.spec().route == route)?;
+    let (mut scanner, mut reader, mut facts) =
+        (SseScanner::new(), door.events(), StreamFacts::default());
+    for chunk in chunks {
+        let mut sink = ReaderSink {
+            facts: &mut facts,
+            reader: &mut reader,
+        };
+        scanner.feed(chunk, &mut sink);
+    }
+    Some(facts)
+}
+
 /// One SSE event: an `event:` line when the door names its events, the JSON `data`, the
 /// blank line.
 fn data_event(name: Option<&str>, data: &serde_json::Value) -> Vec<u8> {
@@ -324,5 +344,50 @@ mod tests {
             door("GET", "/chat/completions").unwrap_err(),
             GatewayError::MethodNotAllowed { .. }
         ));
+    }
+
+    /// A complete stream of each door, as OpenRouter sends it.
+    fn sample_stream(route: &str) -> &'static [u8] {
+        match route {
+            "chat" => b": OPENROUTER PROCESSING\n\ndata: {\"id\":\"gen-1\",\"model\":\"m\",\"provider\":\"P\",\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: {\"id\":\"gen-1\",\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1,\"total_tokens\":4,\"cost\":0.5}}\n\ndata: [DONE]\n\n",
+            "messages" => b"event: message_start\r\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"gen-2\",\"model\":\"m\",\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\r\n\r\nevent: content_block_delta\r\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"type\":\"text_delta\",\"text\":\"hi\"}}\r\n\r\nevent: message_delta\r\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":5}}\r\n\r\nevent: message_stop\r\ndata: {\"type\":\"message_stop\"}\r\n\r\n",
+            _ => b"event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"id\":\"gen-3\",\"model\":\"m\",\"usage\":null}}\n\nevent: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"hi\"}\n\nevent: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"id\":\"gen-3\",\"usage\":{\"input_tokens\":3,\"output_tokens\":2,\"total_tokens\":5,\"cost\":0.25}}}\n\n",
+        }
+    }
+
+    #[test]
+    fn every_doors_sample_stream_is_complete_with_its_usage() {
+        for (route, tokens) in [("chat", 4), ("messages", 8), ("responses", 5)] {
+            let facts = read_stream(route, &[sample_stream(route)]).unwrap();
+            assert!(facts.complete, "{route}");
+            assert_eq!(facts.usage.map(|u| u.tokens()), Some(tokens), "{route}");
+            assert!(facts.generation_id.is_some(), "{route}");
+        }
+        assert!(read_stream("images", &[b"data: x\n\n"]).is_none());
+    }
+
+    proptest::proptest! {
+        /// Where the network cuts a stream changes nothing a reader learns.
+        #[test]
+        fn readers_learn_the_same_whatever_the_chunking(
+            route in proptest::sample::select(vec!["chat", "messages", "responses"]),
+            cuts in proptest::collection::vec(0usize..2000, 0..12),
+        ) {
+            let stream = sample_stream(route);
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (stream.len() + 1)).collect();
+            cuts.sort_unstable();
+            let mut chunks = Vec::new();
+            let mut from = 0;
+            for cut in cuts.into_iter().chain([stream.len()]) {
+                chunks.push(&stream[from..cut]);
+                from = cut;
+            }
+            let whole = read_stream(route, &[stream]).unwrap();
+            let split = read_stream(route, &chunks).unwrap();
+            proptest::prop_assert_eq!(
+                (whole.complete, whole.usage, whole.generation_id, whole.events),
+                (split.complete, split.usage, split.generation_id, split.events)
+            );
+        }
     }
 }

@@ -137,7 +137,6 @@ impl EventReader for ResponseEvents {
         let Some(catcher) = self.large.take() else {
             return;
         };
-        facts.events += 1;
         let kind = catcher
             .caught(CAUGHT_TYPE)
             .and_then(|raw| serde_json::from_slice::<String>(raw).ok());
@@ -163,33 +162,9 @@ impl EventReader for ResponseEvents {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sse::{SseScanner, SseSink};
-
-    struct Sink<'a>(&'a mut ResponseEvents, &'a mut StreamFacts);
-
-    impl SseSink for Sink<'_> {
-        fn event(&mut self, data: &[u8]) {
-            self.1.events += 1;
-            self.0.event(self.1, data);
-        }
-        fn large_piece(&mut self, piece: &[u8]) {
-            self.0.large_piece(self.1, piece);
-        }
-        fn large_end(&mut self) {
-            self.0.large_end(self.1);
-        }
-    }
 
     fn read(chunks: &[&[u8]]) -> StreamFacts {
-        let (mut scanner, mut reader, mut facts) = (
-            SseScanner::new(),
-            ResponseEvents::default(),
-            StreamFacts::default(),
-        );
-        for chunk in chunks {
-            scanner.feed(chunk, &mut Sink(&mut reader, &mut facts));
-        }
-        facts
+        super::super::read_stream(DOOR.route, chunks).unwrap()
     }
 
     const CREATED: &[u8] = b"event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"id\":\"gen-r1\",\"model\":\"openai/gpt-4o\",\"status\":\"in_progress\",\"usage\":null},\"sequence_number\":0}\n\n";
