@@ -29,7 +29,7 @@ const MAX_JSON_COPY: usize = 4 << 20;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What the gateway learnt from an event stream as it passed, written by the door's
-/// [`EventReader`].
+/// `EventReader`.
 #[derive(Debug, Default)]
 pub struct StreamFacts {
     /// The generation id (`gen-…`) the stream names.

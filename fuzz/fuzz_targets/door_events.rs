@@ -4,6 +4,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+
+#[path = "shared/cuts.rs"]
+mod cuts;
+use cuts::cuts;
 use orgate::internals::{read_stream, StreamFacts};
 
 const ROUTES: [&str; 3] = ["chat", "responses", "messages"];
@@ -26,9 +30,9 @@ fuzz_target!(|input: &[u8]| {
     };
     let route = ROUTES[usize::from(selector) % ROUTES.len()];
     let whole = read_stream(route, &[stream]).expect("a door with a stream");
-    // Cut where the selector's bits say: every 1 + (selector >> 2) bytes.
-    let step = 1 + usize::from(selector >> 2);
-    let chunks: Vec<&[u8]> = stream.chunks(step).collect();
-    let split = read_stream(route, &chunks).expect("a door with a stream");
-    assert_eq!(key(&whole), key(&split), "{route}, chunks of {step}");
+    let bytewise: Vec<&[u8]> = stream.chunks(1).collect();
+    for chunks in [bytewise, cuts(stream)] {
+        let split = read_stream(route, &chunks).expect("a door with a stream");
+        assert_eq!(key(&whole), key(&split), "{route}");
+    }
 });

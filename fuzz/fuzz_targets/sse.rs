@@ -4,6 +4,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+
+#[path = "shared/cuts.rs"]
+mod cuts;
+use cuts::cuts;
 use orgate::internals::{whatwg_reading, SseScanner, SseSink, MAX_EVENT_DATA};
 
 /// What the scanner reports for `chunks`, and whether it ends at a line start / event boundary.
@@ -111,31 +115,6 @@ fn check_small_cap<'a>(chunks: impl IntoIterator<Item = &'a [u8]>, whole: &[u8])
         })
         .collect();
     assert_eq!(sink.events, want, "small cap: events or pieces differ");
-}
-
-/// A small deterministic generator, seeded from the input, for chunk sizes.
-fn cuts(bytes: &[u8]) -> Vec<&[u8]> {
-    let mut state = bytes.iter().fold(0x9e37_79b9_7f4a_7c15_u64, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    }) | 1;
-    let mut out = Vec::new();
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        // Mostly short chunks, sometimes empty ones, now and then a long one.
-        let len = match state % 8 {
-            0 => 0,
-            7 => (state >> 8) as usize % 64,
-            n => n as usize,
-        }
-        .min(rest.len());
-        let (chunk, tail) = rest.split_at(len);
-        out.push(chunk);
-        rest = tail;
-    }
-    out
 }
 
 fuzz_target!(|bytes: &[u8]| {

@@ -4,6 +4,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+
+#[path = "shared/cuts.rs"]
+mod cuts;
+use cuts::cuts;
 use orgate::internals::json_scan::{members_by_serde, ValueCatcher, MAX_CAUGHT};
 
 /// Key names the dictionary (fuzz/dict/value_catcher.dict) also offers.
@@ -38,31 +42,6 @@ fn catch<'a>(cap: usize, pieces: impl IntoIterator<Item = &'a [u8]>) -> Vec<Opti
     (0..PATHS.len())
         .map(|i| catcher.caught(i).map(<[u8]>::to_vec))
         .collect()
-}
-
-/// A small deterministic generator, seeded from the input, for piece sizes.
-fn cuts(bytes: &[u8]) -> Vec<&[u8]> {
-    let mut state = bytes.iter().fold(0x9e37_79b9_7f4a_7c15_u64, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    }) | 1;
-    let mut out = Vec::new();
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        // Mostly short pieces, sometimes empty ones, now and then a long one.
-        let len = match state % 8 {
-            0 => 0,
-            7 => (state >> 8) as usize % 64,
-            n => n as usize,
-        }
-        .min(rest.len());
-        let (piece, tail) = rest.split_at(len);
-        out.push(piece);
-        rest = tail;
-    }
-    out
 }
 
 fuzz_target!(|bytes: &[u8]| {

@@ -52,6 +52,9 @@ fn cap_field(
     }
 }
 
+/// The smallest thinking budget Anthropic accepts.
+const MIN_THINKING_BUDGET: u64 = 1024;
+
 /// Anthropic answers 400 when `thinking.budget_tokens >= max_tokens`: when the ceiling lowered
 /// `max_tokens` under the budget (Claude Code sends 32000 with a budget of 31999), the budget is
 /// lowered with it, to one token under.
@@ -75,12 +78,16 @@ fn keep_thinking_below(
         return Ok(());
     }
     let lowered = max_tokens.saturating_sub(1);
-    settings.insert("budget_tokens".to_owned(), Value::from(lowered));
+    let what = if lowered < MIN_THINKING_BUDGET {
+        // No budget Anthropic accepts fits under the cap: thinking is turned off instead.
+        thinking = serde_json::json!({ "type": "disabled" });
+        format!("{path}: {budget} leaves no room under max_tokens {max_tokens}: thinking disabled ({rule})")
+    } else {
+        settings.insert("budget_tokens".to_owned(), Value::from(lowered));
+        format!("{path}: {budget} lowered to {lowered}, under max_tokens {max_tokens} ({rule})")
+    };
     req.set("thinking", &thinking)?;
-    actions.push(Action::rewrite(
-        rule.clone(),
-        format!("{path}: {budget} lowered to {lowered}, under max_tokens {max_tokens} ({rule})"),
-    ));
+    actions.push(Action::rewrite(rule.clone(), what));
     Ok(())
 }
 

@@ -1,7 +1,11 @@
-//! The pipeline every door runs, written once: admit → read → policy → forward → observe.
+//! The pipeline every door runs, written once: route → admit → read → policy → forward →
+//! observe.
 //!
-//! [`gate::admit`] lets the request in and gives it its [`RequestContext`]; the door reads the
-//! body (only the fields it decides on) and applies the client's policy; [`forward`] sends the
+//! [`api`] finds the door a method and path lead to (`crate::doors`), or refuses the path;
+//! [`gate::admit`] lets the request in and gives it its [`RequestContext`]; a model door's body
+//! is read once (only the fields the policy decides on) and the client's policy applied as the
+//! door's [`RequestShape`](crate::policy::RequestShape) says; the catalogue and allowed routes
+//! pass as they came, and `count_tokens` and `/key` are answered here; [`forward`] sends the
 //! result upstream and hands the answer back with its body wrapped ([`UpstreamBody`]), whose
 //! [`Accounting`] charges what the response used. Every response after admission leaves
 //! through the context ([`RequestContext::respond`]), so it carries the rate-limit headers and
@@ -10,18 +14,18 @@
 mod headers;
 mod path;
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::request::Parts;
 use http::{header, HeaderMap, Method};
-use std::sync::Arc;
+use percent_encoding::percent_decode_str;
 
 pub(crate) use headers::{client_response_headers, upstream_request_headers};
 pub use path::api_suffix;
-
-use percent_encoding::percent_decode_str;
 
 use crate::doors::{self, Door, EventStream, KeyFacts, ModelDoor};
 use crate::error::GatewayError;

@@ -150,8 +150,8 @@ pub fn generation_id(response: &Response) -> String {
         .to_owned()
 }
 
-/// Parses an OpenRouter-shaped error and returns (code, message).
-pub async fn error_of(response: Response) -> (u16, String) {
+/// An error response's status and JSON body, checking it says it is JSON.
+pub async fn json_error(response: Response) -> (u16, serde_json::Value) {
     let status = response.status().as_u16();
     let content_type = response
         .headers()
@@ -160,9 +160,15 @@ pub async fn error_of(response: Response) -> (u16, String) {
     assert_eq!(
         content_type.as_deref(),
         Some("application/json"),
-        "errors are JSON"
+        "errors are JSON ({status})"
     );
-    let body: serde_json::Value = response.json().await.expect("error body is JSON");
+    let body = response.json().await.expect("error body is JSON");
+    (status, body)
+}
+
+/// Parses an OpenRouter-shaped error and returns (code, message).
+pub async fn error_of(response: Response) -> (u16, String) {
+    let (status, body) = json_error(response).await;
     assert_eq!(
         body["error"]["code"], status,
         "error.code equals the status: {body}"

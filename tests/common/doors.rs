@@ -9,7 +9,8 @@ use serde_json::{json, Value};
 
 pub use super::mock_openrouter::{Door, DoorCost, DOOR_COSTS, LARGE_TEXT};
 use super::{
-    error_of, start_gateway_with, Gateway, MockOpenRouter, RequestExt, TestGateway, MODEL,
+    client::json_error, error_of, start_gateway_with, Gateway, MockOpenRouter, RequestExt,
+    TestGateway, MODEL,
 };
 
 /// The doors that lead to a model, chat included.
@@ -152,17 +153,7 @@ pub fn anthropic_error_type(status: u16) -> &'static str {
 /// Parses an Anthropic-shaped error (`{"type":"error","error":{"type":..,"message":..}}`),
 /// checking its type matches the status; returns (status, error type, message).
 pub async fn anthropic_error_of(response: Response) -> (u16, String, String) {
-    let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_owned());
-    assert_eq!(
-        content_type.as_deref(),
-        Some("application/json"),
-        "errors are JSON ({status})"
-    );
-    let body: Value = response.json().await.expect("error body is JSON");
+    let (status, body) = json_error(response).await;
     assert_eq!(body["type"], "error", "Anthropic's error shape: {body}");
     let kind = body["error"]["type"]
         .as_str()

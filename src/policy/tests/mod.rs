@@ -26,11 +26,21 @@ fn policy(toml: &str) -> CompiledPolicy {
     policy_named(toml, None)
 }
 
-/// Applies `policy` to `body`: the outcome, and the body that would be forwarded.
+/// Applies `policy` to `body` as chat reads it: the outcome, and the body that would be
+/// forwarded.
 fn run(policy: &CompiledPolicy, body: &Value) -> (Result<Applied, Refusal>, Value) {
+    run_as(policy, body, RequestShape::CHAT)
+}
+
+/// [`run`], for a door of another `shape`.
+fn run_as(
+    policy: &CompiledPolicy,
+    body: &Value,
+    shape: RequestShape,
+) -> (Result<Applied, Refusal>, Value) {
     let text = Bytes::from(serde_json::to_vec(body).unwrap());
     let mut req = RequestBody::parse(&text).unwrap();
-    let outcome = policy.apply(&mut req, RequestShape::CHAT);
+    let outcome = policy.apply(&mut req, shape);
     let forwarded = serde_json::from_slice(&req.to_body(&text)).unwrap();
     (outcome, forwarded)
 }
@@ -277,6 +287,57 @@ fn model_fields_of_the_wrong_type_are_400s() {
 }
 
 // === max_tokens ===
+
+const MESSAGES: RequestShape = RequestShape {
+    fallback_models: true,
+    cap: Cap::Messages,
+};
+
+/// A Messages body as Claude Code sends it: 32000 tokens, thinking on with 31999 of them.
+fn claude_code() -> Value {
+    json!({
+        "model": "anthropic/claude-sonnet-4", "max_tokens": 32000,
+        "thinking": { "type": "enabled", "budget_tokens": 31999 },
+        "messages": [{ "role": "user", "content": "hi" }],
+    })
+}
+
+#[test]
+fn a_capped_messages_request_keeps_its_thinking_budget_under_max_tokens() {
+    let (outcome, out) = run_as(
+        &policy("[policy]\nmax_tokens = 4096"),
+        &claude_code(),
+        MESSAGES,
+    );
+    let applied = outcome.unwrap();
+    assert_eq!(out["max_tokens"], 4096);
+    assert_eq!(
+        out["thinking"],
+        json!({ "type": "enabled", "budget_tokens": 4095 })
+    );
+    assert_eq!(
+        lines(&applied),
+        [
+            "max_tokens: 32000 capped to 4096 by policy.max_tokens",
+            "thinking.budget_tokens: 31999 lowered to 4095, under max_tokens 4096 (policy.max_tokens)"
+        ]
+    );
+    // A budget already under the cap is left alone.
+    let mut small = claude_code();
+    small["thinking"]["budget_tokens"] = json!(2000);
+    let (_, out) = run_as(&policy("[policy]\nmax_tokens = 4096"), &small, MESSAGES);
+    assert_eq!(out["thinking"]["budget_tokens"], 2000);
+    // Under Anthropic's smallest budget, thinking is turned off rather than refused upstream.
+    let (_, out) = run_as(
+        &policy("[policy]\nmax_tokens = 1000"),
+        &claude_code(),
+        MESSAGES,
+    );
+    assert_eq!(out["thinking"], json!({ "type": "disabled" }));
+    // Chat has no thinking budget to keep: the field is not read there.
+    let (_, out) = run(&policy("[policy]\nmax_tokens = 4096"), &claude_code());
+    assert_eq!(out["thinking"]["budget_tokens"], 31999);
+}
 
 #[test]
 fn max_tokens_is_capped_and_explained() {
