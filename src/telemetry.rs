@@ -125,8 +125,9 @@ where
     fn call(&mut self, mut request: Request) -> Self::Future {
         let started = Instant::now();
         let request_id = match request.headers().get(&X_REQUEST_ID) {
-            Some(id) => id.clone(),
-            None => {
+            Some(id) if is_request_id(id.as_bytes()) => id.clone(),
+            // None, or not a token: a fresh one replaces it, here and upstream.
+            _ => {
                 let id = self.ids.next();
                 request
                     .headers_mut()
@@ -212,6 +213,19 @@ where
             },
         )))
     }
+}
+
+/// The longest client request id kept.
+const MAX_REQUEST_ID: usize = 128;
+
+/// A client's `x-request-id` is kept when it is a bounded token of the characters ids are made
+/// of (UUIDs, ULIDs, `req_…`, trace ids), so that it can be written into any log format as it
+/// is: a space, a quote or a control byte could forge fields in the pretty log.
+fn is_request_id(id: &[u8]) -> bool {
+    (1..=MAX_REQUEST_ID).contains(&id.len())
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=@".contains(b))
 }
 
 /// Request ids: a random per-process prefix and a counter. Unique and cheap: no syscall, no
@@ -384,6 +398,28 @@ impl http_body::Body for LoggedBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_bounded_tokens_are_kept_as_request_ids() {
+        for kept in [
+            "client-chosen-id",
+            "3f2b8c1e-9d4a-4b6e-8f1a-2c3d4e5f6a7b",
+            "01HZX3Y4Z5A6B7C8D9E0F1G2H3",
+            "req_abc.def:1/2+3=@x",
+        ] {
+            assert!(is_request_id(kept.as_bytes()), "{kept}");
+        }
+        for refused in [
+            "",
+            "evil id key=\"admin\" status=200",
+            "a\tb",
+            "a\u{7f}",
+            "caf\u{e9}",
+            &"x".repeat(MAX_REQUEST_ID + 1),
+        ] {
+            assert!(!is_request_id(refused.as_bytes()), "{refused:?}");
+        }
+    }
 
     #[test]
     fn request_ids_are_the_prefix_and_a_counter_in_fixed_width_hex() {

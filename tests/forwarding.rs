@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::common::process::{key_toml, serve_command, ConfigFile, Served};
 use crate::common::*;
 
 #[tokio::test]
@@ -86,6 +87,56 @@ async fn a_request_id_is_made_when_the_client_sent_none() {
     // Errors carry one too.
     let response = gw.get("/nope").fetch().await;
     assert!(response.headers().contains_key("x-request-id"));
+}
+
+#[tokio::test]
+async fn a_request_id_that_is_not_a_bounded_token_is_replaced() {
+    let (mock, gw) = start_gateway().await;
+    for forged in [
+        "evil id key=\"admin\" status=200".to_owned(),
+        "x".repeat(129),
+    ] {
+        let response = gw
+            .completion(ALICE_KEY)
+            .header("x-request-id", forged.as_str())
+            .fetch()
+            .await;
+        let id = response.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(id.starts_with("req-"), "{id}");
+        assert_eq!(
+            mock.next_request().await.header("x-request-id"),
+            Some(id.as_str())
+        );
+    }
+}
+
+/// The pretty log writes the request id as it is: one that could forge fields is never there.
+#[tokio::test]
+async fn a_forged_request_id_forges_nothing_in_the_pretty_log() {
+    let mock = MockOpenRouter::start().await;
+    let config = ConfigFile::new(&format!(
+        "{}{}",
+        mock.upstream_toml(),
+        key_toml("mallory", "sk-orgate-mallory")
+    ));
+    let mut command = serve_command(&config.path);
+    command.env("ORGATE_LOG_FORMAT", "pretty");
+    let mut served = Served::start_pretty(&mut command).await;
+    let status = served
+        .completion("sk-orgate-mallory")
+        .header("x-request-id", "evil id key=\"admin\" status=200")
+        .fetch_status()
+        .await;
+    assert_eq!(status, 200);
+    served.wait_for("key=\"mallory\"").await;
+    served.terminate();
+    let (code, log) = served.finish().await;
+    assert_eq!(code, Some(0));
+    assert!(!log.contains("admin"), "{log}");
+    assert!(!log.contains("evil"), "{log}");
 }
 
 #[tokio::test]
