@@ -219,6 +219,55 @@ models.allow = ["openai/*"]
 }
 
 #[tokio::test]
+async fn model_ids_with_stray_bytes_are_a_400_naming_the_field() {
+    let org = Org::start("[policy]\nmodels.deny = [\"*:free\"]\n").await;
+    for (body, field) in [
+        (
+            json!({"model": "meta/llama:free ", "messages": []}),
+            "`model`",
+        ),
+        (
+            json!({"model": "meta/llama:free\n", "messages": []}),
+            "`model`",
+        ),
+        (
+            json!({"model": "meta/llama:free\u{0}", "messages": []}),
+            "`model`",
+        ),
+        (
+            json!({"model": "openai/gpt-4o", "models": ["openai/o3", " meta/llama:free"], "messages": []}),
+            "`models[1]`",
+        ),
+    ] {
+        let (code, message) = org.refused(body).await;
+        assert_eq!(code, 400, "{message}");
+        assert!(
+            message.contains(field) && message.contains("whitespace"),
+            "{message}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn reasoning_max_tokens_is_held_to_the_max_tokens_ceiling() {
+    let org = Org::start("[policy]\nmax_tokens = 1000\n").await;
+    let sent = org
+        .sent(request(
+            json!({"max_tokens": 500, "reasoning": {"max_tokens": 8000, "exclude": true}}),
+        ))
+        .await;
+    assert_eq!(
+        sent["reasoning"],
+        json!({"max_tokens": 1000, "exclude": true})
+    );
+    assert_eq!(sent["max_tokens"], 500);
+    let sent = org
+        .sent(request(json!({"reasoning": {"effort": "high"}})))
+        .await;
+    assert_eq!(sent["reasoning"], json!({"effort": "high"}));
+}
+
+#[tokio::test]
 async fn denied_models_get_403_naming_the_model_and_the_rule() {
     let org = Org::start(
         "[policy]\nmodels.allow = [\"openai/*\", \"anthropic/*\"]\nmodels.deny = [\"*:free\"]\n",

@@ -20,14 +20,47 @@ pub(crate) fn cap(
     actions: &mut Vec<Action>,
 ) -> Result<(), GatewayError> {
     match cap {
-        Cap::None => Ok(()),
-        Cap::Chat => cap_max_tokens(req, ceiling, rule, actions),
-        Cap::Field(field) => cap_field(req, field, ceiling, rule, actions).map(|_| ()),
+        Cap::None => return Ok(()),
+        Cap::Chat => cap_max_tokens(req, ceiling, rule, actions)?,
+        Cap::Field(field) => {
+            cap_field(req, field, ceiling, rule, actions)?;
+        }
         Cap::Messages => {
             let max_tokens = cap_field(req, "max_tokens", ceiling, rule, actions)?;
-            keep_thinking_below(req, max_tokens, rule, actions)
+            keep_thinking_below(req, max_tokens, rule, actions)?;
         }
     }
+    cap_reasoning(req, ceiling, rule, actions)
+}
+
+/// OpenRouter's `reasoning.max_tokens` asks for that many thinking tokens, billed as output:
+/// held to the same ceiling (only when sent: no reasoning is asked for on the client's behalf).
+fn cap_reasoning(
+    req: &mut RequestBody<'_>,
+    ceiling: u64,
+    rule: &Arc<str>,
+    actions: &mut Vec<Action>,
+) -> Result<(), GatewayError> {
+    let Some(mut reasoning) = fields::read(req, "reasoning")? else {
+        return Ok(());
+    };
+    let Value::Object(settings) = &mut reasoning else {
+        return Err(fields::wrong_type("reasoning", "an object", &reasoning));
+    };
+    let path = "reasoning.max_tokens";
+    let Some(asked) = fields::token_count(settings.get("max_tokens"), path)? else {
+        return Ok(());
+    };
+    if asked <= ceiling {
+        return Ok(());
+    }
+    settings.insert("max_tokens".to_owned(), Value::from(ceiling));
+    req.set("reasoning", &reasoning)?;
+    actions.push(Action::rewrite(
+        rule.clone(),
+        format!("{path}: {asked} capped to {ceiling} by {rule}"),
+    ));
+    Ok(())
 }
 
 /// Caps `field` at `ceiling`, or sets it when missing; returns its value after.

@@ -56,6 +56,19 @@ pub(crate) fn string(value: Option<&Value>, path: &str) -> Result<Option<String>
     }
 }
 
+/// Refuses a model id with whitespace or control characters: `"x/y:free "` would slip past a
+/// `*:free` rule while the upstream reads the space away.
+pub(crate) fn model_id(id: &str, path: &str) -> Result<(), GatewayError> {
+    match id.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        None => Ok(()),
+        Some(c) => Err(GatewayError::BadRequest(format!(
+            "`{path}` must be a model id without whitespace or control characters, found {} in {}",
+            c.escape_unicode(),
+            render(&Value::String(id.to_owned()))
+        ))),
+    }
+}
+
 /// An array of strings, or absent.
 pub(crate) fn strings(
     value: Option<&Value>,

@@ -194,6 +194,12 @@ impl ModelRules {
     ) -> Result<RequestedModels, GatewayError> {
         let mut model = fields::string(fields::read(req, "model")?.as_ref(), "model")?;
         let mut fallbacks = fields::strings(fields::read(req, "models")?.as_ref(), "models")?;
+        if let Some(id) = &model {
+            fields::model_id(id, "model")?;
+        }
+        for (i, id) in fallbacks.iter().flatten().enumerate() {
+            fields::model_id(id, &format!("models[{i}]"))?;
+        }
 
         if let Some(id) = model.as_mut() {
             if self.rewrite_alias("model", id, actions) {
@@ -278,6 +284,7 @@ impl ModelRules {
             let Some(mut id) = fields::string(fallback.get("model"), &path)? else {
                 continue;
             };
+            fields::model_id(&id, &path)?;
             if self.rewrite_alias(&path, &mut id, actions) {
                 fallback.insert("model".to_owned(), Value::String(id.clone()));
                 changed = true;

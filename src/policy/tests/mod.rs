@@ -293,6 +293,57 @@ const MESSAGES: RequestShape = RequestShape {
     cap: Cap::Messages,
 };
 
+#[test]
+fn reasoning_max_tokens_is_capped_with_max_tokens() {
+    let policy = policy("[policy]\nmax_tokens = 4096");
+    let (applied, out) = forwarded(
+        &policy,
+        chat(json!({ "max_tokens": 100, "reasoning": { "max_tokens": 9000 } })),
+    );
+    assert_eq!(out["reasoning"]["max_tokens"], 4096);
+    assert_eq!(
+        lines(&applied),
+        ["reasoning.max_tokens: 9000 capped to 4096 by policy.max_tokens"]
+    );
+    assert_eq!(
+        refused(&policy, chat(json!({ "reasoning": "high" })))
+            .error
+            .to_string(),
+        "`reasoning` must be an object, found a string"
+    );
+}
+
+#[test]
+fn model_ids_with_whitespace_or_controls_are_refused_naming_the_field() {
+    let policy = policy("[policy]\nmodels.deny = [\"*:free\"]");
+    for (body, path) in [
+        (json!({ "model": "meta/llama:free " }), "model"),
+        (json!({ "model": "meta/llama:free\u{0}" }), "model"),
+        (
+            json!({ "model": "openai/gpt-4o", "models": ["a/b", "c/d\t"] }),
+            "models[1]",
+        ),
+    ] {
+        let refusal = refused(&policy, body);
+        assert!(matches!(refusal.error, GatewayError::BadRequest(_)));
+        let message = refusal.error.to_string();
+        assert!(
+            message.starts_with(&format!("`{path}` must be a model id")),
+            "{message}"
+        );
+    }
+    let (outcome, _) = run_as(
+        &policy,
+        &json!({ "model": "openai/gpt-4o", "fallbacks": [{ "model": "x/y\u{a0}" }] }),
+        MESSAGES,
+    );
+    let message = outcome.unwrap_err().error.to_string();
+    assert!(
+        message.starts_with("`fallbacks[0].model` must be a model id"),
+        "{message}"
+    );
+}
+
 /// A Messages body as Claude Code sends it: 32000 tokens, thinking on with 31999 of them.
 fn claude_code() -> Value {
     json!({
