@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use crate::auth::{generate_key, key_hash_field};
 use crate::config::{self, Config, ConfigSource, Env};
@@ -18,22 +18,30 @@ use crate::StartupError;
     version,
     about = "An OpenAI-compatible gateway in front of OpenRouter"
 )]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// A bare `orgate` is `orgate serve`, and takes its options.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// `serve`'s options.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Config file (else $ORGATE_CONFIG, else config/orgate.toml if present, else defaults).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Listen address, overriding the config and $ORGATE_LISTEN.
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gateway (the default).
-    Serve {
-        /// Config file (else $ORGATE_CONFIG, else config/orgate.toml if present, else defaults).
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Listen address, overriding the config and $ORGATE_LISTEN.
-        #[arg(long)]
-        listen: Option<std::net::SocketAddr>,
-    },
+    Serve(ServeArgs),
     /// Validate the config and print it with secrets redacted; exit 1 listing every problem.
     Check {
         #[arg(long)]
@@ -46,7 +54,7 @@ pub enum Command {
         #[arg(long, default_value = "sk-orgate-")]
         prefix: String,
     },
-    /// Print what would be forwarded for a key's chat request (FILE or stdin), or the refusal,
+    /// Print what would be forwarded for a key's request to a door (FILE or stdin), or the refusal,
     /// and every rule that changed or refused it. No network. Exit 0 forwarded, 3 refused,
     /// 1 bad input.
     Explain {
@@ -72,12 +80,8 @@ pub enum Command {
 /// Runs the command the command line names, with the process's environment.
 pub fn run(cli: Cli) -> ExitCode {
     let env = Env::from_process();
-    let serve_defaults = Command::Serve {
-        config: None,
-        listen: None,
-    };
-    match cli.command.unwrap_or(serve_defaults) {
-        Command::Serve { config, listen } => serve(
+    match cli.command.unwrap_or(Command::Serve(cli.serve)) {
+        Command::Serve(ServeArgs { config, listen }) => serve(
             ConfigSource {
                 path: config,
                 listen,

@@ -248,3 +248,29 @@ async fn serve_like_the_container_and_drain_a_stream_on_sigterm() {
         );
     }
 }
+
+/// A bare `orgate` is `serve`, with serve's options.
+#[tokio::test]
+async fn a_bare_orgate_takes_serves_options() {
+    let mock = MockOpenRouter::start().await;
+    let config = ConfigFile::new(&format!(
+        "{}{}",
+        mock.upstream_toml(),
+        key_toml("alice", ALICE_KEY)
+    ));
+    let mut command = tokio::process::Command::new(BIN);
+    command
+        .env_clear()
+        .args(["--listen", "127.0.0.1:0", "--config"])
+        .arg(&config.path)
+        .env("OPENROUTER_API_KEY", UPSTREAM_KEY)
+        .env("ORGATE_LOG_FORMAT", "json");
+    let served = Served::start(&mut command).await;
+    assert_eq!(served.completion(ALICE_KEY).fetch_status().await, 200);
+    served.terminate();
+    let (code, _) = served.finish().await;
+    assert_eq!(code, Some(0));
+    // A subcommand's own options stay its own.
+    let out = orgate(&["--config", "x.toml", "check"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
