@@ -72,6 +72,7 @@ pub async fn serve_with_reloads(
     let snapshot = Snapshot::build(config, &metrics)?;
     let grace = snapshot.config.server.shutdown_grace.get();
     let http = connection_builder(&snapshot.config.server);
+    let first_byte_within = snapshot.config.server.header_read_timeout.get();
     let io_threads = snapshot.config.server.io_threads();
     let keeps_state = !snapshot.config.limits.state_dir.is_empty();
     let state = AppState::new(snapshot, metrics);
@@ -125,6 +126,15 @@ pub async fn serve_with_reloads(
                         return;
                     }
                 };
+                // hyper's header timer starts once the protocol is known, after the first
+                // bytes: a socket that never sends one would be held for ever, no key needed.
+                if !matches!(
+                    tokio::time::timeout(first_byte_within, stream.readable()).await,
+                    Ok(Ok(()))
+                ) {
+                    tracing::debug!(%peer, "connection closed: nothing sent within the header read timeout");
+                    return;
+                }
                 let service = TowerToHyperService::new(app);
                 let connection = http
                     .serve_connection_with_upgrades(TokioIo::new(stream), service)

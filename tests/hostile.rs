@@ -314,3 +314,45 @@ async fn every_route_with_every_method_answers_in_the_error_shape() {
         }
     }
 }
+
+/// Waits up to `within` for the server to close `stream`; true when it did.
+async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(
+        tokio::time::timeout(within, stream.read(&mut byte)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+#[tokio::test]
+async fn a_socket_that_never_sends_a_byte_is_closed_within_the_header_read_timeout() {
+    let (_mock, gw) = start_gateway_with(|config| {
+        config.server.header_read_timeout = "300ms".parse().unwrap();
+    })
+    .await;
+    // Many silent sockets at once: each is closed, and the gateway answers meanwhile.
+    let mut silent = Vec::new();
+    for _ in 0..50 {
+        silent.push(TcpStream::connect(gw.addr).await.unwrap());
+    }
+    assert_eq!(gw.get("/healthz").fetch_status().await, 200);
+    let opened = Instant::now();
+    for stream in &mut silent {
+        assert!(closed_within(stream, Duration::from_secs(3)).await);
+    }
+    assert!(
+        opened.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        opened.elapsed()
+    );
+    // A keep-alive connection idle after its request is closed after the same timeout.
+    let mut stream = TcpStream::connect(gw.addr).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = [0u8; 512];
+    let n = stream.read(&mut answer).await.unwrap();
+    assert_eq!(status_of(&String::from_utf8_lossy(&answer[..n])), 200);
+    assert!(closed_within(&mut stream, Duration::from_secs(3)).await);
+}
