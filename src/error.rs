@@ -48,6 +48,10 @@ pub enum GatewayError {
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: u64 },
 
+    /// The body did not arrive whole within `server.body_read_timeout`.
+    #[error("the request body was not received within {}", humantime::format_duration(*.0))]
+    BodyTimeout(Duration),
+
     #[error("{message}")]
     RateLimited {
         message: String,
@@ -82,6 +86,7 @@ impl GatewayError {
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -101,6 +106,7 @@ impl GatewayError {
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::RouteNotAllowed { .. } => "route_not_allowed",
             Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::BodyTimeout(_) => "request_timeout",
             Self::RateLimited { .. } => "rate_limit_exceeded",
             Self::UpstreamUnreachable(_) => "provider_unavailable",
             Self::UpstreamTimeout(_) => "timeout",

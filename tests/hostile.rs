@@ -356,3 +356,21 @@ async fn a_socket_that_never_sends_a_byte_is_closed_within_the_header_read_timeo
     assert_eq!(status_of(&String::from_utf8_lossy(&answer[..n])), 200);
     assert!(closed_within(&mut stream, Duration::from_secs(3)).await);
 }
+
+#[tokio::test]
+async fn a_body_trickled_past_the_body_read_timeout_is_a_408() {
+    let (mock, gw) = start_gateway_with(|config| {
+        config.server.body_read_timeout = "300ms".parse().unwrap();
+    })
+    .await;
+    let head = format!("POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {ALICE_KEY}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"model\":");
+    let started = Instant::now();
+    let response = raw(gw.addr, head.as_bytes()).await;
+    assert_eq!(status_of(&response), 408, "{response}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(
+        response.contains("\"code\":408") && response.contains("not received within"),
+        "{response}"
+    );
+    assert!(mock.forwarded_nothing(Duration::from_millis(50)).await);
+}

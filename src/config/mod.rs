@@ -56,8 +56,10 @@ pub struct ServerConfig {
     pub max_body: Size,
     /// On SIGTERM/SIGINT: stop accepting, let in-flight streams finish up to this long.
     pub shutdown_grace: Duration,
-    /// A client must send its whole request head within this long (slowloris guard).
+    /// A client must send its whole request head within this long of accept (slowloris guard).
     pub header_read_timeout: Duration,
+    /// A request body not received whole within this long: 408.
+    pub body_read_timeout: Duration,
     /// I/O threads serving connections; 0: one per CPU.
     pub workers: u32,
 }
@@ -80,6 +82,7 @@ impl Default for ServerConfig {
             max_body: Size::mib(10),
             shutdown_grace: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(60),
             workers: 0,
         }
     }

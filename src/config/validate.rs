@@ -24,11 +24,13 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     if server.max_body.bytes() == 0 {
         out.push(Problem::at("server.max_body", "must be greater than 0"));
     }
-    if server.header_read_timeout.get().is_zero() {
-        out.push(Problem::at(
-            "server.header_read_timeout",
-            "must be greater than 0",
-        ));
+    for (path, timeout) in [
+        ("server.header_read_timeout", server.header_read_timeout),
+        ("server.body_read_timeout", server.body_read_timeout),
+    ] {
+        if timeout.get().is_zero() {
+            out.push(Problem::at(path, "must be greater than 0"));
+        }
     }
     if server.workers > MAX_WORKERS {
         out.push(Problem::at(

@@ -27,6 +27,7 @@ use percent_encoding::percent_decode_str;
 pub(crate) use headers::{client_response_headers, upstream_request_headers};
 pub use path::api_suffix;
 
+use crate::config::ServerConfig;
 use crate::doors::{self, Door, EventStream, KeyFacts, ModelDoor};
 use crate::error::GatewayError;
 use crate::gate::{self, Accounting, Charging, RequestContext};
@@ -130,12 +131,7 @@ async fn read_model(
     door: ModelDoor,
 ) -> Result<Outgoing<'static>, GatewayError> {
     let spec = door.spec();
-    let bytes = read_body(
-        body,
-        &parts.headers,
-        ctx.snapshot.config.server.max_body.bytes(),
-    )
-    .await?;
+    let bytes = read_body(body, &parts.headers, &ctx.snapshot.config.server).await?;
     let mut request = door.parse(&bytes)?;
     ctx.stream = request.stream();
     let applied = apply_policy(ctx, &mut request, door)?;
@@ -182,8 +178,7 @@ async fn count_tokens(
     parts: &Parts,
     body: Body,
 ) -> Result<serde_json::Value, GatewayError> {
-    let max_body = ctx.snapshot.config.server.max_body.bytes();
-    let bytes = read_body(body, &parts.headers, max_body).await?;
+    let bytes = read_body(body, &parts.headers, &ctx.snapshot.config.server).await?;
     let mut request = ModelDoor::Messages.parse(&bytes)?;
     ctx.client
         .policy
@@ -217,8 +212,7 @@ async fn read_as_is<'r>(
     body: Body,
     suffix: &'r str,
 ) -> Result<Outgoing<'r>, GatewayError> {
-    let max_body = ctx.snapshot.config.server.max_body.bytes();
-    let bytes = read_body(body, &parts.headers, max_body).await?;
+    let bytes = read_body(body, &parts.headers, &ctx.snapshot.config.server).await?;
     Ok(Outgoing {
         method: parts.method.clone(),
         suffix,
@@ -302,9 +296,15 @@ async fn forward(ctx: RequestContext, parts: &Parts, outgoing: Outgoing<'_>) -> 
     ctx.respond_shared(out)
 }
 
-/// Reads a request body whole, refusing more than `limit` bytes (413) before reading it when
-/// `Content-Length` already says so.
-async fn read_body(body: Body, headers: &HeaderMap, limit: u64) -> Result<Bytes, GatewayError> {
+/// Reads a request body whole: more than `server.max_body` bytes is a 413 (before reading,
+/// when `Content-Length` already says so), a body not in by `server.body_read_timeout` a 408
+/// (a client trickling bytes would hold its slot for minutes).
+async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    server: &ServerConfig,
+) -> Result<Bytes, GatewayError> {
+    let limit = server.max_body.bytes();
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -313,7 +313,11 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: u64) -> Result<Bytes,
         return Err(GatewayError::PayloadTooLarge { limit });
     }
     let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
-    axum::body::to_bytes(body, limit_usize).await.map_err(|e| {
+    let timeout = server.body_read_timeout.get();
+    let read = tokio::time::timeout(timeout, axum::body::to_bytes(body, limit_usize))
+        .await
+        .map_err(|_| GatewayError::BodyTimeout(timeout))?;
+    read.map_err(|e| {
         let too_large = std::error::Error::source(&e)
             .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
         if too_large {
