@@ -48,6 +48,10 @@ pub enum GatewayError {
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: u64 },
 
+    /// A `Content-Encoding` the gateway does not decode.
+    #[error("request body encoding {0:?} is not supported: send it as is, or in gzip, br or zstd")]
+    UnsupportedEncoding(String),
+
     /// The body did not arrive whole within `server.body_read_timeout`.
     #[error("the request body was not received within {}", humantime::format_duration(*.0))]
     BodyTimeout(Duration),
@@ -87,6 +91,7 @@ impl GatewayError {
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -107,6 +112,7 @@ impl GatewayError {
             Self::RouteNotAllowed { .. } => "route_not_allowed",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::BodyTimeout(_) => "request_timeout",
+            Self::UnsupportedEncoding(_) => "unsupported_media_type",
             Self::RateLimited { .. } => "rate_limit_exceeded",
             Self::UpstreamUnreachable(_) => "provider_unavailable",
             Self::UpstreamTimeout(_) => "timeout",

@@ -374,3 +374,58 @@ async fn a_body_trickled_past_the_body_read_timeout_is_a_408() {
     );
     assert!(mock.forwarded_nothing(Duration::from_millis(50)).await);
 }
+
+/// `body` encoded in `encoding` (gzip, br, zstd).
+async fn encoded(encoding: &str, body: &[u8]) -> Vec<u8> {
+    use async_compression::tokio::bufread::{BrotliEncoder, GzipEncoder, ZstdEncoder};
+    let mut out = Vec::new();
+    match encoding {
+        "gzip" => GzipEncoder::new(body).read_to_end(&mut out).await,
+        "br" => BrotliEncoder::new(body).read_to_end(&mut out).await,
+        "zstd" => ZstdEncoder::new(body).read_to_end(&mut out).await,
+        other => panic!("no encoder for {other}"),
+    }
+    .unwrap();
+    out
+}
+
+#[tokio::test]
+async fn encoded_request_bodies_are_decoded_and_others_refused_with_415() {
+    let (mock, gw) = start_gateway_with(|config| {
+        config.server.max_body = "4KiB".parse().unwrap();
+    })
+    .await;
+    let body = br#"{"model":"openai/gpt-4o","messages":[{"role":"user","content":"Hi"}]}"#;
+    for encoding in ["gzip", "br", "zstd"] {
+        let response = gw
+            .chat(ALICE_KEY)
+            .header("content-type", "application/json")
+            .header("content-encoding", encoding)
+            .body(encoded(encoding, body).await)
+            .fetch()
+            .await;
+        assert_eq!(response.status(), 200, "{encoding}");
+        let seen = mock.next_request().await;
+        assert_eq!(seen.body, &body[..], "{encoding}: forwarded decoded");
+        assert_eq!(seen.header("content-encoding"), None, "{encoding}");
+    }
+    // What cannot be decoded is refused, never forwarded.
+    let refusals = [
+        ("compress", body.to_vec(), 415),
+        ("gzip", b"not gzip at all".to_vec(), 400),
+        // A small body that decodes past max_body.
+        ("gzip", encoded("gzip", &[b' '; 64 * 1024]).await, 413),
+    ];
+    for (encoding, bytes, status) in refusals {
+        let response = gw
+            .chat(ALICE_KEY)
+            .header("content-type", "application/json")
+            .header("content-encoding", encoding)
+            .body(bytes)
+            .fetch()
+            .await;
+        let (code, message) = error_of(response).await;
+        assert_eq!(code, status, "{encoding}: {message}");
+        assert!(mock.forwarded_nothing(Duration::from_millis(50)).await);
+    }
+}

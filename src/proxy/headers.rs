@@ -22,10 +22,11 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 /// Client headers never sent upstream, beyond hop-by-hop ones.
-const NOT_FORWARDED: [HeaderName; 8] = [
+const NOT_FORWARDED: [HeaderName; 9] = [
     header::HOST,
-    // Recomputed for the body we send.
+    // Recomputed for the body we send, which is sent decoded.
     header::CONTENT_LENGTH,
+    header::CONTENT_ENCODING,
     // Client credentials: never forwarded.
     header::AUTHORIZATION,
     HeaderName::from_static("x-api-key"),
