@@ -170,16 +170,27 @@ fn check(path: Option<PathBuf>, env: &Env) -> ExitCode {
                     .filter_map(|k| k.upstream_key_env.clone()),
             );
             vars.dedup();
+            let mut unset = Vec::new();
             for var in vars {
                 let state = if config.secrets.get(&var).is_some() {
                     "set, [redacted]"
                 } else {
+                    unset.push(var.clone());
                     "NOT SET: serve will refuse to start"
                 };
                 println!("# upstream key ${var}: {state}");
             }
             print!("{}", config.to_toml());
-            ExitCode::SUCCESS
+            if unset.is_empty() {
+                return ExitCode::SUCCESS;
+            }
+            // What serve would refuse is a failed check, even with the file itself valid.
+            eprintln!(
+                "orgate check: serve would refuse to start: ${} not set (or {}_FILE)",
+                unset.join(", $"),
+                unset[0]
+            );
+            ExitCode::FAILURE
         }
         Err(problems) => {
             report_problems("orgate", &problems);
@@ -238,21 +249,28 @@ fn explain(
 }
 
 /// The config from `source`, loaded and validated, with its policies compiled: every problem
-/// `serve` would refuse it for. Layering problems of the policies (which only compiling them
-/// shows) are looked for once the file itself is valid.
+/// `serve` would refuse it for, in one pass (the policies are compiled from what could be read
+/// even when other values are bad).
 fn load(source: &ConfigSource, env: &Env) -> Result<(Config, Option<PathBuf>), config::Problems> {
-    let (config, path) = config::load(source, env)?;
-    let problems = CompiledPolicy::problems(&config);
-    if problems.is_empty() {
-        return Ok((config, path));
-    }
+    let (config, path, mut problems) = config::load_reporting(source, env);
     let in_file = |problem: config::Problem| config::Problem {
         file: path.clone(),
         ..problem
     };
-    Err(config::Problems(
-        problems.into_iter().map(in_file).collect(),
-    ))
+    // Compiling meets again what validating already said (a bad glob): said once.
+    let said = |found: &config::Problem, before: &config::Problem| {
+        found.why == before.why || found.why == format!("{}: {}", before.path, before.why)
+    };
+    for found in CompiledPolicy::problems(&config).into_iter().map(in_file) {
+        if !problems.iter().any(|before| said(&found, before)) {
+            problems.push(found);
+        }
+    }
+    if problems.is_empty() {
+        Ok((config, path))
+    } else {
+        Err(config::Problems(problems))
+    }
 }
 
 /// Prints every config problem, one per line, under a heading naming the command.

@@ -52,6 +52,61 @@ fn check_lists_every_problem_and_exits_1() {
 }
 
 #[test]
+fn check_reports_everything_in_one_pass_whatever_the_type_errors() {
+    // A type error inside a key, beside that key's bad hash, an unknown key, a policy that
+    // cannot be layered and a bad glob: every one is reported, each once.
+    let stderr = check_refuses(
+        concat!(
+            "[[auth.keys]]\nid = \"a\"\nhash = \"sha256:nothex\"\nrequests_per_minute = \"fast\"\n",
+            "[policy]\nmax_tokens = \"lots\"\nmodels.allow = [\"[bad\"]\nbogus = 1\n",
+            "[policy.provider]\nonly = [\"openai\"]\n",
+            "[policies.team.provider]\nonly = [\"anthropic\"]\n",
+        ),
+        |file| {
+            vec![
+                format!("{file}: auth.keys[0].requests_per_minute: invalid type"),
+                format!("{file}: auth.keys[0].hash: must be \"sha256:"),
+                format!("{file}: policy.max_tokens: invalid type"),
+                format!("{file}: policy.bogus: unknown key"),
+                format!("{file}: policy.models.allow[0]: \"[bad\" is not a glob"),
+                format!("{file}: policies.team: "),
+            ]
+        },
+    );
+    assert!(stderr.contains("6 problem(s)"), "{stderr}");
+}
+
+#[test]
+fn check_fails_when_serve_would_refuse_for_an_unset_upstream_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("orgate.toml");
+    let toml = format!(
+        "{}upstream_key_env = \"TEAM_A_KEY\"\n",
+        key_toml("alice", ALICE_KEY)
+    );
+    std::fs::write(&path, toml).unwrap();
+    let output = orgate(&["check", "--config", path.to_str().unwrap()])
+        .env("OPENROUTER_API_KEY", UPSTREAM_KEY)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("$TEAM_A_KEY: NOT SET"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("serve would refuse to start: $TEAM_A_KEY"),
+        "{stderr}"
+    );
+    // Set, the check passes.
+    let output = orgate(&["check", "--config", path.to_str().unwrap()])
+        .env("OPENROUTER_API_KEY", UPSTREAM_KEY)
+        .env("TEAM_A_KEY", "sk-or-v1-team-a")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+}
+
+#[test]
 fn check_reports_a_named_policy_that_cannot_be_layered_on_the_org_one() {
     check_refuses(
         "[policy.provider]\nonly = [\"openai\"]\n[policies.team.provider]\nonly = [\"anthropic\"]\n",
@@ -82,10 +137,11 @@ fn check_prints_the_effective_config_without_secrets() {
         "{stdout}"
     );
     assert!(!stdout.contains(UPSTREAM_KEY));
-    // Without any file: the built-in defaults, and a warning that serve would not start.
+    // Without any file: the built-in defaults, printed, and a failed check: serve would not
+    // start without the upstream key.
     let dir = tempfile::tempdir().unwrap();
     let output = orgate(&["check"]).current_dir(dir.path()).output().unwrap();
-    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(output.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         stdout.contains("built-in defaults") && stdout.contains("NOT SET"),

@@ -73,6 +73,17 @@ pub struct ConfigSource {
 
 /// Loads, overrides, resolves secrets and validates. Returns every problem found, not the first.
 pub fn load(source: &ConfigSource, env: &Env) -> Result<(Config, Option<PathBuf>), Problems> {
+    let (config, path, problems) = load_reporting(source, env);
+    if problems.is_empty() {
+        Ok((config, path))
+    } else {
+        Err(Problems(problems))
+    }
+}
+
+/// [`load`], with the config as far as it could be read (each bad value left at its default)
+/// beside every problem, for a caller that checks more of it (`orgate check`).
+pub fn load_reporting(source: &ConfigSource, env: &Env) -> (Config, Option<PathBuf>, Vec<Problem>) {
     let path = source.path.clone().or_else(|| env.config_path());
     let (mut config, mut problems) = match &path {
         Some(path) => read_file(path),
@@ -91,11 +102,7 @@ pub fn load(source: &ConfigSource, env: &Env) -> Result<(Config, Option<PathBuf>
             }
         }
     }
-    if problems.is_empty() {
-        Ok((config, path))
-    } else {
-        Err(Problems(problems))
-    }
+    (config, path, problems)
 }
 
 fn read_file(path: &Path) -> (Config, Vec<Problem>) {
@@ -178,10 +185,12 @@ fn read_section<T: DeserializeOwned>(
     }
 }
 
-/// Removes the value at a `serde_path_to_error` path (`keys.0.hash`); false if there is none.
+/// Removes the value at a `serde_path_to_error` path (`keys[0].hash`, or `keys.0.hash`); false
+/// if there is none.
 fn remove_path(value: &mut toml::Value, path: &str) -> bool {
+    // `keys[0]` is the key `keys`, then the index `0`.
     let parts: Vec<&str> = path
-        .split('.')
+        .split(['.', '[', ']'])
         .filter(|p| !p.is_empty() && *p != "?")
         .collect();
     let Some((last, parents)) = parts.split_last() else {

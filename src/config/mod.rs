@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 pub use env::{Env, Secrets};
-pub use load::{load, parse_toml, ConfigSource, Problem, Problems};
+pub use load::{load, load_reporting, parse_toml, ConfigSource, Problem, Problems};
 pub(crate) use redis_url::check_redis_url;
 pub use route_pattern::RoutePattern;
 pub use units::{Duration, Size};
