@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::common::process::{key_toml, ConfigFile};
+use crate::common::process::{key_toml, serve_command, ConfigFile, Served};
 use crate::common::*;
 use serde_json::{json, Value};
 
@@ -517,4 +517,29 @@ async fn a_wrong_typed_provider_field_is_a_400_whatever_the_policy_binds() {
         assert_eq!(status, 400, "{policy:?}");
         assert!(message.contains("`provider.only`"), "{policy:?}: {message}");
     }
+}
+
+/// The provider-mismatch warning names the request, so an operator can find the request it is
+/// about (README: "logged at warn with the request id").
+#[tokio::test]
+async fn the_provider_mismatch_warning_carries_the_request_id() {
+    let mock = MockOpenRouter::start().await;
+    let config = ConfigFile::new(&format!(
+        "[policy.provider]\nonly = [\"azure\"]\n{}{}",
+        mock.upstream_toml(),
+        key_toml("alice", ALICE_KEY)
+    ));
+    let mut served = Served::start(&mut serve_command(&config.path)).await;
+    // The mock answers as served by "OpenAI", which the forwarded `only` excludes.
+    let response = served
+        .completion(ALICE_KEY)
+        .header("x-request-id", "mismatch-1")
+        .fetch()
+        .await;
+    assert_eq!(response.status(), 200);
+    response.bytes().await.unwrap();
+    let line = served.wait_for("a provider the policy excludes").await;
+    let warning: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(warning["request_id"], "mismatch-1", "{line}");
+    served.terminate();
 }
