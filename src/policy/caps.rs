@@ -41,20 +41,14 @@ fn cap_reasoning(
     rule: &Arc<str>,
     actions: &mut Vec<Action>,
 ) -> Result<(), GatewayError> {
-    let Some(mut reasoning) = fields::read(req, "reasoning")? else {
-        return Ok(());
-    };
-    let Value::Object(settings) = &mut reasoning else {
-        return Err(fields::wrong_type("reasoning", "an object", &reasoning));
-    };
     let path = "reasoning.max_tokens";
-    let Some(asked) = fields::token_count(settings.get("max_tokens"), path)? else {
+    let Some((mut reasoning, asked)) = nested_count(req, "reasoning", "max_tokens")? else {
         return Ok(());
     };
     if asked <= ceiling {
         return Ok(());
     }
-    settings.insert("max_tokens".to_owned(), Value::from(ceiling));
+    reasoning.insert("max_tokens".to_owned(), Value::from(ceiling));
     req.set("reasoning", &reasoning)?;
     actions.push(Action::rewrite(
         rule.clone(),
@@ -85,6 +79,25 @@ fn cap_field(
     }
 }
 
+type JsonObject = serde_json::Map<String, Value>;
+
+/// `object.key` as a token count, with the object to edit and write back; `None` when either
+/// is absent. An `object` that is not one is a 400 naming it.
+fn nested_count(
+    req: &RequestBody<'_>,
+    object: &str,
+    key: &str,
+) -> Result<Option<(JsonObject, u64)>, GatewayError> {
+    let Some(value) = fields::read(req, object)? else {
+        return Ok(None);
+    };
+    let Value::Object(settings) = value else {
+        return Err(fields::wrong_type(object, "an object", &value));
+    };
+    let count = fields::token_count(settings.get(key), &format!("{object}.{key}"))?;
+    Ok(count.map(|count| (settings, count)))
+}
+
 /// The smallest thinking budget Anthropic accepts.
 const MIN_THINKING_BUDGET: u64 = 1024;
 
@@ -97,14 +110,8 @@ fn keep_thinking_below(
     rule: &Arc<str>,
     actions: &mut Vec<Action>,
 ) -> Result<(), GatewayError> {
-    let Some(mut thinking) = fields::read(req, "thinking")? else {
-        return Ok(());
-    };
-    let Value::Object(settings) = &mut thinking else {
-        return Err(fields::wrong_type("thinking", "an object", &thinking));
-    };
     let path = "thinking.budget_tokens";
-    let Some(budget) = fields::token_count(settings.get("budget_tokens"), path)? else {
+    let Some((mut thinking, budget)) = nested_count(req, "thinking", "budget_tokens")? else {
         return Ok(());
     };
     if budget < max_tokens {
@@ -113,10 +120,10 @@ fn keep_thinking_below(
     let lowered = max_tokens.saturating_sub(1);
     let what = if lowered < MIN_THINKING_BUDGET {
         // No budget Anthropic accepts fits under the cap: thinking is turned off instead.
-        thinking = serde_json::json!({ "type": "disabled" });
+        thinking = JsonObject::from_iter([("type".to_owned(), Value::from("disabled"))]);
         format!("{path}: {budget} leaves no room under max_tokens {max_tokens}: thinking disabled ({rule})")
     } else {
-        settings.insert("budget_tokens".to_owned(), Value::from(lowered));
+        thinking.insert("budget_tokens".to_owned(), Value::from(lowered));
         format!("{path}: {budget} lowered to {lowered}, under max_tokens {max_tokens} ({rule})")
     };
     req.set("thinking", &thinking)?;
