@@ -48,6 +48,9 @@ pub enum GatewayError {
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: u64 },
 
+    #[error("request head (target and header fields) is larger than the limit of {limit} bytes")]
+    HeadTooLarge { limit: usize },
+
     /// A `Content-Encoding` the gateway does not decode.
     #[error("request body encoding {0:?} is not supported: send it as is, or in gzip, br or zstd")]
     UnsupportedEncoding(String),
@@ -91,6 +94,7 @@ impl GatewayError {
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::HeadTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
@@ -112,6 +116,7 @@ impl GatewayError {
             Self::RouteNotAllowed { .. } => "route_not_allowed",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::BodyTimeout(_) => "request_timeout",
+            Self::HeadTooLarge { .. } => "request_header_fields_too_large",
             Self::UnsupportedEncoding(_) => "unsupported_media_type",
             Self::RateLimited { .. } => "rate_limit_exceeded",
             Self::UpstreamUnreachable(_) => "provider_unavailable",

@@ -22,8 +22,9 @@ use crate::state::{AppState, Snapshot, StartupError};
 use crate::workers::Workers;
 use crate::{proxy, telemetry};
 
-/// Read buffer per connection; a request head larger than this gets 431.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Read buffer per connection: a request head larger than this gets hyper's own (bare) 431. The
+/// gateway's own limit, with a 431 in JSON, is half of it (`proxy::MAX_HEAD_BYTES`).
+const READ_BUFFER_BYTES: usize = 2 * proxy::MAX_HEAD_BYTES;
 
 /// How every accepted connection is served: HTTP/1.1 or HTTP/2, the header-read timeout
 /// (slowloris guard) and the head limit. Public for the load harness's floor proxy, which
@@ -33,7 +34,7 @@ pub fn connection_builder(server: &ServerConfig) -> auto::Builder<TokioExecutor>
     http.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(server.header_read_timeout.get())
-        .max_buf_size(MAX_HEAD_BYTES);
+        .max_buf_size(READ_BUFFER_BYTES);
     http.http2().timer(TokioTimer::new());
     http
 }

@@ -43,6 +43,9 @@ use crate::upstream::OutgoingBody;
 /// Every path under `/api/v1` and `/v1`: the door it leads to, or a refusal.
 pub(crate) async fn api(State(state): State<AppState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
+    if let Err(too_large) = check_head_size(&parts) {
+        return too_large.into_response();
+    }
     let snapshot = state.snapshot();
     let (door, suffix) = match route(&parts, &snapshot) {
         Ok(route) => route,
@@ -71,6 +74,28 @@ pub(crate) async fn api(State(state): State<AppState>, request: Request) -> Resp
             ctx.respond(error.respond(shape))
         }
     }
+}
+
+/// The largest request head the gateway reads, in its own words: a 431 in JSON. hyper's read
+/// buffer is twice this (`server::connection_builder`); a head past that gets hyper's bare 431.
+pub(crate) const MAX_HEAD_BYTES: usize = 32 * 1024;
+
+/// Refuses a request head (target and header fields, as written on the wire) over
+/// [`MAX_HEAD_BYTES`].
+fn check_head_size(parts: &Parts) -> Result<(), GatewayError> {
+    let target = parts.uri.path_and_query().map_or(0, |p| p.as_str().len());
+    // `name: value\r\n` per field.
+    let fields: usize = parts
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if target + fields > MAX_HEAD_BYTES {
+        return Err(GatewayError::HeadTooLarge {
+            limit: MAX_HEAD_BYTES,
+        });
+    }
+    Ok(())
 }
 
 /// The door a request's method and path lead to, and its path under the API prefix as the
