@@ -14,7 +14,7 @@
 //! - `server`: the accept loop, the route table and the layer stack; `workers`: the I/O threads
 //!   that serve the connections it accepts; `telemetry`: log setup and the access log.
 //! - `proxy`: the pipeline every door runs, written once (admit, read, policy, forward), and
-//!   the header and path rules; `doors`: what differs between the doors (paths, where each
+//!   the intake (head size, body size, time and encoding), header and path rules; `doors`: what differs between the doors (paths, where each
 //!   format keeps its models and caps, how its stream reads and ends, its error shape), and
 //!   which paths are refused.
 //! - `gate`: admission (client key, limits) and the request's home, its `RequestContext`, which
