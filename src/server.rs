@@ -31,9 +31,15 @@ const READ_BUFFER_BYTES: usize = 2 * proxy::MAX_HEAD_BYTES;
 /// must serve connections exactly as orgate does.
 pub fn connection_builder(server: &ServerConfig) -> auto::Builder<TokioExecutor> {
     let mut http = auto::Builder::new(TokioExecutor::new());
+    // hyper's header timer also runs while a kept-alive connection waits for its next request:
+    // it bounds the idle time too, so it gets the shorter of the two.
+    let head_or_idle = server
+        .header_read_timeout
+        .get()
+        .min(server.idle_timeout.get());
     http.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(server.header_read_timeout.get())
+        .header_read_timeout(head_or_idle)
         .max_buf_size(READ_BUFFER_BYTES);
     http.http2().timer(TokioTimer::new());
     http

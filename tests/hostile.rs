@@ -360,7 +360,14 @@ async fn a_socket_that_never_sends_a_byte_is_closed_within_the_header_read_timeo
         "{:?}",
         opened.elapsed()
     );
-    // A keep-alive connection idle after its request is closed after the same timeout.
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_idle_past_the_idle_timeout_is_closed() {
+    let (_mock, gw) = start_gateway_with(|config| {
+        config.server.idle_timeout = "300ms".parse().unwrap();
+    })
+    .await;
     let mut stream = TcpStream::connect(gw.addr).await.unwrap();
     stream
         .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")

@@ -60,6 +60,9 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// A request body not received whole within this long: 408.
     pub body_read_timeout: Duration,
+    /// A kept-alive connection with no request in flight for this long is closed (sooner when
+    /// `header_read_timeout` is shorter: hyper times the wait for the next head with it).
+    pub idle_timeout: Duration,
     /// I/O threads serving connections; 0: one per CPU.
     pub workers: u32,
 }
@@ -83,6 +86,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(75),
             workers: 0,
         }
     }

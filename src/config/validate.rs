@@ -27,6 +27,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     for (path, timeout) in [
         ("server.header_read_timeout", server.header_read_timeout),
         ("server.body_read_timeout", server.body_read_timeout),
+        ("server.idle_timeout", server.idle_timeout),
     ] {
         if timeout.get().is_zero() {
             out.push(Problem::at(path, "must be greater than 0"));
