@@ -116,12 +116,11 @@ impl<R: EventReader> SseSink for ReaderSink<'_, R> {
 /// Who hears what a response body shows as it passes. The body only peeks and reports; what it
 /// means (charges, metrics, the provider check, a settlement) is the listener's business.
 pub(crate) trait BodyListener: Send + Unpin + 'static {
-    /// The response reported what it used; `model` is the model the response names, if any.
-    fn usage(&mut self, usage: &Usage, model: Option<&str>);
+    /// The response reported what it used; `model` and `generation` are the model and the
+    /// generation id (`gen-…`) the response names, if any.
+    fn usage(&mut self, usage: &Usage, model: Option<&str>, generation: Option<&str>);
     /// The provider that served the response, as the upstream reports it (once per body).
     fn provider(&mut self, provider: &str);
-    /// The generation id the response names (once per body, if it names one).
-    fn generation(&mut self, id: &str);
     /// The body broke off: `kind` is `reset` or `timeout` (`orgate_upstream_errors_total`).
     fn failed(&mut self, kind: &'static str);
     /// The body is gone (ended, broken off, or dropped by a client that left), with what an
@@ -175,8 +174,6 @@ where
     listener: L,
     /// The provider has been reported (an event stream names it in every event).
     provider_reported: bool,
-    /// Likewise the generation id.
-    generation_reported: bool,
     idle_timeout: Duration,
     last_activity: Instant,
     /// Fires at `last_activity + idle_timeout` or earlier; re-armed lazily, not per chunk.
@@ -221,7 +218,6 @@ where
             json: (kind == BodyKind::Json).then(JsonCopy::default),
             listener,
             provider_reported: false,
-            generation_reported: false,
             idle_timeout,
             last_activity: now,
             idle_timer: Box::pin(tokio::time::sleep_until(now + idle_timeout)),
@@ -233,15 +229,13 @@ where
         if let Some(watch) = &mut self.sse {
             watch.feed(data);
             if let Some(usage) = watch.facts.usage.take() {
-                self.listener.usage(&usage, watch.facts.model.as_deref());
+                let facts = &watch.facts;
+                let (model, generation) = (facts.model.as_deref(), facts.generation_id.as_deref());
+                self.listener.usage(&usage, model, generation);
             }
             if let (false, Some(provider)) = (self.provider_reported, &watch.facts.provider) {
                 self.provider_reported = true;
                 self.listener.provider(provider);
-            }
-            if let (false, Some(id)) = (self.generation_reported, &watch.facts.generation_id) {
-                self.generation_reported = true;
-                self.listener.generation(id);
             }
         } else if let Some(copy) = &mut self.json {
             copy.push(data);
@@ -252,11 +246,9 @@ where
     fn finish(&mut self) {
         if let Some(copy) = self.json.take() {
             let summary = ResponseSummary::from_json(&copy.bytes);
-            if let Some(id) = &summary.id {
-                self.listener.generation(id);
-            }
             if let Some(usage) = &summary.usage {
-                self.listener.usage(usage, summary.model.as_deref());
+                let (model, generation) = (summary.model.as_deref(), summary.id.as_deref());
+                self.listener.usage(usage, model, generation);
             }
             if let Some(provider) = &summary.provider {
                 self.listener.provider(provider);

@@ -93,7 +93,7 @@ impl Accounting {
 }
 
 impl BodyListener for Accounting {
-    fn usage(&mut self, usage: &Usage, model: Option<&str>) {
+    fn usage(&mut self, usage: &Usage, model: Option<&str>, generation: Option<&str>) {
         if std::mem::replace(&mut self.usage_reported, true) {
             return;
         }
@@ -111,10 +111,9 @@ impl BodyListener for Accounting {
             account.charge(usage.tokens(), counts.cost_usd);
         }
         self.cost_missing = usage.cost.is_none();
-    }
-
-    fn generation(&mut self, id: &str) {
-        if let Some(bill) = &mut self.bill {
+        // The record the spend is settled from (a stream's facts name it too; a JSON body's id
+        // is only here).
+        if let (true, Some(bill), Some(id)) = (self.cost_missing, &mut self.bill, generation) {
             bill.generation_id = Some(id.to_owned());
         }
     }
