@@ -64,7 +64,7 @@ pub(crate) async fn api(State(state): State<AppState>, request: Request) -> Resp
         Door::Model(model) => read_model(&mut ctx, &parts, body, model).await,
         Door::Catalogue | Door::Allowed => read_as_is(&ctx, &parts, body, suffix).await,
         Door::CountTokens => {
-            let answered = count_tokens(&ctx, &parts, body).await;
+            let answered = count_tokens(&mut ctx, &parts, body).await;
             return answer(ctx, answered);
         }
         Door::Key => {
@@ -183,16 +183,13 @@ fn apply_policy(
 /// `POST /messages/count_tokens`, answered here: the Messages body with the model rules
 /// applied, and the estimate of its input.
 async fn count_tokens(
-    ctx: &RequestContext,
+    ctx: &mut RequestContext,
     parts: &Parts,
     body: Body,
 ) -> Result<serde_json::Value, GatewayError> {
     let bytes = read_body(body, &parts.headers, &ctx.snapshot.config.server).await?;
     let mut request = ModelDoor::Messages.parse(&bytes)?;
-    ctx.client
-        .policy
-        .apply(&mut request, ModelDoor::Messages.spec().shape)
-        .map_err(GatewayError::from)?;
+    apply_policy(ctx, &mut request, ModelDoor::Messages)?;
     Ok(doors::count_tokens(&request))
 }
 
