@@ -30,7 +30,7 @@ pub(crate) use messages::count_tokens;
 
 use crate::config::RoutePattern;
 use crate::error::{ErrorShape, GatewayError};
-use crate::policy::RequestShape;
+use crate::policy::{Cap, RequestShape};
 use crate::request_body::RequestBody;
 use crate::sse::SseScanner;
 use crate::stream::{EventReader, ReaderSink, StreamFacts};
@@ -74,6 +74,24 @@ pub(crate) struct DoorSpec {
     /// How its event stream reads.
     pub events: Events,
     pub errors: ErrorShape,
+}
+
+impl DoorSpec {
+    /// A door answered in JSON only, with no output length to cap (embeddings, rerank): a
+    /// stream never comes (one would be read as chat's).
+    const fn json_only(route: &'static str, path: &'static str) -> DoorSpec {
+        DoorSpec {
+            route,
+            path,
+            required: None,
+            shape: RequestShape {
+                fallback_models: false,
+                cap: Cap::None,
+            },
+            events: Events::Chat,
+            errors: ErrorShape::OpenRouter,
+        }
+    }
 }
 
 const MODEL_DOORS: [ModelDoor; 6] = [

@@ -1,19 +1,6 @@
 //! `POST /rerank`: a `query` and `documents` in, scores out; `usage` (and `cost`) in the JSON
 //! answer. No output length to cap, no stream.
 
-use super::{DoorSpec, Events};
-use crate::error::ErrorShape;
-use crate::policy::{Cap, RequestShape};
+use super::DoorSpec;
 
-pub(super) const DOOR: DoorSpec = DoorSpec {
-    route: "rerank",
-    path: "/rerank",
-    required: None,
-    shape: RequestShape {
-        fallback_models: false,
-        cap: Cap::None,
-    },
-    // Never streamed; an event stream would be read as chat's.
-    events: Events::Chat,
-    errors: ErrorShape::OpenRouter,
-};
+pub(super) const DOOR: DoorSpec = DoorSpec::json_only("rerank", "/rerank");
