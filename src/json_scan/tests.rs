@@ -190,6 +190,15 @@ fn long_string_object() -> impl Strategy<Value = String> {
 }
 
 fn json_value() -> impl Strategy<Value = Value> {
+    json_value_of(tricky_string().boxed(), tricky_string())
+}
+
+/// JSON values whose object keys come from `keys` and whose strings from `strings` (the value
+/// catcher's tests use it with the keys it looks for).
+pub(super) fn json_value_of(
+    keys: BoxedStrategy<String>,
+    strings: impl Strategy<Value = String> + 'static,
+) -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
@@ -197,12 +206,12 @@ fn json_value() -> impl Strategy<Value = Value> {
         any::<f64>()
             .prop_filter("finite", |f| f.is_finite())
             .prop_map(Value::from),
-        tricky_string().prop_map(Value::String),
+        strings.prop_map(Value::String),
     ];
-    leaf.prop_recursive(6, 64, 8, |inner| {
+    leaf.prop_recursive(6, 64, 8, move |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
-            prop::collection::vec((tricky_string(), inner), 0..8)
+            prop::collection::vec((keys.clone(), inner), 0..8)
                 .prop_map(|members| Value::Object(members.into_iter().collect())),
         ]
     })

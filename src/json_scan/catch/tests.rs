@@ -201,22 +201,7 @@ fn key() -> impl Strategy<Value = String> {
 }
 
 fn value() -> impl Strategy<Value = Value> {
-    let scalar = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(Value::from),
-        any::<f64>()
-            .prop_filter("finite", |f| f.is_finite())
-            .prop_map(Value::from),
-        text().prop_map(Value::String),
-    ];
-    scalar.prop_recursive(4, 48, 6, |inner| {
-        prop_oneof![
-            proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-            proptest::collection::vec((key(), inner), 0..6)
-                .prop_map(|members| Value::Object(members.into_iter().collect())),
-        ]
-    })
+    crate::json_scan::tests::json_value_of(key().boxed(), text())
 }
 
 fn object() -> impl Strategy<Value = Map<String, Value>> {
