@@ -9,9 +9,6 @@
 //! (`{"type":"error","error":{...}}`), mid-stream an `event: error`, so Anthropic clients show
 //! them as their own.
 
-use std::sync::LazyLock;
-
-use memchr::memmem::Finder;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -51,8 +48,6 @@ pub(crate) fn count_tokens(request: &RequestBody<'_>) -> serde_json::Value {
     serde_json::json!({ "input_tokens": estimate_tokens(bytes) })
 }
 
-static USAGE_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\""));
-
 /// Reads Messages events.
 #[derive(Debug, Default)]
 pub(crate) struct MessageEvents {
@@ -88,13 +83,13 @@ impl EventReader for MessageEvents {
             facts.complete = true;
             return;
         }
-        // Content deltas are most of the stream; only a few events are parsed.
-        let head = data.get(..40).unwrap_or(data);
-        let named = |kind: &[u8]| memchr::memmem::find(head, kind).is_some();
-        let worth_reading = named(b"message_start")
-            || named(b"message_stop")
-            || named(b"\"error\"")
-            || USAGE_KEY.find(data).is_some();
+        // Content deltas are most of the stream; only these few are parsed.
+        let worth_reading = super::leading_type(data).is_none_or(|kind| {
+            matches!(
+                kind,
+                b"message_start" | b"message_delta" | b"message_stop" | b"error"
+            )
+        });
         if !worth_reading {
             return;
         }

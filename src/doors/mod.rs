@@ -287,6 +287,16 @@ pub fn read_stream(route: &str, chunks: &[&[u8]]) -> Option<StreamFacts> {
     Some(facts)
 }
 
+/// The `type` of a JSON event that names it first, as OpenAI's and Anthropic's streams write
+/// them (`{"type":"message_delta",…`): found with a prefix compare, so that the many content
+/// deltas are passed over without a parse or a search. `None` when the event does not start so;
+/// the reader then parses it whole.
+fn leading_type(data: &[u8]) -> Option<&[u8]> {
+    let rest = data.strip_prefix(b"{\"type\":\"")?;
+    let end = memchr::memchr2(b'"', b'\\', rest)?;
+    (rest[end] == b'"').then(|| &rest[..end])
+}
+
 /// One SSE event: an `event:` line when the door names its events, the JSON `data`, the
 /// blank line.
 fn data_event(name: Option<&str>, data: &serde_json::Value) -> Vec<u8> {
@@ -371,6 +381,18 @@ mod tests {
             "messages" => b"event: message_start\r\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"gen-2\",\"model\":\"m\",\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\r\n\r\nevent: content_block_delta\r\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"type\":\"text_delta\",\"text\":\"hi\"}}\r\n\r\nevent: message_delta\r\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":5}}\r\n\r\nevent: message_stop\r\ndata: {\"type\":\"message_stop\"}\r\n\r\n",
             _ => b"event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"id\":\"gen-3\",\"model\":\"m\",\"usage\":null}}\n\nevent: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"hi\"}\n\nevent: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"id\":\"gen-3\",\"usage\":{\"input_tokens\":3,\"output_tokens\":2,\"total_tokens\":5,\"cost\":0.25}}}\n\n",
         }
+    }
+
+    #[test]
+    fn the_leading_type_is_read_without_parsing() {
+        assert_eq!(
+            leading_type(br#"{"type":"message_delta","usage":{}}"#),
+            Some(&b"message_delta"[..])
+        );
+        assert_eq!(leading_type(br#"{"type": "message_delta"}"#), None);
+        assert_eq!(leading_type(br#"{"index":0,"type":"x"}"#), None);
+        assert_eq!(leading_type(br#"{"type":"a\"b"}"#), None);
+        assert_eq!(leading_type(br#"{"type":"unterminated"#), None);
     }
 
     #[test]

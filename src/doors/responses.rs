@@ -8,12 +8,9 @@
 //! large to read whole, its pieces go through a [`ValueCatcher`] that keeps only `type` and
 //! `response.usage`, so the stream is never held back or buffered to find them.
 
-use std::borrow::Cow;
-use std::sync::LazyLock;
-
-use memchr::memmem::Finder;
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use std::borrow::Cow;
 
 use super::{DoorSpec, Events};
 use crate::error::ErrorShape;
@@ -46,11 +43,6 @@ const TERMINAL: [&str; 3] = [
 const CAUGHT: &[&[&str]] = &[&["type"], &["response", "usage"]];
 const CAUGHT_TYPE: usize = 0;
 const CAUGHT_USAGE: usize = 1;
-
-/// Searches that pick out the few events worth parsing; built once.
-static TERMINAL_TYPES: LazyLock<[Finder<'static>; 3]> =
-    LazyLock::new(|| TERMINAL.map(|t| Finder::new(t.as_bytes())));
-static ERROR_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"error\""));
 
 /// Reads Responses API events.
 #[derive(Debug, Default)]
@@ -103,8 +95,9 @@ impl EventReader for ResponseEvents {
         }
         let first = !self.head_seen;
         let worth_reading = first
-            || TERMINAL_TYPES.iter().any(|t| t.find(data).is_some())
-            || ERROR_KEY.find(data).is_some();
+            || super::leading_type(data).is_none_or(|kind| {
+                kind == b"error" || TERMINAL.iter().any(|t| t.as_bytes() == kind)
+            });
         if !worth_reading {
             return;
         }
