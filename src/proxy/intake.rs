@@ -45,17 +45,7 @@ pub(super) async fn read_body(
     server: &ServerConfig,
 ) -> Result<Bytes, GatewayError> {
     let limit = server.max_body.bytes();
-    let encoding = match headers.get(header::CONTENT_ENCODING) {
-        None => None,
-        Some(value) => match Encoding::of(value.as_bytes()) {
-            Some(Encoding::Identity) => None,
-            Some(encoding) => Some(encoding),
-            None => {
-                let named = String::from_utf8_lossy(value.as_bytes()).into_owned();
-                return Err(GatewayError::UnsupportedEncoding(named));
-            }
-        },
-    };
+    let encoding = Encoding::of(headers)?;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -88,27 +78,36 @@ async fn read_plain(body: Body, limit: u64) -> Result<Bytes, GatewayError> {
     })
 }
 
-/// The content codings a request body may come in.
+/// The content codings a request body is decoded from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Encoding {
-    Identity,
     Gzip,
     Brotli,
     Zstd,
 }
 
 impl Encoding {
-    fn of(name: &[u8]) -> Option<Encoding> {
-        let name = name.trim_ascii();
-        [
-            (&b"identity"[..], Encoding::Identity),
-            (b"gzip", Encoding::Gzip),
-            (b"x-gzip", Encoding::Gzip),
-            (b"br", Encoding::Brotli),
-            (b"zstd", Encoding::Zstd),
-        ]
-        .into_iter()
-        .find_map(|(known, encoding)| name.eq_ignore_ascii_case(known).then_some(encoding))
+    /// The body's coding by its `Content-Encoding`: `None` when it has none (or `identity`), a
+    /// 415 for one the gateway cannot decode.
+    fn of(headers: &HeaderMap) -> Result<Option<Encoding>, GatewayError> {
+        let Some(value) = headers.get(header::CONTENT_ENCODING) else {
+            return Ok(None);
+        };
+        let name = value.as_bytes().trim_ascii();
+        let known = [
+            (&b"gzip"[..], Some(Encoding::Gzip)),
+            (b"x-gzip", Some(Encoding::Gzip)),
+            (b"br", Some(Encoding::Brotli)),
+            (b"zstd", Some(Encoding::Zstd)),
+            (b"identity", None),
+        ];
+        known
+            .into_iter()
+            .find(|(known, _)| name.eq_ignore_ascii_case(known))
+            .map(|(_, encoding)| encoding)
+            .ok_or_else(|| {
+                GatewayError::UnsupportedEncoding(String::from_utf8_lossy(name).into_owned())
+            })
     }
 }
 
@@ -125,7 +124,6 @@ async fn read_decoded(body: Body, encoding: Encoding, limit: u64) -> Result<Byte
         Encoding::Gzip => Box::pin(GzipDecoder::new(compressed)),
         Encoding::Brotli => Box::pin(BrotliDecoder::new(compressed)),
         Encoding::Zstd => Box::pin(ZstdDecoder::new(compressed)),
-        Encoding::Identity => Box::pin(compressed),
     };
     let mut decoded = Vec::new();
     decoder
