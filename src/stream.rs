@@ -65,16 +65,16 @@ pub(crate) trait EventReader: Send + Unpin + 'static {
         -> Vec<u8>;
 }
 
-/// Peeks at SSE events as they pass.
+/// Peeks at SSE events as they pass: the scanner, the door's reader, and what it learnt.
 #[derive(Debug, Default)]
-struct SseWatch<R> {
+pub(crate) struct SseWatch<R> {
     scanner: SseScanner,
     facts: StreamFacts,
     reader: R,
 }
 
 impl<R: EventReader> SseWatch<R> {
-    fn new(reader: R) -> Self {
+    pub(crate) fn new(reader: R) -> Self {
         Self {
             scanner: SseScanner::new(),
             facts: StreamFacts::default(),
@@ -82,19 +82,25 @@ impl<R: EventReader> SseWatch<R> {
         }
     }
 
-    fn feed(&mut self, chunk: &[u8]) {
+    /// Reads the events that end in `chunk`.
+    pub(crate) fn feed(&mut self, chunk: &[u8]) {
         let mut sink = ReaderSink {
             facts: &mut self.facts,
             reader: &mut self.reader,
         };
         self.scanner.feed(chunk, &mut sink);
     }
+
+    /// What the stream showed of itself so far.
+    pub(crate) fn into_facts(self) -> StreamFacts {
+        self.facts
+    }
 }
 
 /// The scanner's events, counted and handed to the door's reader.
-pub(crate) struct ReaderSink<'a, R> {
-    pub facts: &'a mut StreamFacts,
-    pub reader: &'a mut R,
+struct ReaderSink<'a, R> {
+    facts: &'a mut StreamFacts,
+    reader: &'a mut R,
 }
 
 impl<R: EventReader> SseSink for ReaderSink<'_, R> {

@@ -32,8 +32,7 @@ use crate::config::RoutePattern;
 use crate::error::{ErrorShape, GatewayError};
 use crate::policy::{Cap, RequestShape};
 use crate::request_body::RequestBody;
-use crate::sse::SseScanner;
-use crate::stream::{EventReader, ReaderSink, StreamFacts};
+use crate::stream::{EventReader, SseWatch, StreamFacts};
 
 /// Which way a request came in; its `route` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -275,16 +274,11 @@ impl EventReader for EventStream {
 #[doc(hidden)]
 pub fn read_stream(route: &str, chunks: &[&[u8]]) -> Option<StreamFacts> {
     let door = MODEL_DOORS.into_iter().find(|d| d.spec().route == route)?;
-    let (mut scanner, mut reader, mut facts) =
-        (SseScanner::new(), door.events(), StreamFacts::default());
+    let mut watch = SseWatch::new(door.events());
     for chunk in chunks {
-        let mut sink = ReaderSink {
-            facts: &mut facts,
-            reader: &mut reader,
-        };
-        scanner.feed(chunk, &mut sink);
+        watch.feed(chunk);
     }
-    Some(facts)
+    Some(watch.into_facts())
 }
 
 /// The `type` of a JSON event that names it first, as OpenAI's and Anthropic's streams write
