@@ -321,7 +321,8 @@ impl Drop for AccessRecord {
     }
 }
 
-/// The request's `x-request-id` as logged: empty when not text (a client's may not be).
+/// The request's `x-request-id` as logged: a token ([`is_request_id`], or one of ours), so
+/// written as it is.
 struct RequestId(HeaderValue);
 
 impl fmt::Display for RequestId {
