@@ -71,46 +71,34 @@ async fn the_upstream_key_replaces_the_clients_credentials() {
     assert_eq!(seen.header("x-openrouter-title"), None);
 }
 
+/// A fresh id, sent upstream too, when the client sent none or one that is not a bounded
+/// token (it could forge fields in the pretty log).
 #[tokio::test]
-async fn a_request_id_is_made_when_the_client_sent_none() {
+async fn a_request_id_is_made_when_the_client_sent_none_or_no_token() {
     let (mock, gw) = start_gateway().await;
-    let response = gw.completion(ALICE_KEY).fetch().await;
-    let id = response.headers()["x-request-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    assert!(id.starts_with("req-"), "{id}");
-    assert_eq!(
-        mock.next_request().await.header("x-request-id"),
-        Some(id.as_str())
-    );
-    // Errors carry one too.
-    let response = gw.get("/nope").fetch().await;
-    assert!(response.headers().contains_key("x-request-id"));
-}
-
-#[tokio::test]
-async fn a_request_id_that_is_not_a_bounded_token_is_replaced() {
-    let (mock, gw) = start_gateway().await;
-    for forged in [
-        "evil id key=\"admin\" status=200".to_owned(),
-        "x".repeat(129),
+    for sent in [
+        None,
+        Some("evil id key=\"admin\" status=200".to_owned()),
+        Some("x".repeat(129)),
     ] {
-        let response = gw
-            .completion(ALICE_KEY)
-            .header("x-request-id", forged.as_str())
-            .fetch()
-            .await;
+        let mut request = gw.completion(ALICE_KEY);
+        if let Some(sent) = &sent {
+            request = request.header("x-request-id", sent.as_str());
+        }
+        let response = request.fetch().await;
         let id = response.headers()["x-request-id"]
             .to_str()
             .unwrap()
             .to_owned();
-        assert!(id.starts_with("req-"), "{id}");
+        assert!(id.starts_with("req-"), "{sent:?}: {id}");
         assert_eq!(
             mock.next_request().await.header("x-request-id"),
             Some(id.as_str())
         );
     }
+    // Errors carry one too.
+    let response = gw.get("/nope").fetch().await;
+    assert!(response.headers().contains_key("x-request-id"));
 }
 
 /// The pretty log writes the request id as it is: one that could forge fields is never there.
