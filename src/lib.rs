@@ -89,7 +89,9 @@ pub mod internals {
     pub use crate::sse::{whatwg_reading, SseScanner, SseSink, MAX_EVENT_DATA};
     pub use crate::state::Snapshot;
     pub use crate::stream::StreamFacts;
-    pub use crate::upstream::{OutgoingBody, Upstream};
+    pub use crate::upstream::{
+        Client as UpstreamClient, OutgoingBody, SendBody, Upstream, UpstreamRequest,
+    };
     pub use crate::usage::{ResponseSummary, Usage};
     pub use crate::workers::{PerThread, Workers};
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::state::{AppState, Snapshot};
+use crate::upstream::Upstream;
 
 /// How often the list is fetched again once it has been learnt.
 const REFRESH: Duration = Duration::from_secs(3600);
@@ -43,16 +44,17 @@ async fn fetch_model_ids(snapshot: &Snapshot, state: &AppState) -> Result<Vec<St
         id: String,
     }
     let upstream = &snapshot.upstream;
+    let uri = upstream.uri("/models", None).map_err(|e| e.to_string())?;
     let answer = upstream
         .send(state.metrics(), || {
-            upstream.own_get("/models", None, &snapshot.default_upstream_auth)
+            Upstream::own_get(uri.clone(), &snapshot.default_upstream_auth)
         })
         .await
         .map_err(|e| e.to_string())?;
     if !answer.response.status().is_success() {
         return Err(format!("status {}", answer.response.status()));
     }
-    let body = answer.response.bytes().await.map_err(|e| e.to_string())?;
+    let body = answer.bytes().await.map_err(|e| e.to_string())?;
     let models: Models = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
     Ok(models.data.into_iter().map(|m| m.id).collect())
 }

@@ -127,21 +127,51 @@ async fn hold(
     Ok(response)
 }
 
+impl TlsUpstream {
+    /// A gateway in front of it, trusting its certificate through `upstream.ca_file` when
+    /// `trusted`, else with the built-in roots alone. `extra` goes first in the config.
+    async fn gateway(&self, trusted: bool, extra: &str) -> Served {
+        let text = |ca_file: &str| {
+            format!(
+                "{extra}[upstream]\nbase_url = \"https://127.0.0.1:{}/api/v1\"\nretries = 0\n\
+                 ca_file = {ca_file:?}\n{}",
+                self.port,
+                key_toml("alice", ALICE_KEY)
+            )
+        };
+        let config = ConfigFile::new(&text(""));
+        if trusted {
+            let ca = config.beside("upstream-ca.pem", &self.cert_pem);
+            config.rewrite(&text(ca.to_str().unwrap()));
+        }
+        Served::start(&mut serve_command(&config.path)).await
+    }
+}
+
+#[tokio::test]
+async fn an_upstream_certificate_outside_the_roots_and_ca_file_is_refused() {
+    let upstream = TlsUpstream::start().await;
+    let served = upstream.gateway(false, "").await;
+    let response = served
+        .chat(ALICE_KEY)
+        .body(format!(r#"{{"model":"{MODEL}","messages":[]}}"#))
+        .fetch()
+        .await;
+    let status = response.status();
+    let body = response.text().await.unwrap();
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("certificate"), "says why: {body}");
+    assert!(
+        upstream.versions.lock().unwrap().is_empty(),
+        "no request reached the untrusted server"
+    );
+}
+
 #[tokio::test]
 async fn requests_in_flight_each_get_their_own_upstream_connection_over_tls() {
     let upstream = TlsUpstream::start().await;
     // One I/O thread: one upstream client, so every request would share one HTTP/2 connection.
-    let config = ConfigFile::new(&format!(
-        "[server]\nworkers = 1\n[upstream]\nbase_url = \"https://127.0.0.1:{}/api/v1\"\nretries = 0\n{}",
-        upstream.port,
-        key_toml("alice", ALICE_KEY)
-    ));
-    let ca = config.beside("upstream-ca.pem", &upstream.cert_pem);
-    // The gateway's TLS client trusts the test's certificate through SSL_CERT_FILE: the test
-    // build's reqwest loads native roots too (the dev-dependency's features).
-    let mut command = serve_command(&config.path);
-    command.env("SSL_CERT_FILE", &ca);
-    let served = Served::start(&mut command).await;
+    let served = upstream.gateway(true, "[server]\nworkers = 1\n").await;
 
     let send = |n: usize| {
         served

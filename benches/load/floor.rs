@@ -5,10 +5,11 @@
 //! each connection on one thread from accept to close, an upstream client per thread), the
 //! same hyper server connection, the body gathered as orgate gathers a chat body, and the
 //! request sent on with nothing else done: no auth, no limits, no JSON, no metrics, no log.
-//! The response streams back as it comes. `--client reqwest` sends with orgate's own upstream
-//! (`orgate::internals::Upstream`: its reqwest clients and URLs); `--client hyper` with
-//! hyper-util's pooled client directly, which is what reqwest wraps. Whatever orgate costs
-//! above the first is its own work; the gap between the two is reqwest's.
+//! The response streams back as it comes. `--client upstream` sends with orgate's own upstream
+//! (`orgate::internals::Upstream`: its per-thread clients over rustls, its prebuilt URIs);
+//! `--client hyper` with a plain hyper-util pooled client built here, which is what orgate's
+//! wraps. Whatever orgate costs above the first is its own work; the gap between the two is
+//! that of orgate's upstream module (the TLS-or-plain connector, the URI built per request).
 
 use std::convert::Infallible;
 use std::error::Error as StdError;
@@ -39,7 +40,7 @@ type HyperClient = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>
 /// What sends the request upstream.
 enum Floor {
     /// orgate's upstream, built from a config as orgate builds it.
-    Reqwest(Box<Upstream>),
+    Upstream(Box<Upstream>),
     Hyper {
         clients: PerThread<HyperClient>,
         upstream: Authority,
@@ -66,12 +67,12 @@ pub(crate) fn run(upstream_port: u16, client: &str) -> ExitCode {
 
 fn build(upstream_port: u16, client: &str, threads: usize) -> Result<Floor, String> {
     match client {
-        "reqwest" => {
+        "upstream" => {
             let config = UpstreamConfig {
                 base_url: format!("http://127.0.0.1:{upstream_port}{API_PREFIX}"),
                 ..UpstreamConfig::default()
             };
-            Upstream::new(&config, threads).map(|u| Floor::Reqwest(Box::new(u)))
+            Upstream::new(&config, threads).map(|u| Floor::Upstream(Box::new(u)))
         }
         "hyper" => {
             let clients = PerThread::try_new(threads, || {
@@ -89,7 +90,7 @@ fn build(upstream_port: u16, client: &str, threads: usize) -> Result<Floor, Stri
                 .map_err(|e| e.to_string())?;
             Ok(Floor::Hyper { clients, upstream })
         }
-        other => Err(format!("unknown client {other:?}: reqwest or hyper")),
+        other => Err(format!("unknown client {other:?}: upstream or hyper")),
     }
 }
 
@@ -136,20 +137,16 @@ async fn forward(
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let response = match &*floor {
-        Floor::Reqwest(upstream) => {
+        Floor::Upstream(upstream) => {
             let Some(suffix) = path.path().strip_prefix(API_PREFIX) else {
                 return Ok(status(StatusCode::NOT_FOUND));
             };
-            let request = upstream.request(
-                parts.method,
-                suffix,
-                path.query(),
-                parts.headers,
-                body.into(),
-            );
-            match upstream.client().execute(request).await {
-                Ok(response) => http::Response::<reqwest::Body>::from(response)
-                    .map(|b| b.map_err(BoxError::from).boxed_unsync()),
+            let Ok(uri) = upstream.uri(suffix, path.query()) else {
+                return Ok(status(StatusCode::BAD_REQUEST));
+            };
+            let request = Upstream::request(parts.method, uri, parts.headers, body.into());
+            match upstream.client().request(request).await {
+                Ok(response) => response.map(|b| b.map_err(BoxError::from).boxed_unsync()),
                 Err(_) => status(StatusCode::BAD_GATEWAY),
             }
         }

@@ -32,7 +32,7 @@ usage: cargo bench --bench load -- [options]
   --scenario NAME[,..] run only these: nonstream-c1 nonstream-c32 stream-100 stream-1000
                        body-1mb idle-10k
   --duration SECS      measured time of the timed scenarios (default 5; idle-10k holds 2×)
-  --targets LIST       any of direct,nginx,orgate,floor-hyper,floor-reqwest (default
+  --targets LIST       any of direct,nginx,orgate,floor-hyper,floor-upstream (default
                        direct,nginx,orgate; the floors are orgate's stack with none of
                        its work, see benches/load/floor.rs)
   --rounds N           run every scenario N times, targets in rotating order, and report
@@ -45,9 +45,10 @@ pub(crate) enum Target {
     Direct,
     Nginx,
     Orgate,
-    /// orgate's server, threads and upstream client (reqwest), doing nothing else.
-    FloorReqwest,
-    /// The same with hyper-util's client in place of reqwest.
+    /// orgate's server, threads and upstream client (`orgate::internals::Upstream`), doing
+    /// nothing else.
+    FloorUpstream,
+    /// The same with a plain hyper-util client in place of orgate's upstream module.
     FloorHyper,
 }
 
@@ -57,7 +58,7 @@ impl Target {
             Target::Direct => "direct",
             Target::Nginx => "nginx",
             Target::Orgate => "orgate",
-            Target::FloorReqwest => "floor-reqwest",
+            Target::FloorUpstream => "floor-upstream",
             Target::FloorHyper => "floor-hyper",
         }
     }
@@ -108,7 +109,7 @@ fn main() -> ExitCode {
                 value_of(&args, "--client"),
             ) {
                 (Some(port), Some(client)) => floor::run(port, client),
-                _ => fail("floor: --upstream PORT and --client reqwest|hyper are required"),
+                _ => fail("floor: --upstream PORT and --client upstream|hyper are required"),
             },
             Some("loadgen") => match value_of(&args, "--spec") {
                 Some(spec) => loadgen::run(spec),
@@ -183,7 +184,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
                         "direct" => Ok(Target::Direct),
                         "nginx" => Ok(Target::Nginx),
                         "orgate" => Ok(Target::Orgate),
-                        "floor-reqwest" => Ok(Target::FloorReqwest),
+                        "floor-upstream" => Ok(Target::FloorUpstream),
                         "floor-hyper" => Ok(Target::FloorHyper),
                         other => Err(format!("unknown target {other:?}")),
                     })
@@ -445,11 +446,11 @@ fn run_one(
             let (g, a) = orgate::start(bin, dir.path(), mock_port)?;
             (Some(g), a)
         }
-        Target::FloorReqwest | Target::FloorHyper => {
+        Target::FloorUpstream | Target::FloorHyper => {
             let client = if target == Target::FloorHyper {
                 "hyper"
             } else {
-                "reqwest"
+                "upstream"
             };
             let args = [
                 "--upstream".to_owned(),

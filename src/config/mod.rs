@@ -6,6 +6,7 @@
 //! [`validate`] checks what types cannot (globs, hashes, addresses) and reports every problem at
 //! once, with the file and the key path, for `orgate check`.
 
+mod ca_file;
 mod env;
 mod load;
 mod redis_url;
@@ -18,6 +19,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+pub(crate) use ca_file::read_ca_file;
 pub use env::{Env, Secrets};
 pub use load::{load, load_reporting, parse_toml, ConfigSource, Problem, Problems};
 pub(crate) use redis_url::check_redis_url;
@@ -110,6 +112,8 @@ pub struct UpstreamConfig {
     pub referer: String,
     /// Sent as `X-OpenRouter-Title` and `X-Title` when the client sent neither.
     pub title: String,
+    /// A PEM bundle trusted besides the built-in roots (networks that inspect TLS); `""`: none.
+    pub ca_file: String,
 }
 
 impl Default for UpstreamConfig {
@@ -123,6 +127,7 @@ impl Default for UpstreamConfig {
             retries: 2,
             referer: String::new(),
             title: String::new(),
+            ca_file: String::new(),
         }
     }
 }
@@ -390,7 +395,7 @@ impl Config {
 
 /// `url` with its password replaced by `[redacted]`; `None` when it has none.
 fn redact_url_password(url: &str) -> Option<String> {
-    let mut parsed = reqwest::Url::parse(url).ok()?;
+    let mut parsed = url::Url::parse(url).ok()?;
     parsed.password()?;
     parsed.set_password(Some(crate::secret::REDACTED)).ok()?;
     Some(parsed.to_string())

@@ -402,3 +402,20 @@ fn io_threads_default_to_one_per_cpu_and_are_bounded() {
     );
     assert_eq!(problems_of("[server]\nworkers = -1\n").len(), 1);
 }
+
+#[test]
+fn an_unusable_upstream_ca_file_is_reported_at_its_key() {
+    let text = problems_of("[upstream]\nca_file = \"/nonexistent/ca.pem\"\n").join("\n");
+    assert!(
+        text.contains("upstream.ca_file: cannot read \"/nonexistent/ca.pem\""),
+        "{text}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "no certificates here\n").unwrap();
+    let text = problems_of(&format!("[upstream]\nca_file = {empty:?}\n")).join("\n");
+    assert!(
+        text.contains("upstream.ca_file") && text.contains("holds no certificate"),
+        "{text}"
+    );
+}

@@ -76,7 +76,7 @@ pub fn validate(config: &Config) -> Vec<Problem> {
 
 fn validate_upstream(config: &Config, out: &mut Vec<Problem>) {
     let upstream = &config.upstream;
-    match reqwest::Url::parse(&upstream.base_url) {
+    match url::Url::parse(&upstream.base_url) {
         Ok(url) if !matches!(url.scheme(), "http" | "https") => out.push(Problem::at(
             "upstream.base_url",
             format!("{:?} must be an http or https URL", upstream.base_url),
@@ -125,6 +125,11 @@ fn validate_upstream(config: &Config, out: &mut Vec<Problem>) {
                 path,
                 "must be printable ASCII (it is sent as a header)",
             ));
+        }
+    }
+    if !upstream.ca_file.is_empty() {
+        if let Err(why) = super::read_ca_file(&upstream.ca_file) {
+            out.push(Problem::at("upstream.ca_file", why));
         }
     }
 }

@@ -93,11 +93,12 @@ impl Settlement {
     async fn lookup(&self, id: &str) -> Option<TokenCounts> {
         let upstream = &self.upstream;
         let query = format!("id={}", percent_encode(id));
+        let uri = upstream.uri("/generation", Some(&query)).ok()?;
         for pause in LOOKUP_PAUSES {
             tokio::time::sleep(pause).await;
             let sent = upstream
                 .send(&self.metrics, || {
-                    upstream.own_get("/generation", Some(&query), &self.upstream_auth)
+                    Upstream::own_get(uri.clone(), &self.upstream_auth)
                 })
                 .await;
             let Ok(answer) = sent else {
@@ -106,7 +107,7 @@ impl Settlement {
             if !answer.response.status().is_success() {
                 continue;
             }
-            let Ok(body) = answer.response.bytes().await else {
+            let Ok(body) = answer.bytes().await else {
                 continue;
             };
             if let Some(counts) = parse_generation(&body) {

@@ -43,7 +43,7 @@ use crate::policy::Applied;
 use crate::request_body::RequestBody;
 use crate::state::{AppState, Snapshot};
 use crate::stream::{BodyKind, UpstreamBody};
-use crate::upstream::OutgoingBody;
+use crate::upstream::{OutgoingBody, Upstream};
 
 /// Every path under `/api/v1` and `/v1`: the door it leads to, or a refusal.
 pub(crate) async fn api(State(state): State<AppState>, request: Request) -> Response {
@@ -249,14 +249,20 @@ fn record_policy(metrics: &Metrics, actions: &[crate::policy::Action], what: &st
 /// same headers (hop-by-hop ones aside), same body, passed on as it arrives.
 async fn forward(ctx: RequestContext, parts: &Parts, outgoing: Outgoing<'_>) -> Response {
     let upstream = &ctx.snapshot.upstream;
+    let uri = match upstream.uri(outgoing.suffix, parts.uri.query()) {
+        Ok(uri) => uri,
+        Err(error) => {
+            let shape = ctx.door.errors();
+            return ctx.respond(error.respond(shape));
+        }
+    };
     let sent = upstream
         .send(&ctx.metrics, || {
             let headers =
                 upstream_request_headers(&parts.headers, &ctx.client.upstream_auth, upstream);
-            upstream.request(
+            Upstream::request(
                 outgoing.method.clone(),
-                outgoing.suffix,
-                parts.uri.query(),
+                uri.clone(),
                 headers,
                 outgoing.body.clone(),
             )
@@ -276,8 +282,7 @@ async fn forward(ctx: RequestContext, parts: &Parts, outgoing: Outgoing<'_>) -> 
     if answer.response.status().is_server_error() {
         ctx.metrics.upstream_error("status_5xx");
     }
-    let response: http::Response<reqwest::Body> = answer.response.into();
-    let (head, body) = response.into_parts();
+    let (head, body) = answer.response.into_parts();
     let content_type = head.headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes());
     let kind = match content_type {
         Some(ct) if ct.starts_with(b"text/event-stream") => BodyKind::EventStream,

@@ -6,16 +6,21 @@
 //! `[upstream]` alone), used by the request pipeline and by the gateway's own calls (the model
 //! list, `/generation` settlements).
 
+mod client;
 mod outgoing;
 
-pub use outgoing::OutgoingBody;
+pub use outgoing::{OutgoingBody, SendBody};
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use tokio::time::Instant;
 
+pub use self::client::Client;
 use crate::config::UpstreamConfig;
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
@@ -24,19 +29,24 @@ use crate::workers::PerThread;
 /// The `User-Agent` of requests orgate makes on its own behalf.
 pub(crate) const USER_AGENT: &str = concat!("orgate/", env!("CARGO_PKG_VERSION"));
 
+/// A request as it goes upstream.
+pub type UpstreamRequest = Request<SendBody>;
+
 /// Where requests go, and how patiently.
 #[derive(Debug)]
 pub struct Upstream {
     /// One client (one connection pool) per I/O thread: an upstream connection is a task on
     /// the runtime that opened it, so a shared pool would wake another thread for every
     /// response.
-    clients: PerThread<reqwest::Client>,
-    /// `upstream.base_url`, parsed once: every request URL is this with a longer path.
-    base: reqwest::Url,
+    clients: PerThread<Client>,
+    /// `upstream.base_url`'s scheme and authority, parsed once: every request URI is these
+    /// with a longer path.
+    scheme: Scheme,
+    authority: Authority,
     /// The base's path without a trailing slash (`/api/v1`).
     base_path: String,
-    /// The URL of [`CHAT_SUFFIX`], built once: nearly every request goes there.
-    chat_url: reqwest::Url,
+    /// The URI of [`CHAT_SUFFIX`], built once: nearly every request goes there.
+    chat_uri: Uri,
     pub first_byte_timeout: Duration,
     pub idle_timeout: Duration,
     retries: u32,
@@ -49,112 +59,112 @@ pub struct Upstream {
 /// The API path of chat completions, under the base URL.
 pub(crate) const CHAT_SUFFIX: &str = "/chat/completions";
 
-/// `base` with its path (`base_path`, no trailing slash) extended by `suffix`.
-fn url_with_path(base: &reqwest::Url, base_path: &str, suffix: &str) -> reqwest::Url {
-    let mut url = base.clone();
-    let mut path = String::with_capacity(base_path.len() + suffix.len());
-    path.push_str(base_path);
-    path.push_str(suffix);
-    url.set_path(&path);
-    url
-}
-
 /// An upstream response, and how long its headers took.
 #[derive(Debug)]
 pub struct UpstreamResponse {
-    pub response: reqwest::Response,
+    pub response: Response<Incoming>,
     pub time_to_headers: Duration,
+}
+
+impl UpstreamResponse {
+    /// The whole body, for the gateway's own calls (small JSON answers).
+    pub async fn bytes(self) -> Result<Bytes, hyper::Error> {
+        Ok(self.response.into_body().collect().await?.to_bytes())
+    }
 }
 
 impl Upstream {
     /// The upstream for `config`, with a connection pool for each of `io_threads` threads.
     pub fn new(config: &UpstreamConfig, io_threads: usize) -> Result<Self, String> {
         // Validation already refused a base URL that does not parse.
-        let base =
-            reqwest::Url::parse(&config.base_url).map_err(|e| format!("upstream.base_url: {e}"))?;
-        let client = || {
-            reqwest::Client::builder()
-                .connect_timeout(config.connect_timeout.get())
-                // Without it, a reused connection stalls ~40 ms on every small write (Nagle + delayed ACK).
-                .tcp_nodelay(true)
-                .pool_idle_timeout(Duration::from_secs(90))
-                // A redirect would send the request (and our key) somewhere else: pass it back instead.
-                .redirect(reqwest::redirect::Policy::none())
-                // The gateway is the proxy; an ambient HTTP(S)_PROXY must not reroute upstream traffic.
-                .no_proxy()
-                // HTTP/1.1 even where the upstream offers HTTP/2 (OpenRouter does, by ALPN): over
-                // HTTP/2 a thread's requests share one connection, so past the server's stream
-                // limit they queue behind streams that last minutes, and one broken connection
-                // fails them all. A connection per request in flight, as nginx keeps upstream.
-                .http1_only()
-                .build()
-                .map_err(|e| format!("cannot build the upstream client: {e}"))
+        let base: Uri = config
+            .base_url
+            .parse()
+            .map_err(|e| format!("upstream.base_url: {e}"))?;
+        let (Some(scheme), Some(authority)) = (base.scheme(), base.authority()) else {
+            return Err("upstream.base_url: needs a scheme and a host".to_owned());
         };
-        let clients = PerThread::try_new(io_threads, client)?;
+        let tls = client::tls_config(config)?;
+        let clients = PerThread::try_new(io_threads, || {
+            Ok::<_, String>(client::client(config, tls.clone()))
+        })?;
         let header = |value: &str| {
             (!value.is_empty())
                 .then(|| HeaderValue::from_str(value).ok())
                 .flatten()
         };
-        let base_path = base.path().trim_end_matches('/').to_owned();
-        Ok(Self {
+        let mut upstream = Self {
             clients,
-            chat_url: url_with_path(&base, &base_path, CHAT_SUFFIX),
-            base_path,
-            base,
+            scheme: scheme.clone(),
+            authority: authority.clone(),
+            base_path: base.path().trim_end_matches('/').to_owned(),
+            chat_uri: Uri::default(),
             first_byte_timeout: config.first_byte_timeout.get(),
             idle_timeout: config.idle_timeout.get(),
             retries: config.retries,
             referer: header(&config.referer),
             title: header(&config.title),
-        })
+        };
+        upstream.chat_uri = upstream
+            .build_uri(CHAT_SUFFIX, None)
+            .map_err(|e| format!("upstream.base_url: {e}"))?;
+        Ok(upstream)
     }
 
     /// The calling I/O thread's client (each thread keeps its own connection pool).
-    pub fn client(&self) -> &reqwest::Client {
+    pub fn client(&self) -> &Client {
         self.clients.get()
     }
 
-    /// The upstream URL for an API path suffix (`/chat/completions`) and the client's query.
-    /// Built from the parsed base rather than parsed from a string: scheme and host are never
-    /// re-read (reqwest would re-parse, IDNA included, on every request).
-    pub fn url(&self, suffix: &str, query: Option<&str>) -> reqwest::Url {
+    /// The upstream URI for an API path suffix (`/chat/completions`) and the client's query.
+    /// The suffix is a path hyper parsed and `proxy::api_suffix` checked, so this fails only
+    /// on what no client can send; it is an error rather than a panic all the same.
+    pub fn uri(&self, suffix: &str, query: Option<&str>) -> Result<Uri, GatewayError> {
         if suffix == CHAT_SUFFIX && query.is_none() {
-            return self.chat_url.clone();
+            return Ok(self.chat_uri.clone());
         }
-        let mut url = url_with_path(&self.base, &self.base_path, suffix);
-        url.set_query(query);
-        url
+        self.build_uri(suffix, query).map_err(|e| {
+            GatewayError::BadRequest(format!("path {suffix:?} cannot be sent upstream: {e}"))
+        })
     }
 
-    /// A request to send: `suffix` and `query` as in [`Upstream::url`], the headers whole
-    /// (set, not merged into reqwest's defaults: there are none), the body.
+    fn build_uri(&self, suffix: &str, query: Option<&str>) -> Result<Uri, http::Error> {
+        let query_len = query.map_or(0, |q| q.len() + 1);
+        let mut path = String::with_capacity(self.base_path.len() + suffix.len() + query_len);
+        path.push_str(&self.base_path);
+        path.push_str(suffix);
+        if let Some(query) = query {
+            path.push('?');
+            path.push_str(query);
+        }
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(PathAndQuery::try_from(path)?)
+            .build()
+    }
+
+    /// A request to send to `uri`: the headers whole (`Host` is added from the URI), the body.
     pub fn request(
-        &self,
         method: Method,
-        suffix: &str,
-        query: Option<&str>,
+        uri: Uri,
         headers: HeaderMap,
         body: OutgoingBody,
-    ) -> reqwest::Request {
-        let mut request = reqwest::Request::new(method, self.url(suffix, query));
+    ) -> UpstreamRequest {
+        let mut request = Request::new(body.into_body());
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
         *request.headers_mut() = headers;
-        *request.body_mut() = Some(body.into_reqwest());
         request
     }
 
     /// A `GET` the gateway makes on its own behalf (`/models`, `/generation`), with
     /// `upstream_auth` and orgate's `User-Agent`.
-    pub fn own_get(
-        &self,
-        suffix: &str,
-        query: Option<&str>,
-        upstream_auth: &HeaderValue,
-    ) -> reqwest::Request {
+    pub fn own_get(uri: Uri, upstream_auth: &HeaderValue) -> UpstreamRequest {
         let mut headers = HeaderMap::with_capacity(2);
         headers.insert(header::AUTHORIZATION, upstream_auth.clone());
         headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
-        self.request(Method::GET, suffix, query, headers, Bytes::new().into())
+        Self::request(Method::GET, uri, headers, Bytes::new().into())
     }
 
     /// Sends the request `build` makes, retrying connect errors and 502/503 answers. The
@@ -166,13 +176,13 @@ impl Upstream {
     pub async fn send(
         &self,
         metrics: &Metrics,
-        build: impl Fn() -> reqwest::Request,
+        build: impl Fn() -> UpstreamRequest,
     ) -> Result<UpstreamResponse, GatewayError> {
         let started = Instant::now();
         let deadline = started + self.first_byte_timeout;
         let mut attempt = 0;
         loop {
-            let request = self.client().execute(build());
+            let request = self.client().request(build());
             let outcome = tokio::time::timeout_at(deadline, request).await;
             let retryable = match &outcome {
                 Err(_) => {
@@ -185,12 +195,8 @@ impl Upstream {
                     StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE
                 ),
             };
-            if let Ok(Err(e)) = &outcome {
-                metrics.upstream_error(if e.is_timeout() && !e.is_connect() {
-                    "timeout"
-                } else {
-                    "connect"
-                });
+            if let Ok(Err(_)) = &outcome {
+                metrics.upstream_error("connect");
             }
             if retryable && attempt < self.retries {
                 attempt += 1;
@@ -209,26 +215,35 @@ impl Upstream {
                     response,
                     time_to_headers: started.elapsed(),
                 }),
-                Ok(Err(e)) => Err(classify(&e, self.first_byte_timeout)),
+                Ok(Err(e)) => Err(classify(&e)),
                 Err(_) => Err(GatewayError::UpstreamTimeout(self.first_byte_timeout)),
             };
         }
     }
 }
 
-/// A reqwest error as the client should read it. The URL is left out: it is ours, not theirs.
-fn classify(e: &reqwest::Error, first_byte_timeout: Duration) -> GatewayError {
-    if e.is_timeout() && !e.is_connect() {
-        return GatewayError::UpstreamTimeout(first_byte_timeout);
-    }
-    let what = if e.is_connect() {
-        if e.is_timeout() {
-            "connect timed out"
-        } else {
-            "connection refused or failed"
+type ClientError = hyper_util::client::legacy::Error;
+
+/// Whether a cause of `e` is a timeout (the connect timeout: the client sets no other).
+fn timed_out(e: &ClientError) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return true;
+            }
         }
-    } else {
-        "the connection broke before the response headers"
+        source = cause.source();
+    }
+    false
+}
+
+/// A client error as the caller should read it. The URL is left out: it is ours, not theirs.
+fn classify(e: &ClientError) -> GatewayError {
+    let what = match (e.is_connect(), timed_out(e)) {
+        (true, true) => "connect timed out",
+        (true, false) => "connection refused or failed",
+        (false, _) => "the connection broke before the response headers",
     };
     let mut detail = String::from(what);
     let mut source = std::error::Error::source(e);
@@ -254,7 +269,7 @@ mod tests {
                 ..UpstreamConfig::default()
             };
             let upstream = Upstream::new(&config, 1).unwrap();
-            let url = |suffix, query| upstream.url(suffix, query).to_string();
+            let url = |suffix, query| upstream.uri(suffix, query).unwrap().to_string();
             assert_eq!(
                 url(CHAT_SUFFIX, None),
                 "https://up.example/api/v1/chat/completions"

@@ -51,12 +51,12 @@ impl OutgoingBody {
         }
     }
 
-    /// The body reqwest sends. Pieces go with their exact total as `Content-Length`, as a
-    /// whole body would: the upstream never sees chunked encoding for them.
-    pub fn into_reqwest(self) -> reqwest::Body {
+    /// The body to send. Pieces go with their exact total as `Content-Length`, as a whole
+    /// body would: the upstream never sees chunked encoding for them.
+    pub fn into_body(self) -> SendBody {
         match self {
-            OutgoingBody::Whole(bytes) => bytes.into(),
-            OutgoingBody::Pieces(pieces) => reqwest::Body::wrap(PiecesBody { pieces, next: 0 }),
+            OutgoingBody::Whole(bytes) => SendBody::Whole(Some(bytes)),
+            OutgoingBody::Pieces(pieces) => SendBody::Pieces { pieces, next: 0 },
         }
     }
 }
@@ -67,35 +67,56 @@ impl From<Bytes> for OutgoingBody {
     }
 }
 
-/// The pieces as an HTTP body, one frame each, with an exact size.
-struct PiecesBody {
-    pieces: Arc<[Bytes]>,
-    /// The first piece not yet sent.
-    next: usize,
+/// An [`OutgoingBody`] being sent: one frame for a whole body, one a piece for pieces, always
+/// with an exact size.
+#[derive(Debug)]
+pub enum SendBody {
+    /// `None` once sent.
+    Whole(Option<Bytes>),
+    Pieces {
+        pieces: Arc<[Bytes]>,
+        /// The first piece not yet sent.
+        next: usize,
+    },
 }
 
-impl Body for PiecesBody {
+impl Body for SendBody {
     type Data = Bytes;
     type Error = Infallible;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         _: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        let Some(piece) = self.pieces.get(self.next).cloned() else {
-            return Poll::Ready(None);
+        let piece = match self.get_mut() {
+            SendBody::Whole(whole) => whole.take(),
+            SendBody::Pieces { pieces, next } => {
+                let piece = pieces.get(*next).cloned();
+                *next += 1;
+                piece
+            }
         };
-        self.next += 1;
-        Poll::Ready(Some(Ok(Frame::data(piece))))
+        Poll::Ready(piece.map(|piece| Ok(Frame::data(piece))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.next >= self.pieces.len()
+        match self {
+            SendBody::Whole(whole) => whole.is_none(),
+            SendBody::Pieces { pieces, next } => *next >= pieces.len(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        let unsent = self.pieces.get(self.next..).unwrap_or_default();
-        SizeHint::with_exact(unsent.iter().map(|p| p.len() as u64).sum())
+        let unsent = match self {
+            SendBody::Whole(whole) => whole.as_ref().map_or(0, Bytes::len),
+            SendBody::Pieces { pieces, next } => pieces
+                .get(*next..)
+                .unwrap_or_default()
+                .iter()
+                .map(Bytes::len)
+                .sum(),
+        };
+        SizeHint::with_exact(unsent as u64)
     }
 }
 
@@ -105,20 +126,15 @@ mod tests {
     use http_body_util::BodyExt;
 
     #[tokio::test]
-    async fn pieces_read_back_as_the_body_with_its_exact_size() {
+    async fn bodies_read_back_whole_with_their_exact_size() {
         let body = OutgoingBody::from_pieces(vec![
             Bytes::from_static(b"{\"messages\":"),
             Bytes::from_static(b"[1,2]"),
             Bytes::from_static(b",\"provider\":{}}"),
         ]);
         assert_eq!(body.len(), 32);
-        let mut body = PiecesBody {
-            pieces: match body {
-                OutgoingBody::Pieces(pieces) => pieces,
-                OutgoingBody::Whole(_) => panic!("three pieces make a Pieces body"),
-            },
-            next: 0,
-        };
+        assert!(matches!(body, OutgoingBody::Pieces(_)), "three pieces");
+        let mut body = body.into_body();
         assert_eq!(body.size_hint().exact(), Some(32));
         let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
         assert_eq!(body.size_hint().exact(), Some(20), "what is left to send");
@@ -127,9 +143,14 @@ mod tests {
             [first, rest].concat(),
             b"{\"messages\":[1,2],\"provider\":{}}"
         );
-        assert!(matches!(
-            OutgoingBody::from_pieces(vec![Bytes::from_static(b"{}")]),
-            OutgoingBody::Whole(_)
-        ));
+        let whole = OutgoingBody::from_pieces(vec![Bytes::from_static(b"{}")]);
+        assert!(matches!(whole, OutgoingBody::Whole(_)));
+        let mut whole = whole.into_body();
+        assert_eq!(whole.size_hint().exact(), Some(2));
+        assert_eq!(
+            whole.frame().await.unwrap().unwrap().into_data().unwrap(),
+            "{}"
+        );
+        assert!(whole.is_end_stream() && whole.frame().await.is_none());
     }
 }
