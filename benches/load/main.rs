@@ -24,7 +24,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use report::{Outcome, ScenarioRun};
-use spec::{Load, LoadResult, LoadSpec};
+use spec::{Door, Load, LoadResult, LoadSpec};
 
 const USAGE: &str = "\
 usage: cargo bench --bench load -- [options]
@@ -221,9 +221,12 @@ fn scenarios(options: &Options, max_streams: usize) -> Vec<Scenario> {
         },
         kind: Kind::Requests,
     };
-    let streams = |name, wanted: usize, chunks: u32, interval_ms: u64| {
+    let streams = |name, door: Door, wanted: usize, chunks: u32, interval_ms: u64| {
         let n = wanted.min(max_streams);
         let mut what = format!("{n} concurrent streams × {chunks} chunks every {interval_ms} ms");
+        if door != Door::Chat {
+            what.push_str(&format!(" on `POST {}`", door.path()));
+        }
         if n < wanted {
             what.push_str(&format!(
                 " ({wanted} asked; the open-files limit allows {max_streams} through a proxy)"
@@ -236,6 +239,7 @@ fn scenarios(options: &Options, max_streams: usize) -> Vec<Scenario> {
                 streams: n,
                 chunks,
                 interval_ms,
+                door,
             },
             kind: Kind::Streams,
         }
@@ -245,19 +249,19 @@ fn scenarios(options: &Options, max_streams: usize) -> Vec<Scenario> {
         vec![
             requests("nonstream-c1", 1, 0, "non-streaming"),
             requests("nonstream-c32", 32, 0, "non-streaming"),
-            streams("stream-100", 50, 5, 20),
-            streams("stream-1000", 200, 5, 20),
+            streams("stream-100", Door::Chat, 50, 5, 20),
+            streams("stream-1000", Door::Chat, 200, 5, 20),
             requests("body-1mb", 8, 1 << 20, "1 MiB chat bodies, non-streaming"),
-            streams("idle-10k", 300, 3, 200),
+            streams("idle-10k", Door::Chat, 300, 3, 200),
         ]
     } else {
         vec![
             requests("nonstream-c1", 1, 0, "non-streaming"),
             requests("nonstream-c32", 32, 0, "non-streaming"),
-            streams("stream-100", 100, 20, 50),
-            streams("stream-1000", 1000, 20, 100),
+            streams("stream-100", Door::Chat, 100, 20, 50),
+            streams("stream-1000", Door::Chat, 1000, 20, 100),
             requests("body-1mb", 8, 1 << 20, "1 MiB chat bodies, non-streaming"),
-            streams("idle-10k", 10_000, idle_chunks, 1000),
+            streams("idle-10k", Door::Chat, 10_000, idle_chunks, 1000),
         ]
     };
     match &options.scenarios {
