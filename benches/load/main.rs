@@ -29,8 +29,9 @@ use spec::{Door, Load, LoadResult, LoadSpec};
 const USAGE: &str = "\
 usage: cargo bench --bench load -- [options]
   --quick              a few seconds in all, small counts (CI smoke); no targets judged
-  --scenario NAME[,..] run only these: nonstream-c1 nonstream-c32 stream-100 stream-1000
-                       body-1mb idle-10k
+  --scenario NAME[,..] run only these: nonstream-c1 nonstream-c32 stream-100
+                       stream-responses-100 stream-messages-100 stream-1000 body-1mb
+                       idle-10k
   --duration SECS      measured time of the timed scenarios (default 5; idle-10k holds 2×)
   --targets LIST       any of direct,nginx,orgate,floor-hyper,floor-reqwest (default
                        direct,nginx,orgate; the floors are orgate's stack with none of
@@ -250,6 +251,8 @@ fn scenarios(options: &Options, max_streams: usize) -> Vec<Scenario> {
             requests("nonstream-c1", 1, 0, "non-streaming"),
             requests("nonstream-c32", 32, 0, "non-streaming"),
             streams("stream-100", Door::Chat, 50, 5, 20),
+            streams("stream-responses-100", Door::Responses, 50, 5, 20),
+            streams("stream-messages-100", Door::Messages, 50, 5, 20),
             streams("stream-1000", Door::Chat, 200, 5, 20),
             requests("body-1mb", 8, 1 << 20, "1 MiB chat bodies, non-streaming"),
             streams("idle-10k", Door::Chat, 300, 3, 200),
@@ -259,6 +262,8 @@ fn scenarios(options: &Options, max_streams: usize) -> Vec<Scenario> {
             requests("nonstream-c1", 1, 0, "non-streaming"),
             requests("nonstream-c32", 32, 0, "non-streaming"),
             streams("stream-100", Door::Chat, 100, 20, 50),
+            streams("stream-responses-100", Door::Responses, 100, 20, 50),
+            streams("stream-messages-100", Door::Messages, 100, 20, 50),
             streams("stream-1000", Door::Chat, 1000, 20, 100),
             requests("body-1mb", 8, 1 << 20, "1 MiB chat bodies, non-streaming"),
             streams("idle-10k", Door::Chat, 10_000, idle_chunks, 1000),
@@ -274,10 +279,12 @@ fn scenarios(options: &Options, max_streams: usize) -> Vec<Scenario> {
 }
 
 /// The scenario names `--scenario` accepts.
-const SCENARIOS: [&str; 6] = [
+const SCENARIOS: [&str; 8] = [
     "nonstream-c1",
     "nonstream-c32",
     "stream-100",
+    "stream-responses-100",
+    "stream-messages-100",
     "stream-1000",
     "body-1mb",
     "idle-10k",
