@@ -21,13 +21,9 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::mock::now_us;
+use crate::mock::{now_us, CLAUDE};
 use crate::procs;
-use crate::spec::{histogram, Load, LoadResult, LoadSpec, Summary};
-
-/// The path every target is called on: orgate serves it, nginx passes it on, and it is what
-/// orgate itself calls on the mock.
-const PATH: &str = "/api/v1/chat/completions";
+use crate::spec::{histogram, Door, Load, LoadResult, LoadSpec, Summary};
 
 /// How long a non-streaming request may take before it counts as an error.
 const STUCK: Duration = Duration::from_secs(30);
@@ -51,7 +47,8 @@ pub(crate) fn run(spec: &str) -> ExitCode {
                 duration_ms,
                 body_bytes,
             } => {
-                let request = request_bytes(&spec, &chat_body(body_bytes, false), None);
+                let body = request_body(Door::Chat, body_bytes, false);
+                let request = request_bytes(&spec, Door::Chat, &body, None);
                 requests(
                     spec.addr,
                     request,
@@ -65,12 +62,14 @@ pub(crate) fn run(spec: &str) -> ExitCode {
                 streams: n,
                 chunks,
                 interval_ms,
+                door,
             } => {
-                let request =
-                    request_bytes(&spec, &chat_body(0, true), Some((chunks, interval_ms)));
+                let body = request_body(door, 0, true);
+                let request = request_bytes(&spec, door, &body, Some((chunks, interval_ms)));
                 streams(
                     spec.addr,
                     request,
+                    door,
                     n,
                     chunks,
                     Duration::from_millis(interval_ms),
@@ -86,14 +85,15 @@ pub(crate) fn run(spec: &str) -> ExitCode {
     }
 }
 
-/// A chat request as an OpenAI SDK would send it through OpenRouter, with a client `provider`
-/// object for orgate's policy to merge into. `pad_to` > 0 adds long pasted documents until
-/// the body is about that size.
-fn chat_body(pad_to: usize, stream: bool) -> Vec<u8> {
-    let mut messages = vec![serde_json::json!({
-        "role": "system",
-        "content": "You are a helpful assistant. Answer briefly."
-    })];
+/// The system prompt, where each door keeps it.
+const SYSTEM: &str = "You are a helpful assistant. Answer briefly.";
+
+/// A request to `door` as its SDK would send it through OpenRouter (OpenAI's for chat and
+/// Responses, Anthropic's for Messages), with a client `provider` object for orgate's policy
+/// to merge into and an output cap under orgate's. `pad_to` > 0 adds long pasted documents
+/// until the body is about that size.
+fn request_body(door: Door, pad_to: usize, stream: bool) -> Vec<u8> {
+    let mut messages = Vec::new();
     if pad_to > 0 {
         // Prose with newlines, quotes and some non-ASCII: every byte of it must be scanned as a
         // JSON string, escapes and UTF-8 included.
@@ -110,24 +110,52 @@ fn chat_body(pad_to: usize, stream: bool) -> Vec<u8> {
         "role": "user",
         "content": "Summarise the documents above in one sentence."
     }));
-    let body = serde_json::json!({
-        "model": "openai/gpt-4o-mini",
-        "messages": messages,
-        "max_tokens": 256,
-        "temperature": 0.7,
-        "provider": { "sort": "price", "ignore": ["ProviderY"], "max_price": { "prompt": 10 } },
-        "stream": stream,
-    });
+    // Field by field, in the order an SDK writes them (the map keeps it).
+    let (model, system, prompt, cap) = match door {
+        Door::Chat => {
+            let system = serde_json::json!({ "role": "system", "content": SYSTEM });
+            messages.insert(0, system);
+            ("openai/gpt-4o-mini", None, "messages", "max_tokens")
+        }
+        Door::Responses => (
+            "openai/gpt-4o-mini",
+            Some("instructions"),
+            "input",
+            "max_output_tokens",
+        ),
+        Door::Messages => (CLAUDE, Some("system"), "messages", "max_tokens"),
+    };
+    let mut body = serde_json::Map::new();
+    body.insert("model".into(), model.into());
+    if let Some(field) = system {
+        body.insert(field.into(), SYSTEM.into());
+    }
+    body.insert(prompt.into(), messages.into());
+    body.insert(cap.into(), 256.into());
+    body.insert("temperature".into(), 0.7.into());
+    body.insert(
+        "provider".into(),
+        serde_json::json!({ "sort": "price", "ignore": ["ProviderY"], "max_price": { "prompt": 10 } }),
+    );
+    body.insert("stream".into(), stream.into());
     serde_json::to_vec(&body).unwrap_or_default()
 }
 
 /// The request as bytes on the wire. `mock` = (chunks, interval ms) asks the mock for a stream.
-fn request_bytes(spec: &LoadSpec, body: &[u8], mock: Option<(u32, u64)>) -> Bytes {
+fn request_bytes(spec: &LoadSpec, door: Door, body: &[u8], mock: Option<(u32, u64)>) -> Bytes {
+    let client = match door {
+        Door::Chat | Door::Responses => "User-Agent: OpenAI/Python 1.99.0\r\n",
+        Door::Messages => {
+            "User-Agent: Anthropic/Python 0.69.0\r\nanthropic-version: 2023-06-01\r\n"
+        }
+    };
     let mut head = format!(
-        "POST {PATH} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
-         Content-Type: application/json\r\nUser-Agent: OpenAI/Python 1.99.0\r\n\
+        "POST {} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\n{client}\
          HTTP-Referer: https://bench.example\r\nX-Title: orgate-load\r\n",
-        spec.addr, spec.key
+        door.path(),
+        spec.addr,
+        spec.key
     );
     match mock {
         Some((chunks, interval_ms)) => head.push_str(&format!(
@@ -257,6 +285,7 @@ async fn requests(
 async fn streams(
     addr: SocketAddr,
     request: Bytes,
+    door: Door,
     n: usize,
     chunks: u32,
     interval: Duration,
@@ -294,14 +323,15 @@ async fn streams(
         let at = start + interval * i as u32 / count;
         tasks.spawn(async move {
             tokio::time::sleep_until(at).await;
-            let outcome =
-                tokio::time::timeout(limit, one_stream(&mut conn, &request, &tally, steady_from))
-                    .await;
+            let stream = one_stream(&mut conn, &request, door, &tally, steady_from);
+            let outcome = tokio::time::timeout(limit, stream).await;
             let verdict = match outcome {
                 Err(_) => Err(format!("stream not finished after {limit:?}")),
                 Ok(Err(e)) => Err(e),
                 Ok(Ok(seen)) if seen.error_event => Err("the stream carried an error event".into()),
-                Ok(Ok(seen)) if !seen.done => Err("the stream ended without [DONE]".into()),
+                Ok(Ok(seen)) if !seen.done => {
+                    Err(format!("the stream ended without {}", door.last_event()))
+                }
                 Ok(Ok(seen)) if seen.chunks != chunks => {
                     Err(format!("{} chunks instead of {chunks}", seen.chunks))
                 }
@@ -331,14 +361,48 @@ async fn streams(
 /// What one stream showed.
 #[derive(Default)]
 struct Seen {
+    /// Delta events (chat: chunks).
     chunks: u32,
+    /// The door's last event came.
     done: bool,
     error_event: bool,
+}
+
+/// What a `data:` payload is to the stream's verdict.
+enum Payload {
+    Delta,
+    End,
+    Other,
+}
+
+/// A payload by `door`'s rules, and whether it is an error event. Chat's chunks are all deltas
+/// and `[DONE]` ends them; the other doors' events are typed, the `type` first in the JSON (as
+/// OpenRouter and orgate write them; the proxies pass the bytes on). An error event has an
+/// `error` object (chat, Messages, a failed response) or is of type `error`.
+fn payload(door: Door, data: &[u8]) -> (Payload, bool) {
+    let kind = leading_type(data);
+    let error = kind == Some(&b"error"[..]) || memmem::find(data, b"\"error\":{").is_some();
+    let last = door.last_event().as_bytes();
+    let payload = match (door.delta_event(), kind) {
+        (None, _) if data == last => Payload::End,
+        (None, _) => Payload::Delta,
+        (Some(delta), Some(kind)) if kind == delta.as_bytes() => Payload::Delta,
+        (Some(_), Some(kind)) if kind == last => Payload::End,
+        (Some(_), _) => Payload::Other,
+    };
+    (payload, error)
+}
+
+/// The `type` of an event whose JSON starts with it.
+fn leading_type(data: &[u8]) -> Option<&[u8]> {
+    let rest = data.strip_prefix(b"{\"type\":\"")?;
+    memchr::memchr(b'"', rest).map(|end| &rest[..end])
 }
 
 async fn one_stream(
     conn: &mut Conn,
     request: &[u8],
+    door: Door,
     tally: &Mutex<Tally>,
     steady_from: Instant,
 ) -> Result<Seen, String> {
@@ -350,20 +414,23 @@ async fn one_stream(
         let now = now_us();
         let first_chunk = t0.elapsed();
         let steady = Instant::now() >= steady_from;
-        events.feed(data, |payload| {
-            if payload == b"[DONE]" {
-                seen.done = true;
-                return;
-            }
-            if memmem::find(payload, b"\"error\":{").is_some() {
-                seen.error_event = true;
+        events.feed(data, |data| {
+            let (kind, error) = payload(door, data);
+            seen.error_event |= error;
+            match kind {
+                Payload::Delta => {}
+                Payload::End => {
+                    seen.done = true;
+                    return;
+                }
+                Payload::Other => return,
             }
             let mut t = lock(tally);
             if seen.chunks == 0 {
                 let _ = t.latency.record(first_chunk.as_nanos() as u64);
             }
             seen.chunks += 1;
-            if let Some(stamp) = stamp(payload) {
+            if let Some(stamp) = stamp(data) {
                 // A stamp from the future can only be clock noise; count it as no delay.
                 let delay = now.saturating_sub(stamp).max(1);
                 let _ = t.delay.record(delay);

@@ -24,13 +24,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use report::{Outcome, ScenarioRun};
-use spec::{Load, LoadResult, LoadSpec};
+use spec::{Door, Load, LoadResult, LoadSpec};
 
 const USAGE: &str = "\
 usage: cargo bench --bench load -- [options]
   --quick              a few seconds in all, small counts (CI smoke); no targets judged
-  --scenario NAME[,..] run only these: nonstream-c1 nonstream-c32 stream-100 stream-1000
-                       body-1mb idle-10k
+  --scenario NAME[,..] run only these: nonstream-c1 nonstream-c32 stream-100
+                       stream-responses-100 stream-messages-100 stream-1000 body-1mb
+                       idle-10k
   --duration SECS      measured time of the timed scenarios (default 5; idle-10k holds 2×)
   --targets LIST       any of direct,nginx,orgate,floor-hyper,floor-upstream (default
                        direct,nginx,orgate; the floors are orgate's stack with none of
@@ -222,9 +223,12 @@ fn scenarios(options: &Options, max_streams: usize) -> Vec<Scenario> {
         },
         kind: Kind::Requests,
     };
-    let streams = |name, wanted: usize, chunks: u32, interval_ms: u64| {
+    let streams = |name, door: Door, wanted: usize, chunks: u32, interval_ms: u64| {
         let n = wanted.min(max_streams);
         let mut what = format!("{n} concurrent streams × {chunks} chunks every {interval_ms} ms");
+        if door != Door::Chat {
+            what.push_str(&format!(" on `POST {}`", door.path()));
+        }
         if n < wanted {
             what.push_str(&format!(
                 " ({wanted} asked; the open-files limit allows {max_streams} through a proxy)"
@@ -237,6 +241,7 @@ fn scenarios(options: &Options, max_streams: usize) -> Vec<Scenario> {
                 streams: n,
                 chunks,
                 interval_ms,
+                door,
             },
             kind: Kind::Streams,
         }
@@ -246,19 +251,23 @@ fn scenarios(options: &Options, max_streams: usize) -> Vec<Scenario> {
         vec![
             requests("nonstream-c1", 1, 0, "non-streaming"),
             requests("nonstream-c32", 32, 0, "non-streaming"),
-            streams("stream-100", 50, 5, 20),
-            streams("stream-1000", 200, 5, 20),
+            streams("stream-100", Door::Chat, 50, 5, 20),
+            streams("stream-responses-100", Door::Responses, 50, 5, 20),
+            streams("stream-messages-100", Door::Messages, 50, 5, 20),
+            streams("stream-1000", Door::Chat, 200, 5, 20),
             requests("body-1mb", 8, 1 << 20, "1 MiB chat bodies, non-streaming"),
-            streams("idle-10k", 300, 3, 200),
+            streams("idle-10k", Door::Chat, 300, 3, 200),
         ]
     } else {
         vec![
             requests("nonstream-c1", 1, 0, "non-streaming"),
             requests("nonstream-c32", 32, 0, "non-streaming"),
-            streams("stream-100", 100, 20, 50),
-            streams("stream-1000", 1000, 20, 100),
+            streams("stream-100", Door::Chat, 100, 20, 50),
+            streams("stream-responses-100", Door::Responses, 100, 20, 50),
+            streams("stream-messages-100", Door::Messages, 100, 20, 50),
+            streams("stream-1000", Door::Chat, 1000, 20, 100),
             requests("body-1mb", 8, 1 << 20, "1 MiB chat bodies, non-streaming"),
-            streams("idle-10k", 10_000, idle_chunks, 1000),
+            streams("idle-10k", Door::Chat, 10_000, idle_chunks, 1000),
         ]
     };
     match &options.scenarios {
@@ -271,10 +280,12 @@ fn scenarios(options: &Options, max_streams: usize) -> Vec<Scenario> {
 }
 
 /// The scenario names `--scenario` accepts.
-const SCENARIOS: [&str; 6] = [
+const SCENARIOS: [&str; 8] = [
     "nonstream-c1",
     "nonstream-c32",
     "stream-100",
+    "stream-responses-100",
+    "stream-messages-100",
     "stream-1000",
     "body-1mb",
     "idle-10k",

@@ -27,13 +27,70 @@ pub(crate) enum Load {
         /// Size of the chat body: 0 for a small, typical request.
         body_bytes: usize,
     },
-    /// `streams` concurrent SSE streams, one per connection, each `chunks` chunks
-    /// `interval_ms` apart; stream starts are spread evenly over one interval.
+    /// `streams` concurrent SSE streams through `door`, one per connection, each `chunks`
+    /// deltas `interval_ms` apart; stream starts are spread evenly over one interval.
     Streams {
         streams: usize,
         chunks: u32,
         interval_ms: u64,
+        door: Door,
     },
+}
+
+/// The API a stream is asked for: its path, its request body's shape (the load generator's)
+/// and its events (the mock's), and how it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Door {
+    /// `POST /chat/completions`: `data:` chunks, usage in the last, then `[DONE]`.
+    Chat,
+    /// `POST /responses` (OpenAI's Responses API): typed events, usage in
+    /// `response.completed`.
+    Responses,
+    /// `POST /messages` (Anthropic's Messages API): named events, the output usage in
+    /// `message_delta`, then `message_stop`.
+    Messages,
+}
+
+impl Door {
+    /// The path every target is called on: orgate serves it, nginx and the floors pass it on,
+    /// and it is what orgate itself calls on the mock.
+    pub(crate) fn path(self) -> &'static str {
+        match self {
+            Door::Chat => "/api/v1/chat/completions",
+            Door::Responses => "/api/v1/responses",
+            Door::Messages => "/api/v1/messages",
+        }
+    }
+
+    /// The `data:` payload that ends a stream: `[DONE]`, else the type of the terminal event.
+    pub(crate) fn last_event(self) -> &'static str {
+        match self {
+            Door::Chat => "[DONE]",
+            Door::Responses => "response.completed",
+            Door::Messages => "message_stop",
+        }
+    }
+
+    /// The type of the events that carry the text (chat: `None`, every chunk does).
+    pub(crate) fn delta_event(self) -> Option<&'static str> {
+        match self {
+            Door::Chat => None,
+            Door::Responses => Some("response.output_text.delta"),
+            Door::Messages => Some("content_block_delta"),
+        }
+    }
+
+    /// The door a request reached, by the end of its path (the mock reads no JSON); anything
+    /// else is chat.
+    pub(crate) fn of(path: &str) -> Door {
+        if path.ends_with("/responses") {
+            Door::Responses
+        } else if path.ends_with("/messages") {
+            Door::Messages
+        } else {
+            Door::Chat
+        }
+    }
 }
 
 /// Percentiles of one histogram, in microseconds.
