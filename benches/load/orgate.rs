@@ -113,6 +113,10 @@ fn config(bin: &Path, listen: SocketAddr, upstream_port: u16) -> Result<String, 
 [server]
 listen = "{listen}"
 max_body = "10MiB"
+# The streaming scenarios open every connection before the first request is written; opening
+# 9,950 takes longer than the default 10 s a silent connection is kept. nginx's
+# client_header_timeout is 60 s by default: the same here.
+header_read_timeout = "60s"
 {workers}
 [upstream]
 base_url = "http://127.0.0.1:{upstream_port}/api/v1"
