@@ -87,6 +87,13 @@ impl Limits {
         self.backend.check(key_id)
     }
 
+    /// Reaches the shared store (Redis) once, within `within`: `Err` when it refuses the TLS
+    /// certificate or the credentials (the start stops), `Ok(Some(why))` when it is out of reach
+    /// for now, `Ok(None)` when it answered or the backend is memory.
+    pub async fn probe(&self, within: std::time::Duration) -> Result<Option<String>, String> {
+        self.backend.probe(within).await
+    }
+
     /// Saves what must survive a restart (the memory backend's spend, with `state_dir`).
     pub fn persist(&self) -> std::io::Result<()> {
         self.backend.persist()
