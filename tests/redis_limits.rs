@@ -2,110 +2,18 @@
 //! `redis-server`, started by each test on an ephemeral port. Without `redis-server` the tests
 //! print `SKIPPED:` and pass, except under CI (`CI` set), where they fail.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use crate::common::process::{key_toml, serve_command, ConfigFile, Served};
+use crate::common::redis_server::{RedisOptions, RedisServer};
 use crate::common::*;
 use orgate::config::{Config, LimitsBackend, OnBackendError};
 use tokio::time::Instant;
 
-/// A `redis-server` of this test's own, killed when dropped.
-struct RedisServer {
-    child: Option<std::process::Child>,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl RedisServer {
-    /// `None` (after a loud `SKIPPED:` line) when `redis-server` is not installed; under CI
-    /// that is a failure instead.
-    async fn start(test: &str) -> Option<Self> {
-        if !tool_present(
-            std::process::Command::new("redis-server").arg("--version"),
-            &format!("{test}: redis-server (apt-get install redis-server)"),
-        ) {
-            return None;
-        }
-        let mut server = Self {
-            child: None,
-            port: unused_port(),
-            dir: tempfile::tempdir().unwrap(),
-        };
-        server.restart().await;
-        Some(server)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts it (again) on its port, empty, and waits until it answers PING (10 s at most).
-    async fn restart(&mut self) {
-        assert!(self.child.is_none(), "already running");
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
-        self.child = Some(child);
-        let client = redis::Client::open(self.url()).unwrap();
-        eventually_within(
-            Duration::from_secs(10),
-            "redis-server to answer PING",
-            async || {
-                if let Ok(Ok(mut connection)) = tokio::time::timeout(
-                    Duration::from_secs(1),
-                    client.get_multiplexed_async_connection(),
-                )
-                .await
-                {
-                    let pong: redis::RedisResult<String> =
-                        redis::cmd("PING").query_async(&mut connection).await;
-                    if pong.is_ok_and(|p| p == "PONG") {
-                        return true;
-                    }
-                }
-                if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
-                    panic!("redis-server exited: {status}");
-                }
-                false
-            },
-        )
-        .await;
-    }
-
-    /// Kills it (`SIGKILL`): every connection drops, every key is gone.
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    async fn connection(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 /// A `redis-server` of the test's own, the mock, and a config that shares the limits through
 /// that Redis (leases of 1 s); `None` when `redis-server` is missing (see [`RedisServer::start`]).
 async fn shared_limits(test: &str) -> Option<(RedisServer, MockOpenRouter, Config)> {
-    let redis = RedisServer::start(test).await?;
+    let redis = RedisServer::start(test, RedisOptions::default()).await?;
     let mock = MockOpenRouter::start().await;
     let mut config = config_for(&mock);
     config.limits.backend = LimitsBackend::Redis;
@@ -240,7 +148,8 @@ async fn concurrency_holds_across_replicas_and_slots_come_back() {
 
 #[tokio::test]
 async fn a_killed_replicas_leases_expire_after_lease_ttl() {
-    let Some(redis) = RedisServer::start("a_killed_replicas_leases").await else {
+    let Some(redis) = RedisServer::start("a_killed_replicas_leases", RedisOptions::default()).await
+    else {
         return;
     };
     let mock = MockOpenRouter::start().await;
@@ -529,7 +438,8 @@ async fn a_slow_redis_is_not_waited_for_and_leaves_no_lease_behind() {
 
 #[tokio::test]
 async fn the_scripts_calendar_matches_utc() {
-    let Some(redis) = RedisServer::start("the_scripts_calendar").await else {
+    let Some(redis) = RedisServer::start("the_scripts_calendar", RedisOptions::default()).await
+    else {
         return;
     };
     let script = redis::Script::new(crate::common::internals::REDIS_SCRIPT);

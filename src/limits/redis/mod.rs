@@ -11,7 +11,8 @@
 //!
 //! # When Redis cannot be asked
 //! A check that fails (timeout, no connection, an error reply, an answer it cannot read) is
-//! decided by `limits.on_backend_error`: `allow` admits without limits (no slot, no charge),
+//! decided by `limits.on_backend_error`: `allow` admits without limits (no slot; its usage is
+//! still charged, through the journal),
 //! `deny` refuses with 503 and `Retry-After: 1`, `default` denies keys with a spend budget and
 //! allows the rest; each counted in `orgate_limits_backend_fallbacks_total{decision}`.
 //! What responses used meanwhile is not lost: it waits in the journal (`ledger`).
@@ -218,7 +219,11 @@ impl RedisBackend {
             Err(Refusal::backend_unavailable())
         } else {
             self.connection.metrics().limits_backend_fallback("allow");
-            Ok(unlimited_admission())
+            // Unchecked, but what it uses is still charged: the journal keeps it for Redis.
+            Ok(Admission {
+                account: entry.account.clone(),
+                ..unlimited_admission()
+            })
         }
     }
 
