@@ -146,6 +146,13 @@ fn overhead_seconds() -> Histogram {
     ])
 }
 
+/// Round trips to the limits store: tens of microseconds (a local Redis) to its timeout.
+fn store_seconds() -> Histogram {
+    Histogram::new([
+        0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    ])
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -171,7 +178,7 @@ impl Metrics {
         let limits_backend_errors = Family::default();
         let limits_backend_fallbacks = Family::default();
         let limits_backend_up = Gauge::default();
-        let limits_backend_round_trip = overhead_seconds();
+        let limits_backend_round_trip = store_seconds();
         let limits_journal_entries = Gauge::default();
         let limits_journal_replayed = Counter::default();
         let limits_journal_dropped = Counter::default();

@@ -48,6 +48,9 @@ pub fn connection_builder(server: &ServerConfig) -> auto::Builder<TokioExecutor>
 /// How long the start (and `orgate check`) waits for the shared limits store's first answer.
 pub(crate) const STORE_PROBE_WITHIN: Duration = Duration::from_secs(3);
 
+/// How long a shutdown waits for the shared limits store to take the last charges.
+const STORE_DRAIN_WITHIN: Duration = Duration::from_secs(1);
+
 /// A reloaded config, or every problem that stopped it from loading.
 pub type ReloadRequest = Result<Config, crate::config::Problems>;
 
@@ -173,6 +176,14 @@ pub async fn serve_with_reloads(
     tokio::select! {
         () = connections.shutdown() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(grace) => tracing::warn!("shutdown grace elapsed; closing the remaining connections"),
+    }
+    // The last responses' charges, while Redis may still take them; what it does not stays in
+    // the journal (saved below with state_dir).
+    if !state.snapshot().limits.drain(STORE_DRAIN_WITHIN).await {
+        tracing::warn!(
+            "the limits backend (redis) did not take every charge before shutdown: \
+             kept in limits.state_dir if set, else lost"
+        );
     }
     if let Some(task) = persisting {
         task.abort();

@@ -36,6 +36,12 @@ pub(crate) trait LimitBackend: Send + Sync + fmt::Debug {
         Ok(())
     }
 
+    /// Hands the shared store what it has not taken yet, within `within` (at shutdown):
+    /// whether nothing is left behind.
+    fn drain(&self, _within: Duration) -> BoxFuture<'_, bool> {
+        Box::pin(std::future::ready(true))
+    }
+
     /// Reaches the shared store once, within `within`: `Err` for what stops a start (a
     /// certificate or credentials refused), `Ok(Some(why))` when it is merely out of reach,
     /// `Ok(None)` when it answered or there is none.

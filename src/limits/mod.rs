@@ -94,6 +94,12 @@ impl Limits {
         self.backend.probe(within).await
     }
 
+    /// Hands the shared store (Redis) the charges it has not taken yet, within `within`: the
+    /// last responses of a shutdown. Whether nothing is left behind.
+    pub async fn drain(&self, within: std::time::Duration) -> bool {
+        self.backend.drain(within).await
+    }
+
     /// Saves what must survive a restart (the memory backend's spend, with `state_dir`).
     pub fn persist(&self) -> std::io::Result<()> {
         self.backend.persist()

@@ -3,10 +3,12 @@
 //!
 //! Every charge is journalled first and applied by one task, one batch (one atomic script call)
 //! at a time, so a charge Redis cannot take now is kept, not lost: while Redis is away the
-//! task retries every [`RETRY`] (or at the next charge) and the journal grows, within its bound;
-//! when Redis answers again the journal drains. With `state_dir`, the journal is written to
-//! `redis-journal.json` after each failed attempt and every few seconds (`persist`), so a
-//! restart during an outage keeps it too; it is loaded at start and drained like any other.
+//! task retries every [`RETRY`] (sooner when charges come, at most one attempt per [`SAVE_GAP`])
+//! and the journal grows, within its bound; when Redis answers again the journal drains. With
+//! `state_dir`, the journal is written to `redis-journal.json` after each failed attempt, every
+//! few seconds and at shutdown (`persist`), so a restart during an outage keeps it too (a crash
+//! loses at most the last [`SAVE_GAP`]'s charges); it is loaded at start and drained like any
+//! other. One file per replica: replicas must not share a `state_dir`.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +27,9 @@ use crate::metrics::Metrics;
 const FILE_NAME: &str = "redis-journal.json";
 /// How soon a failed batch is tried again when no new charge comes first.
 const RETRY: Duration = Duration::from_millis(500);
+/// While Redis is away, the least time between two attempts (each followed by a save with
+/// `state_dir`): a crash loses at most the charges of this long.
+const SAVE_GAP: Duration = Duration::from_millis(100);
 /// How long Redis remembers the last batch a writer applied: far longer than any retry of a
 /// running process (a saved batch keeps the writer of the process that formed it).
 const MARK_TTL: Duration = Duration::from_secs(7 * 86_400);
@@ -176,6 +181,21 @@ impl Ledger {
         }
     }
 
+    /// Sends what is journalled until it is all in Redis, Redis fails, or `within` passes:
+    /// the last charges of a shutdown. Whether nothing is left.
+    pub(super) async fn drain(&self, within: Duration) -> bool {
+        let drained = async {
+            loop {
+                match self.flush().await {
+                    Some(true) => {}
+                    Some(false) => return false,
+                    None => return true,
+                }
+            }
+        };
+        tokio::time::timeout(within, drained).await.unwrap_or(false)
+    }
+
     fn applied(&self, batch: &Batch) {
         let (entries, held) = {
             let mut journal = self.journal();
@@ -222,10 +242,17 @@ async fn run(ledger: Weak<Ledger>, wake: Arc<Notify>) {
             match ledger.flush().await {
                 Some(true) => continue,
                 Some(false) => {
-                    if let Err(e) = ledger.persist() {
-                        tracing::error!(error = %e, "cannot save the limits journal");
+                    // Off the runtime's threads: the write ends with an fsync.
+                    let saving = Arc::clone(&ledger);
+                    match tokio::task::spawn_blocking(move || saving.persist()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::error!(error = %e, "cannot save the limits journal"),
+                        Err(e) => tracing::error!(error = %e, "the limits journal's save failed"),
                     }
-                    RETRY
+                    // At most one attempt (and one save) per SAVE_GAP while Redis is away,
+                    // however fast charges come.
+                    tokio::time::sleep(SAVE_GAP).await;
+                    RETRY - SAVE_GAP
                 }
                 // Idle: the ledger may be dropped meanwhile; look again now and then.
                 None => Duration::from_secs(5),

@@ -393,6 +393,10 @@ impl LimitBackend for RedisBackend {
         self.ledger.persist()
     }
 
+    fn drain(&self, within: Duration) -> futures_util::future::BoxFuture<'_, bool> {
+        Box::pin(self.ledger.drain(within))
+    }
+
     fn probe(&self, within: Duration) -> ProbeFuture<'_> {
         Box::pin(async move {
             match self.connection.probe(within).await {
