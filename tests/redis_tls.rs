@@ -226,20 +226,21 @@ async fn a_wrong_ca_or_password_is_refused_at_start_and_in_check() {
     assert!(!stderr.contains("not-the-password") && !stdout.contains("not-the-password"));
 }
 
+/// A TLS Redis that keeps what it was told through a `SIGKILL`, and the mock.
+async fn persistent_tls(test: &str) -> Option<(RedisServer, MockOpenRouter)> {
+    let options = RedisOptions {
+        persistent: true,
+        ..TLS
+    };
+    let redis = RedisServer::start(test, options).await?;
+    Some((redis, MockOpenRouter::start().await))
+}
+
 #[tokio::test]
 async fn nothing_charged_is_lost_while_redis_is_away() {
-    let Some(mut redis) = RedisServer::start(
-        "nothing_charged_is_lost",
-        RedisOptions {
-            persistent: true,
-            ..TLS
-        },
-    )
-    .await
-    else {
+    let Some((mut redis, mock)) = persistent_tls("nothing_charged_is_lost").await else {
         return;
     };
-    let mock = MockOpenRouter::start().await;
     let mut config = over_tls(&redis, &mock);
     config.limits.on_backend_error = OnBackendError::Allow;
     config.auth.keys[0].usd_per_day = Some(100.0);
@@ -292,18 +293,9 @@ async fn nothing_charged_is_lost_while_redis_is_away() {
 
 #[tokio::test]
 async fn nothing_charged_is_lost_across_a_gateway_restart_during_the_outage() {
-    let Some(mut redis) = RedisServer::start(
-        "across_a_gateway_restart",
-        RedisOptions {
-            persistent: true,
-            ..TLS
-        },
-    )
-    .await
-    else {
+    let Some((mut redis, mock)) = persistent_tls("across_a_gateway_restart").await else {
         return;
     };
-    let mock = MockOpenRouter::start().await;
     let state = tempfile::tempdir().unwrap();
     let config = tls_config_file(
         &mock,

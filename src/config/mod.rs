@@ -197,8 +197,8 @@ pub struct LimitsConfig {
     pub redis_url: String,
     /// The variable holding the Redis URL when it carries credentials (or `NAME_FILE`).
     pub redis_url_env: String,
-    /// PEM certificates trusted for a `rediss://` server instead of the system roots (`""`:
-    /// the system roots).
+    /// PEM certificates trusted for a `rediss://` server besides the system roots (a private
+    /// CA).
     pub redis_ca_file: String,
     /// Where state survives restarts (`""` = not kept): the memory backend's spend counters,
     /// the Redis backend's journal of charges Redis could not take yet.

@@ -41,20 +41,41 @@ pub(crate) fn read_ca_file(path: &str) -> Result<Vec<u8>, String> {
     Ok(pem)
 }
 
-/// The client for `url`, trusting `ca_pem` instead of the system roots when given (TLS only).
+/// The client for `url`, trusting `ca_pem` besides the system roots when given (TLS only).
 /// The error never repeats the URL.
 pub(crate) fn redis_client(url: &str, ca_pem: Option<Vec<u8>>) -> Result<redis::Client, String> {
     let client = match ca_pem {
-        Some(pem) if is_tls_url(url) => redis::Client::build_with_tls(
-            url,
-            redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(pem),
-            },
-        ),
+        Some(mut pem) if is_tls_url(url) => {
+            // The crate trusts the certificates it is given *instead of* the system roots.
+            pem.extend(system_roots_pem());
+            redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                },
+            )
+        }
         _ => redis::Client::open(url),
     };
     client.map_err(|e| e.detail().unwrap_or("invalid").to_owned())
+}
+
+/// The system's trusted roots (what the crate trusts without a CA file), as PEM; the ones that
+/// cannot be read are left out, as the crate leaves them out.
+fn system_roots_pem() -> Vec<u8> {
+    use base64::Engine as _;
+    let mut pem = Vec::new();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(cert.as_ref());
+        pem.extend_from_slice(b"-----BEGIN CERTIFICATE-----\n");
+        for line in encoded.as_bytes().chunks(64) {
+            pem.extend_from_slice(line);
+            pem.push(b'\n');
+        }
+        pem.extend_from_slice(b"-----END CERTIFICATE-----\n");
+    }
+    pem
 }
 
 #[cfg(test)]
@@ -84,5 +105,11 @@ mod tests {
         std::fs::write(path, ca.cert.pem()).unwrap();
         let pem = read_ca_file(path).unwrap();
         assert!(redis_client("rediss://:pw@redis:6380", Some(pem)).is_ok());
+        // The system roots, written back, read as the CA file is.
+        let roots = system_roots_pem();
+        let read = CertificateDer::pem_slice_iter(&roots)
+            .filter(Result::is_ok)
+            .count();
+        assert_eq!(read, rustls_native_certs::load_native_certs().certs.len());
     }
 }

@@ -327,9 +327,12 @@ impl Connection {
                 .is_some_and(|io| io.kind() == std::io::ErrorKind::InvalidData);
         if handshake {
             let trusted = if self.ca_file.is_empty() {
-                "the system roots (set limits.redis_ca_file to trust another CA)".to_owned()
+                "the system roots (set limits.redis_ca_file to trust a private CA)".to_owned()
             } else {
-                format!("limits.redis_ca_file ({})", self.ca_file)
+                format!(
+                    "the system roots and limits.redis_ca_file ({})",
+                    self.ca_file
+                )
             };
             return Err(ProbeError::Refused(format!(
                 "limits.redis_url: TLS certificate verification failed: {error}; the server's \
