@@ -211,15 +211,14 @@ fn probe_store(config: &crate::config::Config) -> Result<(), String> {
     if config.limits.backend != crate::config::LimitsBackend::Redis {
         return Ok(());
     }
-    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    let answer = runtime.block_on(async {
-        let limits = crate::limits::Limits::build(config, &metrics)?;
-        limits.probe(crate::server::STORE_PROBE_WITHIN).await
-    });
+    let answer = runtime.block_on(crate::limits::Limits::probe_config(
+        config,
+        crate::server::STORE_PROBE_WITHIN,
+    ));
     match answer {
         Ok(None) => println!("# limits backend (redis): answers"),
         Ok(Some(why)) => {

@@ -491,3 +491,70 @@ async fn a_reload_keeps_the_connection_and_the_shared_state() {
     .await;
     assert_eq!(chat(&gw, ALICE_KEY).await.status(), 429);
 }
+
+#[tokio::test]
+async fn a_journal_batch_is_applied_once_and_a_malformed_one_not_at_all() {
+    let Some(redis) =
+        RedisServer::start("a_journal_batch_is_applied_once", RedisOptions::default()).await
+    else {
+        return;
+    };
+    let script = redis::Script::new(crate::common::internals::REDIS_SCRIPT);
+    let mut connection = redis.connection().await;
+    // Now: counters of a period long over expire at once.
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let periods: Vec<u64> = script
+        .arg("periods")
+        .arg(at)
+        .invoke_async(&mut connection)
+        .await
+        .unwrap();
+    let day_key = format!("orgate:{{alice}}:spend:day:{}", periods[0]);
+    let month_key = format!("orgate:{{alice}}:spend:month:{}", periods[2]);
+    let replay = |seq: u64, kind: &str| {
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key("orgate:journal:w1")
+            .key("orgate:{alice}:spend")
+            .arg("replay")
+            .arg(seq)
+            .arg(60_000)
+            .arg(kind)
+            .arg(250)
+            .arg(0)
+            .arg(at);
+        invocation
+    };
+    let spent = async |connection: &mut redis::aio::MultiplexedConnection| -> (u64, u64) {
+        redis::cmd("MGET")
+            .arg(&day_key)
+            .arg(&month_key)
+            .query_async::<(Option<u64>, Option<u64>)>(connection)
+            .await
+            .map(|(d, m)| (d.unwrap_or(0), m.unwrap_or(0)))
+            .unwrap()
+    };
+    let applied: i64 = replay(1, "d").invoke_async(&mut connection).await.unwrap();
+    assert_eq!(applied, 1);
+    // Sent again (its reply lost), or an older batch: nothing changes.
+    for seq in [1, 0] {
+        let applied: i64 = replay(seq, "d")
+            .invoke_async(&mut connection)
+            .await
+            .unwrap();
+        assert_eq!(applied, 0, "seq {seq}");
+    }
+    assert_eq!(spent(&mut connection).await, (250, 250));
+    let applied: i64 = replay(2, "d").invoke_async(&mut connection).await.unwrap();
+    assert_eq!(applied, 1);
+    assert_eq!(spent(&mut connection).await, (500, 500));
+    // A malformed entry: refused before anything is written, the mark included.
+    let refused: redis::RedisResult<i64> = replay(3, "x").invoke_async(&mut connection).await;
+    assert!(refused.is_err());
+    assert_eq!(spent(&mut connection).await, (500, 500));
+    let applied: i64 = replay(3, "d").invoke_async(&mut connection).await.unwrap();
+    assert_eq!(applied, 1, "the refused batch's number was not taken");
+}

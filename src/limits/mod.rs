@@ -94,6 +94,18 @@ impl Limits {
         self.backend.probe(within).await
     }
 
+    /// `orgate check`: reaches the shared store `config` names once, as [`Limits::probe`] does,
+    /// without building the limits (a replica's journal is neither loaded nor applied).
+    pub async fn probe_config(
+        config: &Config,
+        within: std::time::Duration,
+    ) -> Result<Option<String>, String> {
+        match config.limits.backend {
+            LimitsBackend::Memory => Ok(None),
+            LimitsBackend::Redis => redis::probe(config, within).await,
+        }
+    }
+
     /// Hands the shared store (Redis) the charges it has not taken yet, within `within`: the
     /// last responses of a shutdown. Whether nothing is left behind.
     pub async fn drain(&self, within: std::time::Duration) -> bool {

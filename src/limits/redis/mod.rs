@@ -398,13 +398,23 @@ impl LimitBackend for RedisBackend {
     }
 
     fn probe(&self, within: Duration) -> ProbeFuture<'_> {
-        Box::pin(async move {
-            match self.connection.probe(within).await {
-                Ok(()) => Ok(None),
-                Err(ProbeError::Refused(why)) => Err(why),
-                Err(ProbeError::Unreachable(why)) => Ok(Some(why)),
-            }
-        })
+        Box::pin(async move { probe_answer(self.connection.probe(within).await) })
+    }
+}
+
+/// What `orgate check` asks: one connection with `config`'s settings, apart from any backend
+/// (no journal is loaded, none applied: a running replica may own it). As
+/// [`LimitBackend::probe`] answers.
+pub(super) async fn probe(config: &Config, within: Duration) -> Result<Option<String>, String> {
+    let connection = RedisBackend::connection(config, &Arc::new(Metrics::new()))?;
+    probe_answer(connection.probe(within).await)
+}
+
+fn probe_answer(probed: Result<(), ProbeError>) -> Result<Option<String>, String> {
+    match probed {
+        Ok(()) => Ok(None),
+        Err(ProbeError::Refused(why)) => Err(why),
+        Err(ProbeError::Unreachable(why)) => Ok(Some(why)),
     }
 }
 

@@ -268,7 +268,9 @@ local function replay()
     local amount, tpm, at = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
     if kind == 'm' then
       if amount > 0 and tpm > 0 then
-        local full_at = math.max(number_at(key), at * SECOND) + math.ceil(amount * MINUTE / tpm)
+        -- Never later than now: a replica's clock ahead of the server's charges no longer.
+        local full_at = math.max(number_at(key), math.min(at * SECOND, now))
+          + math.ceil(amount * MINUTE / tpm)
         if full_at > now then
           redis.call('SET', key, int(full_at), 'PX', math.ceil((full_at - now) / 1000) + 1000)
         end
