@@ -309,7 +309,10 @@ impl Connection {
                 .query_async::<String>(&mut connection)
                 .await
         };
-        let error = match tokio::time::timeout(within, ping).await {
+        let answered = tokio::time::timeout(within, ping).await;
+        self.metrics
+            .limits_backend_up(matches!(answered, Ok(Ok(_))));
+        let error = match answered {
             Ok(Ok(_)) => return Ok(()),
             Ok(Err(e)) => e,
             Err(_) => {
