@@ -180,7 +180,12 @@ fn check(path: Option<PathBuf>, env: &Env) -> ExitCode {
                 };
                 println!("# upstream key ${var}: {state}");
             }
+            let store = probe_store(&config);
             print!("{}", config.to_toml());
+            if let Err(why) = store {
+                eprintln!("orgate check: serve would refuse to start: {why}");
+                return ExitCode::FAILURE;
+            }
             if unset.is_empty() {
                 return ExitCode::SUCCESS;
             }
@@ -197,6 +202,34 @@ fn check(path: Option<PathBuf>, env: &Env) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// With `limits.backend = "redis"`: connects once, as `serve` does at start, and says how it
+/// went (as a comment line). `Err` for what `serve` refuses: a TLS certificate or credentials
+/// Redis does not accept. Redis being down is reported, not a failure.
+fn probe_store(config: &crate::config::Config) -> Result<(), String> {
+    if config.limits.backend != crate::config::LimitsBackend::Redis {
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let answer = runtime.block_on(crate::limits::Limits::probe_config(
+        config,
+        crate::server::STORE_PROBE_WITHIN,
+    ));
+    match answer {
+        Ok(None) => println!("# limits backend (redis): answers"),
+        Ok(Some(why)) => {
+            println!("# limits backend (redis): NOT REACHABLE now ({why}); serve starts anyway")
+        }
+        Err(why) => {
+            println!("# limits backend (redis): REFUSED");
+            return Err(why);
+        }
+    }
+    Ok(())
 }
 
 fn explain(

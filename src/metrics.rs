@@ -118,6 +118,12 @@ pub struct Metrics {
     reloads: Family<KindLabel, Counter>,
     limits_backend_errors: Family<KindLabel, Counter>,
     limits_backend_fallbacks: Family<DecisionLabel, Counter>,
+    /// 1 while the limits backend (Redis) answers, 0 after a timeout or a lost connection.
+    limits_backend_up: Gauge,
+    limits_backend_round_trip: Histogram,
+    limits_journal_entries: Gauge,
+    limits_journal_replayed: Counter,
+    limits_journal_dropped: Counter,
     /// Model ids worth a label of their own: from config and the upstream's model list.
     known_models: ArcSwap<HashSet<Arc<str>>>,
     /// The label of every model not in `known_models`, allocated once.
@@ -137,6 +143,13 @@ fn request_seconds() -> Histogram {
 fn overhead_seconds() -> Histogram {
     Histogram::new([
         0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+    ])
+}
+
+/// Round trips to the limits store: tens of microseconds (a local Redis) to its timeout.
+fn store_seconds() -> Histogram {
+    Histogram::new([
+        0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
     ])
 }
 
@@ -164,6 +177,11 @@ impl Metrics {
         let reloads = Family::default();
         let limits_backend_errors = Family::default();
         let limits_backend_fallbacks = Family::default();
+        let limits_backend_up = Gauge::default();
+        let limits_backend_round_trip = store_seconds();
+        let limits_journal_entries = Gauge::default();
+        let limits_journal_replayed = Counter::default();
+        let limits_journal_dropped = Counter::default();
         registry.register(
             "requests",
             "Requests answered, by key, route, model and status",
@@ -239,6 +257,31 @@ impl Metrics {
             "Requests decided by limits.on_backend_error because the limits backend was unavailable, by decision: allow, deny",
             limits_backend_fallbacks.clone(),
         );
+        registry.register(
+            "limits_backend_up",
+            "1 while the shared limits backend (Redis) answers, 0 while it is unreachable",
+            limits_backend_up.clone(),
+        );
+        registry.register(
+            "limits_backend_round_trip_seconds",
+            "Time of each successful call to the shared limits backend (Redis)",
+            limits_backend_round_trip.clone(),
+        );
+        registry.register(
+            "limits_journal_entries",
+            "Charges (key, window entries) waiting in this replica's journal for Redis",
+            limits_journal_entries.clone(),
+        );
+        registry.register(
+            "limits_journal_replayed",
+            "Journal entries applied to Redis after waiting for it",
+            limits_journal_replayed.clone(),
+        );
+        registry.register(
+            "limits_journal_dropped",
+            "Charges dropped because the journal was at its bound while Redis was away",
+            limits_journal_dropped.clone(),
+        );
         Self {
             registry,
             requests,
@@ -256,6 +299,11 @@ impl Metrics {
             reloads,
             limits_backend_errors,
             limits_backend_fallbacks,
+            limits_backend_up,
+            limits_backend_round_trip,
+            limits_journal_entries,
+            limits_journal_replayed,
+            limits_journal_dropped,
             known_models: ArcSwap::from_pointee(HashSet::new()),
             other_model: Arc::from(OTHER_MODEL),
         }
@@ -415,6 +463,28 @@ impl Metrics {
         self.limits_backend_fallbacks
             .get_or_create(&DecisionLabel { decision })
             .inc();
+    }
+
+    pub(crate) fn limits_backend_up(&self, up: bool) {
+        self.limits_backend_up.set(i64::from(up));
+    }
+
+    pub(crate) fn limits_backend_round_trip(&self, took: std::time::Duration) {
+        self.limits_backend_round_trip.observe(took.as_secs_f64());
+    }
+
+    pub(crate) fn limits_journal_entries(&self, entries: usize) {
+        self.limits_journal_entries
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
+    }
+
+    pub(crate) fn limits_journal_replayed(&self, entries: usize) {
+        self.limits_journal_replayed
+            .inc_by(u64::try_from(entries).unwrap_or(u64::MAX));
+    }
+
+    pub(crate) fn limits_journal_dropped(&self, charges: u64) {
+        self.limits_journal_dropped.inc_by(charges);
     }
 
     /// `outcome`: applied or refused.

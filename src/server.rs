@@ -45,6 +45,12 @@ pub fn connection_builder(server: &ServerConfig) -> auto::Builder<TokioExecutor>
     http
 }
 
+/// How long the start (and `orgate check`) waits for the shared limits store's first answer.
+pub(crate) const STORE_PROBE_WITHIN: Duration = Duration::from_secs(3);
+
+/// How long a shutdown waits for the shared limits store to take the last charges.
+const STORE_DRAIN_WITHIN: Duration = Duration::from_secs(1);
+
 /// A reloaded config, or every problem that stopped it from loading.
 pub type ReloadRequest = Result<Config, crate::config::Problems>;
 
@@ -77,6 +83,17 @@ pub async fn serve_with_reloads(
 ) -> Result<(), StartupError> {
     let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
     let snapshot = Snapshot::build(config, &metrics)?;
+    // A certificate or password the shared store refuses is a mistake to fix now; a store that
+    // is merely down is met by `on_backend_error` until it answers.
+    match snapshot.limits.probe(STORE_PROBE_WITHIN).await {
+        Ok(None) => {}
+        Ok(Some(why)) => tracing::warn!(
+            problem = %why,
+            "the limits backend (redis) is not reachable at start: requests are decided by \
+             limits.on_backend_error until it answers"
+        ),
+        Err(why) => return Err(StartupError::Config(why)),
+    }
     let grace = snapshot.config.server.shutdown_grace.get();
     let http = connection_builder(&snapshot.config.server);
     let first_byte_within = snapshot.config.server.header_read_timeout.get();
@@ -159,6 +176,14 @@ pub async fn serve_with_reloads(
     tokio::select! {
         () = connections.shutdown() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(grace) => tracing::warn!("shutdown grace elapsed; closing the remaining connections"),
+    }
+    // The last responses' charges, while Redis may still take them; what it does not stays in
+    // the journal (saved below with state_dir).
+    if !state.snapshot().limits.drain(STORE_DRAIN_WITHIN).await {
+        tracing::warn!(
+            "the limits backend (redis) did not take every charge before shutdown: \
+             kept in limits.state_dir if set, else lost"
+        );
     }
     if let Some(task) = persisting {
         task.abort();

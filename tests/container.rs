@@ -40,16 +40,54 @@ fn the_compose_file_validates() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let compose = format!("{ROOT}/docker-compose.yml");
-    // As is, and with the multi-replica profile (two replicas, Redis, nginx).
-    for profile in [&[][..], &["--profile", "replicas"][..]] {
+    // As is, with the multi-replica profile (two replicas, Redis, nginx), and the replicas
+    // over a TLS Redis.
+    for (file, profile) in [
+        ("docker-compose.yml", &[][..]),
+        ("docker-compose.yml", &["--profile", "replicas"][..]),
+        ("docker-compose.replicas-tls.yml", &[][..]),
+    ] {
         let (valid, printed) = run(Command::new("docker-compose")
-            .args(["-f", &compose])
+            .args(["-f", &format!("{ROOT}/{file}")])
             .args(profile)
             .args(["config", "-q"])
             .current_dir(dir.path()));
-        assert!(valid, "{profile:?}: {printed}");
+        assert!(valid, "{file} {profile:?}: {printed}");
     }
+}
+
+/// The TLS replicas' config (docker-compose.replicas-tls.yml) is valid once its CA file is
+/// there, reads the URL and its password from a secret, and keeps a journal per replica; the
+/// compose file runs Redis TLS-only with a password and gives each replica its own state.
+#[test]
+fn the_tls_replicas_set_up_shares_limits_through_a_tls_redis() {
+    let text =
+        std::fs::read_to_string(format!("{ROOT}/config/orgate.replicas-tls.example.toml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    let certified = rcgen::generate_simple_self_signed(vec!["redis".to_owned()]).unwrap();
+    std::fs::write(&ca, certified.cert.pem()).unwrap();
+    let text = text.replace("/etc/orgate-redis-tls/ca.pem", ca.to_str().unwrap());
+    let (config, mut problems) = orgate::config::parse_toml(&text);
+    problems.extend(orgate::config::validate(&config));
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(config.limits.backend, orgate::config::LimitsBackend::Redis);
+    assert_eq!(config.limits.redis_url_env, "REDIS_URL");
+    assert_eq!(config.limits.state_dir, "/var/lib/orgate");
+
+    assert_mentions(
+        "docker-compose.replicas-tls.yml",
+        &[
+            "ORGATE_CONFIG: /etc/orgate/orgate.replicas-tls.toml",
+            "REDIS_URL_FILE: /run/secrets/redis_url",
+            "--port 0 --tls-port 6380",
+            "--requirepass",
+            "redis-tls:/etc/orgate-redis-tls:ro",
+            "orgate-a-state:/var/lib/orgate",
+            "orgate-b-state:/var/lib/orgate",
+            "./config/nginx-lb.conf:/etc/nginx/conf.d/default.conf:ro",
+        ],
+    );
 }
 
 /// The replicas' config (docker-compose.yml's "replicas" profile) is a valid config that

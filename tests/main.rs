@@ -18,6 +18,7 @@ mod metrics;
 mod openai_client;
 mod policy;
 mod redis_limits;
+mod redis_tls;
 mod reload;
 mod routes;
 mod sdk_python;

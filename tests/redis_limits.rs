@@ -2,110 +2,18 @@
 //! `redis-server`, started by each test on an ephemeral port. Without `redis-server` the tests
 //! print `SKIPPED:` and pass, except under CI (`CI` set), where they fail.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use crate::common::process::{key_toml, serve_command, ConfigFile, Served};
+use crate::common::redis_server::{RedisOptions, RedisServer};
 use crate::common::*;
 use orgate::config::{Config, LimitsBackend, OnBackendError};
 use tokio::time::Instant;
 
-/// A `redis-server` of this test's own, killed when dropped.
-struct RedisServer {
-    child: Option<std::process::Child>,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl RedisServer {
-    /// `None` (after a loud `SKIPPED:` line) when `redis-server` is not installed; under CI
-    /// that is a failure instead.
-    async fn start(test: &str) -> Option<Self> {
-        if !tool_present(
-            std::process::Command::new("redis-server").arg("--version"),
-            &format!("{test}: redis-server (apt-get install redis-server)"),
-        ) {
-            return None;
-        }
-        let mut server = Self {
-            child: None,
-            port: unused_port(),
-            dir: tempfile::tempdir().unwrap(),
-        };
-        server.restart().await;
-        Some(server)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts it (again) on its port, empty, and waits until it answers PING (10 s at most).
-    async fn restart(&mut self) {
-        assert!(self.child.is_none(), "already running");
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
-        self.child = Some(child);
-        let client = redis::Client::open(self.url()).unwrap();
-        eventually_within(
-            Duration::from_secs(10),
-            "redis-server to answer PING",
-            async || {
-                if let Ok(Ok(mut connection)) = tokio::time::timeout(
-                    Duration::from_secs(1),
-                    client.get_multiplexed_async_connection(),
-                )
-                .await
-                {
-                    let pong: redis::RedisResult<String> =
-                        redis::cmd("PING").query_async(&mut connection).await;
-                    if pong.is_ok_and(|p| p == "PONG") {
-                        return true;
-                    }
-                }
-                if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
-                    panic!("redis-server exited: {status}");
-                }
-                false
-            },
-        )
-        .await;
-    }
-
-    /// Kills it (`SIGKILL`): every connection drops, every key is gone.
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    async fn connection(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 /// A `redis-server` of the test's own, the mock, and a config that shares the limits through
 /// that Redis (leases of 1 s); `None` when `redis-server` is missing (see [`RedisServer::start`]).
 async fn shared_limits(test: &str) -> Option<(RedisServer, MockOpenRouter, Config)> {
-    let redis = RedisServer::start(test).await?;
+    let redis = RedisServer::start(test, RedisOptions::default()).await?;
     let mock = MockOpenRouter::start().await;
     let mut config = config_for(&mock);
     config.limits.backend = LimitsBackend::Redis;
@@ -240,7 +148,8 @@ async fn concurrency_holds_across_replicas_and_slots_come_back() {
 
 #[tokio::test]
 async fn a_killed_replicas_leases_expire_after_lease_ttl() {
-    let Some(redis) = RedisServer::start("a_killed_replicas_leases").await else {
+    let Some(redis) = RedisServer::start("a_killed_replicas_leases", RedisOptions::default()).await
+    else {
         return;
     };
     let mock = MockOpenRouter::start().await;
@@ -529,7 +438,8 @@ async fn a_slow_redis_is_not_waited_for_and_leaves_no_lease_behind() {
 
 #[tokio::test]
 async fn the_scripts_calendar_matches_utc() {
-    let Some(redis) = RedisServer::start("the_scripts_calendar").await else {
+    let Some(redis) = RedisServer::start("the_scripts_calendar", RedisOptions::default()).await
+    else {
         return;
     };
     let script = redis::Script::new(crate::common::internals::REDIS_SCRIPT);
@@ -580,4 +490,71 @@ async fn a_reload_keeps_the_connection_and_the_shared_state() {
     })
     .await;
     assert_eq!(chat(&gw, ALICE_KEY).await.status(), 429);
+}
+
+#[tokio::test]
+async fn a_journal_batch_is_applied_once_and_a_malformed_one_not_at_all() {
+    let Some(redis) =
+        RedisServer::start("a_journal_batch_is_applied_once", RedisOptions::default()).await
+    else {
+        return;
+    };
+    let script = redis::Script::new(crate::common::internals::REDIS_SCRIPT);
+    let mut connection = redis.connection().await;
+    // Now: counters of a period long over expire at once.
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let periods: Vec<u64> = script
+        .arg("periods")
+        .arg(at)
+        .invoke_async(&mut connection)
+        .await
+        .unwrap();
+    let day_key = format!("orgate:{{alice}}:spend:day:{}", periods[0]);
+    let month_key = format!("orgate:{{alice}}:spend:month:{}", periods[2]);
+    let replay = |seq: u64, kind: &str| {
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key("orgate:journal:w1")
+            .key("orgate:{alice}:spend")
+            .arg("replay")
+            .arg(seq)
+            .arg(60_000)
+            .arg(kind)
+            .arg(250)
+            .arg(0)
+            .arg(at);
+        invocation
+    };
+    let spent = async |connection: &mut redis::aio::MultiplexedConnection| -> (u64, u64) {
+        redis::cmd("MGET")
+            .arg(&day_key)
+            .arg(&month_key)
+            .query_async::<(Option<u64>, Option<u64>)>(connection)
+            .await
+            .map(|(d, m)| (d.unwrap_or(0), m.unwrap_or(0)))
+            .unwrap()
+    };
+    let applied: i64 = replay(1, "d").invoke_async(&mut connection).await.unwrap();
+    assert_eq!(applied, 1);
+    // Sent again (its reply lost), or an older batch: nothing changes.
+    for seq in [1, 0] {
+        let applied: i64 = replay(seq, "d")
+            .invoke_async(&mut connection)
+            .await
+            .unwrap();
+        assert_eq!(applied, 0, "seq {seq}");
+    }
+    assert_eq!(spent(&mut connection).await, (250, 250));
+    let applied: i64 = replay(2, "d").invoke_async(&mut connection).await.unwrap();
+    assert_eq!(applied, 1);
+    assert_eq!(spent(&mut connection).await, (500, 500));
+    // A malformed entry: refused before anything is written, the mark included.
+    let refused: redis::RedisResult<i64> = replay(3, "x").invoke_async(&mut connection).await;
+    assert!(refused.is_err());
+    assert_eq!(spent(&mut connection).await, (500, 500));
+    let applied: i64 = replay(3, "d").invoke_async(&mut connection).await.unwrap();
+    assert_eq!(applied, 1, "the refused batch's number was not taken");
 }

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 pub(crate) use ca_file::read_ca_file;
 pub use env::{Env, Secrets};
 pub use load::{load, load_reporting, parse_toml, ConfigSource, Problem, Problems};
-pub(crate) use redis_url::check_redis_url;
+pub(crate) use redis_url::{check_redis_url, is_tls_url, read_ca_file, redis_client};
 pub use route_pattern::RoutePattern;
 pub use units::{Duration, Size};
 pub use validate::{parse_key_hash, validate, QUANTIZATIONS};
@@ -202,7 +202,11 @@ pub struct LimitsConfig {
     pub redis_url: String,
     /// The variable holding the Redis URL when it carries credentials (or `NAME_FILE`).
     pub redis_url_env: String,
-    /// Memory backend: where spend counters survive restarts (`""` = not kept).
+    /// PEM certificates trusted for a `rediss://` server besides the system roots (a private
+    /// CA).
+    pub redis_ca_file: String,
+    /// Where state survives restarts (`""` = not kept): the memory backend's spend counters,
+    /// the Redis backend's journal of charges Redis could not take yet.
     pub state_dir: String,
     pub on_backend_error: OnBackendError,
     /// Redis backend: how long a request's concurrency lease lives without renewal (a replica
@@ -225,6 +229,7 @@ impl Default for LimitsConfig {
             backend: LimitsBackend::Memory,
             redis_url: String::new(),
             redis_url_env: String::new(),
+            redis_ca_file: String::new(),
             state_dir: String::new(),
             on_backend_error: OnBackendError::Default,
             lease_ttl: Duration::from_secs(30),

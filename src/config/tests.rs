@@ -341,12 +341,17 @@ fn the_redis_backend_settings_are_checked() {
     assert_eq!(config.limits.backend_timeout, Duration::from_millis(200));
 
     let problems = problems_of(
-        "[limits]\nbackend = \"redis\"\nredis_url = \"rediss://:hunter2@redis:6379\"\n\
-         lease_ttl = \"0s\"\nbackend_timeout = \"0ms\"\n",
+        "[limits]\nbackend = \"redis\"\nredis_url = \"http://:hunter2@redis:6379\"\n\
+         lease_ttl = \"0s\"\nbackend_timeout = \"0ms\"\n\
+         redis_ca_file = \"/nonexistent/ca.pem\"\n",
     );
     let text = problems.join("\n");
     assert!(
-        text.contains("limits.redis_url: TLS (rediss://) is not supported"),
+        text.contains("limits.redis_url: is not a Redis URL"),
+        "{text}"
+    );
+    assert!(
+        text.contains("limits.redis_ca_file: cannot read /nonexistent/ca.pem"),
         "{text}"
     );
     assert!(
@@ -359,9 +364,15 @@ fn the_redis_backend_settings_are_checked() {
     );
     assert!(!text.contains("hunter2"), "{text}");
 
-    let problems =
-        problems_of("[limits]\nbackend = \"redis\"\nredis_url = \"redis://redis:6379/0\"\n");
-    assert!(problems.is_empty(), "{problems:?}");
+    for url in [
+        "redis://redis:6379/0",
+        "rediss://orgate:hunter2@redis:6380/0",
+    ] {
+        let problems = problems_of(&format!(
+            "[limits]\nbackend = \"redis\"\nredis_url = \"{url}\"\n"
+        ));
+        assert!(problems.is_empty(), "{problems:?}");
+    }
     let problems = problems_of("[limits]\nbackend = \"redis\"\n");
     assert!(
         problems
@@ -378,6 +389,13 @@ fn a_password_in_the_redis_url_is_not_printed() {
     assert!(!text.contains("hunter2"), "{text}");
     assert!(
         text.contains("redis_url = \"redis://:%5Bredacted%5D@redis:6379/0\""),
+        "{text}"
+    );
+    let (config, _) =
+        parse_toml("[limits]\nredis_url = \"rediss://orgate:hunter2@redis:6380/0\"\n");
+    let text = config.to_toml();
+    assert!(
+        text.contains("redis_url = \"rediss://orgate:%5Bredacted%5D@redis:6380/0\""),
         "{text}"
     );
     let (config, _) = parse_toml("[limits]\nredis_url = \"redis://redis:6379\"\n");

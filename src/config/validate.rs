@@ -3,8 +3,8 @@
 use std::collections::HashSet;
 
 use super::{
-    check_redis_url, Config, KeyConfig, LimitsBackend, Percentiles, PolicyConfig, Problem,
-    ProviderPolicy, ProviderSort,
+    check_redis_url, read_ca_file, Config, KeyConfig, LimitsBackend, Percentiles, PolicyConfig,
+    Problem, ProviderPolicy, ProviderSort,
 };
 
 /// Quantization levels OpenRouter knows; a typo here would silently match nothing.
@@ -253,6 +253,11 @@ fn validate_limits(config: &Config, out: &mut Vec<Problem>) {
                 "limits.redis_url_env",
                 format!("{}: {why}", limits.redis_url_env),
             ));
+        }
+    }
+    if !limits.redis_ca_file.is_empty() {
+        if let Err(why) = read_ca_file(&limits.redis_ca_file) {
+            out.push(Problem::at("limits.redis_ca_file", why));
         }
     }
     for (path, d) in [

@@ -13,6 +13,7 @@
 use std::fmt;
 use std::future::Ready;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::future::{BoxFuture, Either};
 
@@ -34,7 +35,23 @@ pub(crate) trait LimitBackend: Send + Sync + fmt::Debug {
     fn persist(&self) -> std::io::Result<()> {
         Ok(())
     }
+
+    /// Hands the shared store what it has not taken yet, within `within` (at shutdown):
+    /// whether nothing is left behind.
+    fn drain(&self, _within: Duration) -> BoxFuture<'_, bool> {
+        Box::pin(std::future::ready(true))
+    }
+
+    /// Reaches the shared store once, within `within`: `Err` for what stops a start (a
+    /// certificate or credentials refused), `Ok(Some(why))` when it is merely out of reach,
+    /// `Ok(None)` when it answered or there is none.
+    fn probe(&self, _within: Duration) -> ProbeFuture<'_> {
+        Box::pin(std::future::ready(Ok(None)))
+    }
 }
+
+/// A probe's answer (see [`LimitBackend::probe`]).
+pub(crate) type ProbeFuture<'a> = BoxFuture<'a, Result<Option<String>, String>>;
 
 /// A check's answer: [`Either::Left`] when the backend needed no I/O (the in-memory one: a
 /// [`Ready`], no allocation), [`Either::Right`] when it waits for a shared store's round trip.

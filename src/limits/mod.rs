@@ -87,6 +87,31 @@ impl Limits {
         self.backend.check(key_id)
     }
 
+    /// Reaches the shared store (Redis) once, within `within`: `Err` when it refuses the TLS
+    /// certificate or the credentials (the start stops), `Ok(Some(why))` when it is out of reach
+    /// for now, `Ok(None)` when it answered or the backend is memory.
+    pub async fn probe(&self, within: std::time::Duration) -> Result<Option<String>, String> {
+        self.backend.probe(within).await
+    }
+
+    /// `orgate check`: reaches the shared store `config` names once, as [`Limits::probe`] does,
+    /// without building the limits (a replica's journal is neither loaded nor applied).
+    pub async fn probe_config(
+        config: &Config,
+        within: std::time::Duration,
+    ) -> Result<Option<String>, String> {
+        match config.limits.backend {
+            LimitsBackend::Memory => Ok(None),
+            LimitsBackend::Redis => redis::probe(config, within).await,
+        }
+    }
+
+    /// Hands the shared store (Redis) the charges it has not taken yet, within `within`: the
+    /// last responses of a shutdown. Whether nothing is left behind.
+    pub async fn drain(&self, within: std::time::Duration) -> bool {
+        self.backend.drain(within).await
+    }
+
     /// Saves what must survive a restart (the memory backend's spend, with `state_dir`).
     pub fn persist(&self) -> std::io::Result<()> {
         self.backend.persist()

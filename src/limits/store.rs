@@ -82,13 +82,21 @@ pub(crate) fn save<'a>(
         .collect();
     let bytes =
         serde_json::to_vec(&StateFile { version: 1, keys }).map_err(std::io::Error::other)?;
+    write_atomically(path, &bytes)
+}
+
+/// Replaces `path` with `bytes` atomically (a temporary file, fsync, rename): a crash leaves
+/// the old file or the new one, never half.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let tmp = path.with_extension("json.tmp");
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
     {
         let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(&bytes)?;
+        file.write_all(bytes)?;
         file.sync_all()?;
     }
     std::fs::rename(&tmp, path)

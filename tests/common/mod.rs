@@ -8,6 +8,7 @@
 //! - [`mock_openrouter`]: the recording mock OpenRouter;
 //! - [`doors`]: the model doors (Responses, Messages, ...) from the client's side;
 //! - [`process`]: the `orgate` binary as a child process, and its config files;
+//! - [`redis_server`]: a `redis-server` (plain or TLS) of a test's own;
 //! - [`internals`]: every way into the library past `orgate::serve`, for `src/` renames.
 
 #![allow(dead_code, unreachable_pub, unused_imports)]
@@ -18,6 +19,7 @@ pub mod eventually;
 pub mod internals;
 pub mod mock_openrouter;
 pub mod process;
+pub mod redis_server;
 
 use std::net::SocketAddr;
 use std::time::Duration;

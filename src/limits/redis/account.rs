@@ -2,9 +2,8 @@
 //! bucket, its cost into the spend counters of the current UTC day and month.
 //!
 //! Apart from the check because it happens apart: after the response, when its usage arrives,
-//! possibly after the request's slot was released. The charge is the script's second, small
-//! operation, spawned so that the response never waits for it; one that fails is lost
-//! (logged at debug).
+//! possibly after the request's slot was released. The charge goes into the `ledger`, which
+//! applies it in Redis without the response waiting, and keeps it while Redis is away.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -13,6 +12,7 @@ use futures_util::future::BoxFuture;
 
 use super::connection::Connection;
 use super::keys::KeyNames;
+use super::ledger::Ledger;
 use crate::limits::spend::to_micros;
 use crate::limits::spend::{from_micros, unix_secs, Period};
 use crate::limits::tokens::{ChargeUsage, Spent};
@@ -20,6 +20,9 @@ use crate::limits::tokens::{ChargeUsage, Spent};
 /// One key id's account.
 #[derive(Debug)]
 pub(super) struct Account {
+    id: Box<str>,
+    ledger: Arc<Ledger>,
+    /// For `spent`: the counters are read straight from Redis.
     connection: Arc<Connection>,
     names: Arc<KeyNames>,
     tokens_per_minute: u64,
@@ -27,11 +30,15 @@ pub(super) struct Account {
 
 impl Account {
     pub(super) fn new(
+        id: &str,
+        ledger: Arc<Ledger>,
         connection: Arc<Connection>,
         names: Arc<KeyNames>,
         tokens_per_minute: u64,
     ) -> Self {
         Self {
+            id: Box::from(id),
+            ledger,
             connection,
             names,
             tokens_per_minute,
@@ -50,24 +57,13 @@ impl ChargeUsage for Account {
         if tokens == 0 && micros == 0 {
             return;
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!(
-                tokens,
-                micros,
-                "usage not charged: no runtime to reach Redis"
-            );
-            return;
-        };
-        let (connection, names, tpm) = (
-            Arc::clone(&self.connection),
-            Arc::clone(&self.names),
-            self.tokens_per_minute,
-        );
-        runtime.spawn(async move { charge(&connection, &names, tokens, tpm, micros).await });
+        self.ledger
+            .charge(&self.id, tokens, self.tokens_per_minute, micros);
     }
 
-    /// The counters of this replica's current day and month (the script names them by the
-    /// server's clock; the two agree but for the seconds around midnight UTC).
+    /// The counters of this replica's current day and month (charges are filed by the clock of
+    /// the replica that made them: replicas agree but for skew around midnight UTC). Charges
+    /// still in a journal are not in them yet.
     fn spent(&self) -> BoxFuture<'_, Option<Spent>> {
         Box::pin(async move {
             let secs = unix_secs(SystemTime::now());
@@ -90,25 +86,5 @@ impl ChargeUsage for Account {
                 month_usd: from_micros(month.unwrap_or(0)),
             })
         })
-    }
-}
-
-async fn charge(
-    connection: &Connection,
-    names: &KeyNames,
-    tokens: u64,
-    tokens_per_minute: u64,
-    micros: u64,
-) {
-    let mut invocation = connection.invocation();
-    invocation
-        .key(&names.tokens)
-        .key(&names.spend)
-        .arg("charge")
-        .arg(tokens)
-        .arg(tokens_per_minute)
-        .arg(micros);
-    if let Err(e) = connection.run::<i64>(&invocation).await {
-        tracing::debug!(error = %e, tokens, micros, "usage not charged: the limits backend failed");
     }
 }

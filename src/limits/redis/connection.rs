@@ -20,7 +20,7 @@ use arc_swap::ArcSwapOption;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script, ScriptInvocation};
 
-use crate::config::check_redis_url;
+use crate::config::{check_redis_url, read_ca_file, redis_client};
 use crate::metrics::Metrics;
 
 /// The server side: checks, charges and lease renewals.
@@ -37,6 +37,8 @@ const WARN_EVERY: Duration = Duration::from_secs(1);
 /// reloads while the URL and the timeout stay the same.
 pub(super) struct Connection {
     url: String,
+    /// `limits.redis_ca_file` (`""`: the system roots).
+    ca_file: String,
     client: redis::Client,
     /// Connected on first use, then reconnecting on its own after a dropped connection;
     /// replaced when it stops answering altogether (see [`STALE_AFTER`]).
@@ -121,14 +123,20 @@ impl Connection {
     /// Checks the URL; does not connect (that waits for the first call).
     pub(super) fn new(
         url: String,
+        ca_file: &str,
         timeout: Duration,
         metrics: Arc<Metrics>,
     ) -> Result<Self, String> {
         check_redis_url(&url).map_err(|why| format!("limits.redis_url: {why}"))?;
-        let client = redis::Client::open(url.as_str())
-            .map_err(|e| format!("limits.redis_url: {}", e.detail().unwrap_or("invalid")))?;
+        let ca = if ca_file.is_empty() {
+            None
+        } else {
+            Some(read_ca_file(ca_file).map_err(|why| format!("limits.redis_ca_file: {why}"))?)
+        };
+        let client = redis_client(&url, ca).map_err(|why| format!("limits.redis_url: {why}"))?;
         Ok(Self {
             url,
+            ca_file: ca_file.to_owned(),
             client,
             manager: ArcSwapOption::empty(),
             connecting: tokio::sync::Mutex::new(()),
@@ -144,9 +152,10 @@ impl Connection {
         })
     }
 
-    /// Whether this is the connection a reload naming `url` and `timeout` would open.
-    pub(super) fn is_for(&self, url: &str, timeout: Duration) -> bool {
-        self.url == url && self.timeout == timeout
+    /// Whether this is the connection a reload naming `url`, `ca_file` and `timeout` would
+    /// open.
+    pub(super) fn is_for(&self, url: &str, ca_file: &str, timeout: Duration) -> bool {
+        self.url == url && self.ca_file == ca_file && self.timeout == timeout
     }
 
     pub(super) fn metrics(&self) -> &Arc<Metrics> {
@@ -205,14 +214,19 @@ impl Connection {
         if self.now_ms() < self.cool_until_ms.load(Ordering::Relaxed) {
             return Err(CallError::CoolingDown);
         }
+        let sent = Instant::now();
         let outcome = match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(value)) => Ok(value),
+            Ok(Ok(value)) => {
+                self.metrics.limits_backend_round_trip(sent.elapsed());
+                Ok(value)
+            }
             Ok(Err(e)) => Err(CallError::from(e)),
             Err(_elapsed) => Err(CallError::Timeout),
         };
         match &outcome {
             Ok(_) => {
                 self.answered_at_ms.store(self.now_ms(), Ordering::Relaxed);
+                self.metrics.limits_backend_up(true);
                 if self.failing.swap(false, Ordering::Relaxed) {
                     tracing::info!("limits backend (redis) answers again: limits are shared again");
                 }
@@ -238,6 +252,7 @@ impl Connection {
             tracing::debug!("no answer from Redis for a while: reconnecting");
         }
         if matches!(error, CallError::Timeout | CallError::Connection(_)) {
+            self.metrics.limits_backend_up(false);
             self.cool_until_ms.store(
                 self.now_ms()
                     .saturating_add(u64::try_from(COOL_DOWN.as_millis()).unwrap_or(500)),
@@ -273,4 +288,69 @@ impl Connection {
 /// `d` in whole milliseconds, at least 1: what the script's `PEXPIRE`s and lease scores take.
 pub(super) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// Why a first connection failed.
+#[derive(Debug)]
+pub(super) enum ProbeError {
+    /// No retry mends it: the TLS certificate or the credentials were refused.
+    Refused(String),
+    /// Not now: Redis is down or out of reach; `on_backend_error` decides meanwhile.
+    Unreachable(String),
+}
+
+impl Connection {
+    /// Connects once, apart from the shared connection, and sends PING, within `within`: what
+    /// the start-up and `orgate check` ask. Messages name the key to fix, never the URL.
+    pub(super) async fn probe(&self, within: Duration) -> Result<(), ProbeError> {
+        let ping = async {
+            let mut connection = self.client.get_multiplexed_async_connection().await?;
+            redis::cmd("PING")
+                .query_async::<String>(&mut connection)
+                .await
+        };
+        let answered = tokio::time::timeout(within, ping).await;
+        self.metrics
+            .limits_backend_up(matches!(answered, Ok(Ok(_))));
+        let error = match answered {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) => e,
+            Err(_) => {
+                return Err(ProbeError::Unreachable(format!(
+                    "no answer within {}",
+                    humantime::format_duration(within)
+                )))
+            }
+        };
+        let tls = crate::config::is_tls_url(&self.url);
+        let handshake = tls
+            && error.kind() == redis::ErrorKind::IoError
+            && std::error::Error::source(&error)
+                .and_then(|source| source.downcast_ref::<std::io::Error>())
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::InvalidData);
+        if handshake {
+            let trusted = if self.ca_file.is_empty() {
+                "the system roots (set limits.redis_ca_file to trust a private CA)".to_owned()
+            } else {
+                format!(
+                    "the system roots and limits.redis_ca_file ({})",
+                    self.ca_file
+                )
+            };
+            return Err(ProbeError::Refused(format!(
+                "limits.redis_url: TLS certificate verification failed: {error}; the server's \
+                 certificate is checked against {trusted}"
+            )));
+        }
+        if error.kind() == redis::ErrorKind::AuthenticationFailed
+            || matches!(error.code(), Some("NOAUTH" | "WRONGPASS"))
+        {
+            return Err(ProbeError::Refused(format!(
+                "limits.redis_url: Redis refused the credentials (user name and password in the \
+                 URL, or in limits.redis_url_env): {}",
+                error.code().unwrap_or("authentication failed")
+            )));
+        }
+        Err(ProbeError::Unreachable(error.to_string()))
+    }
 }

@@ -11,9 +11,16 @@
 //!
 //! # When Redis cannot be asked
 //! A check that fails (timeout, no connection, an error reply, an answer it cannot read) is
-//! decided by `limits.on_backend_error`: `allow` admits without limits (no slot, no charge),
+//! decided by `limits.on_backend_error`: `allow` admits without limits (no slot; its usage is
+//! still charged, through the journal),
 //! `deny` refuses with 503 and `Retry-After: 1`, `default` denies keys with a spend budget and
 //! allows the rest; each counted in `orgate_limits_backend_fallbacks_total{decision}`.
+//! What responses used meanwhile is not lost: it waits in the journal (`ledger`).
+//!
+//! # Start-up
+//! The backend connects once at start ([`LimitBackend::probe`]): a TLS certificate or
+//! credentials Redis refuses stop the start (a configuration error no retry mends); a Redis
+//! that is merely down does not (`on_backend_error` decides until it answers).
 //!
 //! # Layout
 //! This file decides a request (the check, the fallback, what a reload keeps); the rest each
@@ -24,12 +31,17 @@
 //! - `verdict`: the check script's answer, read;
 //! - `lease`: a concurrency slot held in Redis (renewed while held, removed when dropped);
 //! - `account`: where a response's usage is charged;
+//! - `journal`: the charges Redis has not taken yet, bounded and coalesced (pure);
+//! - `ledger`: the journal's task and file: every charge is journalled, then applied in
+//!   batches, each once, and kept while Redis is away (on disk with `limits.state_dir`);
 //! - `redis.lua`: the server side of all of them.
 
 mod account;
 mod connection;
+mod journal;
 mod keys;
 mod lease;
+mod ledger;
 mod verdict;
 
 use std::collections::HashMap;
@@ -39,12 +51,13 @@ use std::time::Duration;
 use futures_util::future::Either;
 
 use self::account::Account;
-use self::connection::{millis, CallError, Connection};
+use self::connection::{millis, CallError, Connection, ProbeError};
 use self::keys::{KeyNames, GLOBAL_RATE_KEY};
 use self::lease::{Lease, LeaseIds};
+use self::ledger::Ledger;
 use self::verdict::{Code, Verdict};
 use super::admission::{Admission, Permit, Refusal};
-use super::backend::{CheckFuture, LimitBackend};
+use super::backend::{CheckFuture, LimitBackend, ProbeFuture};
 use super::headers::{LimitStatus, RateLimitHeaders};
 use super::settings::KeyLimits;
 use super::spend::{to_micros, Period};
@@ -81,6 +94,8 @@ pub(crate) struct RedisBackend {
     connection: Arc<Connection>,
     /// Kept with the connection across reloads, so that ids never repeat.
     lease_ids: Arc<LeaseIds>,
+    /// Kept across every reload (its journal too), whatever the connection.
+    ledger: Arc<Ledger>,
     keys: HashMap<Box<str>, KeyEntry>,
     anonymous: KeyEntry,
     global_rps: u64,
@@ -99,11 +114,18 @@ struct KeyEntry {
 }
 
 impl KeyEntry {
-    fn new(id: &str, limits: KeyLimits, connection: &Arc<Connection>) -> Self {
+    fn new(
+        id: &str,
+        limits: KeyLimits,
+        connection: &Arc<Connection>,
+        ledger: &Arc<Ledger>,
+    ) -> Self {
         let names = Arc::new(KeyNames::new(id));
         let charged = limits.tokens_per_minute > 0 || limits.has_budget();
         let account = charged.then(|| {
             UsageAccount::new(Arc::new(Account::new(
+                id,
+                Arc::clone(ledger),
                 Arc::clone(connection),
                 Arc::clone(&names),
                 limits.tokens_per_minute,
@@ -130,20 +152,30 @@ impl KeyEntry {
 impl RedisBackend {
     /// The backend for `config`: checks the URL, does not connect (the first check does).
     pub(crate) fn new(config: &Config, metrics: &Arc<Metrics>) -> Result<Self, String> {
-        let url = redis_url(config)?;
-        let connection =
-            Connection::new(url, config.limits.backend_timeout.get(), metrics.clone())?;
+        let connection = Arc::new(Self::connection(config, metrics)?);
+        let ledger = Ledger::new(Arc::clone(&connection), &config.limits.state_dir);
         Ok(Self::with_connection(
             config,
-            Arc::new(connection),
+            connection,
             Arc::new(LeaseIds::new()),
+            ledger,
         ))
+    }
+
+    fn connection(config: &Config, metrics: &Arc<Metrics>) -> Result<Connection, String> {
+        Connection::new(
+            redis_url(config)?,
+            &config.limits.redis_ca_file,
+            config.limits.backend_timeout.get(),
+            Arc::clone(metrics),
+        )
     }
 
     fn with_connection(
         config: &Config,
         connection: Arc<Connection>,
         lease_ids: Arc<LeaseIds>,
+        ledger: Arc<Ledger>,
     ) -> Self {
         let keys = config
             .auth
@@ -153,7 +185,7 @@ impl RedisBackend {
                 let limits = KeyLimits::for_key(key, &config.limits);
                 (
                     Box::from(key.id.as_str()),
-                    KeyEntry::new(&key.id, limits, &connection),
+                    KeyEntry::new(&key.id, limits, &connection, &ledger),
                 )
             })
             .collect();
@@ -161,10 +193,12 @@ impl RedisBackend {
             crate::config::ANONYMOUS,
             KeyLimits::defaults(&config.limits),
             &connection,
+            &ledger,
         );
         Self {
             connection,
             lease_ids,
+            ledger,
             keys,
             anonymous,
             global_rps: config.limits.global_requests_per_second,
@@ -185,7 +219,11 @@ impl RedisBackend {
             Err(Refusal::backend_unavailable())
         } else {
             self.connection.metrics().limits_backend_fallback("allow");
-            Ok(unlimited_admission())
+            // Unchecked, but what it uses is still charged: the journal keeps it for Redis.
+            Ok(Admission {
+                account: entry.account.clone(),
+                ..unlimited_admission()
+            })
         }
     }
 
@@ -316,27 +354,67 @@ impl LimitBackend for RedisBackend {
         Either::Right(Box::pin(self.check_remote(key_id, entry)))
     }
 
-    /// Keeps the connection (the state lives in Redis anyway) unless the URL or the timeout
-    /// changed.
+    /// Keeps the connection (the state lives in Redis anyway) unless the URL, the CA file or
+    /// the timeout changed; keeps the journal always.
     fn carry_over(&self, config: &Config) -> Arc<dyn LimitBackend> {
+        let limits = &config.limits;
         let same_connection = redis_url(config).is_ok_and(|url| {
             self.connection
-                .is_for(&url, config.limits.backend_timeout.get())
+                .is_for(&url, &limits.redis_ca_file, limits.backend_timeout.get())
         });
-        if !same_connection {
-            match RedisBackend::new(config, self.connection.metrics()) {
-                Ok(backend) => return Arc::new(backend),
-                Err(why) => tracing::error!(
-                    problem = %why,
-                    "the reloaded Redis settings cannot be used; keeping the current connection"
-                ),
+        let (connection, lease_ids) = if same_connection {
+            (Arc::clone(&self.connection), Arc::clone(&self.lease_ids))
+        } else {
+            match Self::connection(config, self.connection.metrics()) {
+                Ok(connection) => {
+                    let connection = Arc::new(connection);
+                    self.ledger.use_connection(Arc::clone(&connection));
+                    (connection, Arc::new(LeaseIds::new()))
+                }
+                Err(why) => {
+                    tracing::error!(
+                        problem = %why,
+                        "the reloaded Redis settings cannot be used; keeping the current connection"
+                    );
+                    (Arc::clone(&self.connection), Arc::clone(&self.lease_ids))
+                }
             }
-        }
+        };
         Arc::new(Self::with_connection(
             config,
-            Arc::clone(&self.connection),
-            Arc::clone(&self.lease_ids),
+            connection,
+            lease_ids,
+            Arc::clone(&self.ledger),
         ))
+    }
+
+    /// The journal, with `state_dir`.
+    fn persist(&self) -> std::io::Result<()> {
+        self.ledger.persist()
+    }
+
+    fn drain(&self, within: Duration) -> futures_util::future::BoxFuture<'_, bool> {
+        Box::pin(self.ledger.drain(within))
+    }
+
+    fn probe(&self, within: Duration) -> ProbeFuture<'_> {
+        Box::pin(async move { probe_answer(self.connection.probe(within).await) })
+    }
+}
+
+/// What `orgate check` asks: one connection with `config`'s settings, apart from any backend
+/// (no journal is loaded, none applied: a running replica may own it). As
+/// [`LimitBackend::probe`] answers.
+pub(super) async fn probe(config: &Config, within: Duration) -> Result<Option<String>, String> {
+    let connection = RedisBackend::connection(config, &Arc::new(Metrics::new()))?;
+    probe_answer(connection.probe(within).await)
+}
+
+fn probe_answer(probed: Result<(), ProbeError>) -> Result<Option<String>, String> {
+    match probed {
+        Ok(()) => Ok(None),
+        Err(ProbeError::Refused(why)) => Err(why),
+        Err(ProbeError::Unreachable(why)) => Ok(Some(why)),
     }
 }
 

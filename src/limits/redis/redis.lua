@@ -2,7 +2,8 @@
 --
 -- One script, three operations (ARGV[1]); each runs atomically on the server:
 --   check  : every limit of one request, checked and, if all pass, charged. One round trip.
---   charge : what a response used: tokens into the token bucket, cost into the spend counters.
+--   replay : what responses used, from a replica's journal: tokens into the token buckets,
+--            cost into the spend counters; each batch applied once.
 --   renew  : extends a request's concurrency lease.
 -- (and `periods`, for tests: the calendar arithmetic alone.)
 --
@@ -17,8 +18,9 @@
 --   orgate:{id}:spend:month:<months> string: micro-dollars spent in that UTC month (months since 1970-01)
 --   orgate:global:rate               string: the gateway-wide rate's theoretical arrival time
 -- Every key expires on its own once it no longer holds anything a limit needs.
--- The spend counters' names depend on the server's clock, so the script builds them from the
--- prefix in KEYS[4]; they share its hash tag.
+--   orgate:journal:<writer>          string: the last journal batch applied for that replica
+-- The spend counters' names depend on the time charged, so the script builds them from the
+-- key's spend prefix; they share its hash tag.
 
 -- The check's verdict: admitted, or the first limit that refuses. These values are the
 -- discriminants of `Code` in verdict.rs, and a unit test there reads them here: change both.
@@ -218,27 +220,64 @@ local function check()
   return answer(ADMITTED, 0, 0)
 end
 
--- KEYS: tokens, spend prefix. ARGV: 'charge', tokens, tokens_per_minute, micro-dollars.
--- The token bucket may be overdrawn (the request already ran). Spend counters expire a day
--- after their period ends.
-local function charge()
-  local k_tokens, k_spend = KEYS[1], KEYS[2]
-  local tokens = tonumber(ARGV[2])
-  local tpm = tonumber(ARGV[3])
-  local micros = ARGV[4]
-  local now, secs = clock()
-  if tokens > 0 and tpm > 0 then
-    local full_at = math.max(number_at(k_tokens), now) + math.ceil(tokens * MINUTE / tpm)
-    redis.call('SET', k_tokens, int(full_at), 'PX', math.ceil((full_at - now) / 1000) + 1000)
+-- Adds `micros` to the spend counters of the UTC day and month holding `secs`. Counters
+-- expire a day after their period ends.
+local function add_spend(k_spend, secs, micros)
+  local day, day_end, month, month_end = periods(secs)
+  local k_day = k_spend .. ':day:' .. day
+  redis.call('INCRBY', k_day, micros)
+  redis.call('EXPIREAT', k_day, day_end + DAY_SECS)
+  local k_month = k_spend .. ':month:' .. month
+  redis.call('INCRBY', k_month, micros)
+  redis.call('EXPIREAT', k_month, month_end + DAY_SECS)
+end
+
+-- KEYS: the writer's mark, then one per entry: the key's token bucket (a minute's entry) or
+-- its spend prefix (a day's).
+-- ARGV: 'replay', seq, mark_ttl (ms), then four per entry: kind ('m' minute, 'd' day),
+--       amount (tokens or micro-dollars), tokens_per_minute, at (Unix seconds).
+-- A batch of charges from one replica's journal (journal.rs), applied once: the mark holds
+-- the last seq applied for that writer, and a batch at or below it (sent again after a lost
+-- reply) changes nothing. Returns 1 when applied, 0 when it already was.
+-- Tokens go into the bucket as if charged at `at`: ones a minute old have refilled; the
+-- bucket may be overdrawn (the requests already ran). Spend goes to the day and month of `at`.
+local function replay()
+  local seq = tonumber(ARGV[2])
+  local mark_ttl = tonumber(ARGV[3])
+  local n = #KEYS - 1
+  -- Everything checked before anything is written: an error does not undo earlier writes.
+  if not seq or not mark_ttl or #ARGV ~= 3 + 4 * n then
+    return redis.error_reply('orgate limits script: malformed replay')
   end
-  if tonumber(micros) > 0 then
-    local day, day_end, month, month_end = periods(secs)
-    local k_day = k_spend .. ':day:' .. day
-    redis.call('INCRBY', k_day, micros)
-    redis.call('EXPIREAT', k_day, day_end + DAY_SECS)
-    local k_month = k_spend .. ':month:' .. month
-    redis.call('INCRBY', k_month, micros)
-    redis.call('EXPIREAT', k_month, month_end + DAY_SECS)
+  for i = 1, n do
+    local b = 3 + 4 * (i - 1)
+    local kind = ARGV[b + 1]
+    if (kind ~= 'm' and kind ~= 'd') or not tonumber(ARGV[b + 2]) or not tonumber(ARGV[b + 3])
+      or not tonumber(ARGV[b + 4]) then
+      return redis.error_reply('orgate limits script: malformed replay entry ' .. i)
+    end
+  end
+  if number_at(KEYS[1]) >= seq then
+    return 0
+  end
+  redis.call('SET', KEYS[1], seq, 'PX', mark_ttl)
+  local now = clock()
+  for i = 1, n do
+    local b = 3 + 4 * (i - 1)
+    local key, kind = KEYS[i + 1], ARGV[b + 1]
+    local amount, tpm, at = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
+    if kind == 'm' then
+      if amount > 0 and tpm > 0 then
+        -- Never later than now: a replica's clock ahead of the server's charges no longer.
+        local full_at = math.max(number_at(key), math.min(at * SECOND, now))
+          + math.ceil(amount * MINUTE / tpm)
+        if full_at > now then
+          redis.call('SET', key, int(full_at), 'PX', math.ceil((full_at - now) / 1000) + 1000)
+        end
+      end
+    elseif amount > 0 then
+      add_spend(key, at, ARGV[b + 2])
+    end
   end
   return 1
 end
@@ -264,8 +303,8 @@ end
 local op = ARGV[1]
 if op == 'check' then
   return check()
-elseif op == 'charge' then
-  return charge()
+elseif op == 'replay' then
+  return replay()
 elseif op == 'renew' then
   return renew()
 elseif op == 'periods' then
