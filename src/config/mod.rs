@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 pub(crate) use ca_file::read_ca_file;
 pub use env::{Env, Secrets};
 pub use load::{load, load_reporting, parse_toml, ConfigSource, Problem, Problems};
-pub(crate) use redis_url::{check_redis_url, is_tls_url, read_ca_file, redis_client};
+pub(crate) use redis_url::{check_redis_url, is_tls_url, redis_client};
 pub use route_pattern::RoutePattern;
 pub use units::{Duration, Size};
 pub use validate::{parse_key_hash, validate, QUANTIZATIONS};

@@ -5,7 +5,6 @@
 //! reports it at its key path, before anything connects. The Redis limits backend asks the same
 //! questions of the URL and file it is given, so the two cannot disagree.
 
-use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
 /// Whether `url` is a Redis URL this build can connect to (`redis://`, `valkey://`, `unix://`,
@@ -25,29 +24,19 @@ pub(crate) fn is_tls_url(url: &str) -> bool {
     url.starts_with("rediss://") || url.starts_with("valkeys://")
 }
 
-/// The PEM in `path`, once it is known to hold at least one certificate the TLS client reads.
-pub(crate) fn read_ca_file(path: &str) -> Result<Vec<u8>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
-    let mut certificates = 0;
-    for certificate in CertificateDer::pem_slice_iter(&pem) {
-        certificate.map_err(|e| format!("{path} is not PEM the TLS client can read: {e}"))?;
-        certificates += 1;
-    }
-    if certificates == 0 {
-        return Err(format!(
-            "{path} holds no certificate (-----BEGIN CERTIFICATE-----)"
-        ));
-    }
-    Ok(pem)
-}
-
-/// The client for `url`, trusting `ca_pem` besides the system roots when given (TLS only).
-/// The error never repeats the URL.
-pub(crate) fn redis_client(url: &str, ca_pem: Option<Vec<u8>>) -> Result<redis::Client, String> {
-    let client = match ca_pem {
-        Some(mut pem) if is_tls_url(url) => {
-            // The crate trusts the certificates it is given *instead of* the system roots.
-            pem.extend(system_roots_pem());
+/// The client for `url`, trusting `ca` (from `limits.redis_ca_file`, read by
+/// [`super::read_ca_file`]) besides the system roots when given (TLS only). The error never
+/// repeats the URL.
+pub(crate) fn redis_client(
+    url: &str,
+    ca: Option<Vec<CertificateDer<'static>>>,
+) -> Result<redis::Client, String> {
+    let client = match ca {
+        Some(ca) if is_tls_url(url) => {
+            // The crate trusts the certificates it is given, as PEM, *instead of* the system
+            // roots.
+            let system = rustls_native_certs::load_native_certs().certs;
+            let pem = pem_of(ca.iter().chain(&system));
             redis::Client::build_with_tls(
                 url,
                 redis::TlsCertificates {
@@ -61,12 +50,13 @@ pub(crate) fn redis_client(url: &str, ca_pem: Option<Vec<u8>>) -> Result<redis::
     client.map_err(|e| e.detail().unwrap_or("invalid").to_owned())
 }
 
-/// The system's trusted roots (what the crate trusts without a CA file), as PEM; the ones that
-/// cannot be read are left out, as the crate leaves them out.
-fn system_roots_pem() -> Vec<u8> {
+/// Certificates written as PEM, as the crate reads its roots. The system's roots (what the
+/// crate trusts without a CA file) that cannot be read are left out, as the crate leaves them
+/// out.
+fn pem_of<'c>(certs: impl Iterator<Item = &'c CertificateDer<'static>>) -> Vec<u8> {
     use base64::Engine as _;
     let mut pem = Vec::new();
-    for cert in rustls_native_certs::load_native_certs().certs {
+    for cert in certs {
         let encoded = base64::engine::general_purpose::STANDARD.encode(cert.as_ref());
         pem.extend_from_slice(b"-----BEGIN CERTIFICATE-----\n");
         for line in encoded.as_bytes().chunks(64) {
@@ -94,22 +84,17 @@ mod tests {
     }
 
     #[test]
-    fn a_ca_file_must_hold_a_certificate() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ca.pem");
-        let path = path.to_str().unwrap();
-        assert!(read_ca_file(path).unwrap_err().contains("cannot read"));
-        std::fs::write(path, "not a certificate\n").unwrap();
-        assert!(read_ca_file(path).unwrap_err().contains("no certificate"));
+    fn a_ca_is_trusted_beside_the_system_roots_written_back_as_pem() {
+        use rustls_pki_types::pem::PemObject;
         let ca = rcgen::generate_simple_self_signed(vec!["redis".into()]).unwrap();
-        std::fs::write(path, ca.cert.pem()).unwrap();
-        let pem = read_ca_file(path).unwrap();
-        assert!(redis_client("rediss://:pw@redis:6380", Some(pem)).is_ok());
-        // The system roots, written back, read as the CA file is.
-        let roots = system_roots_pem();
-        let read = CertificateDer::pem_slice_iter(&roots)
-            .filter(Result::is_ok)
-            .count();
-        assert_eq!(read, rustls_native_certs::load_native_certs().certs.len());
+        let ca = vec![ca.cert.der().clone()];
+        assert!(redis_client("rediss://:pw@redis:6380", Some(ca.clone())).is_ok());
+        let system = rustls_native_certs::load_native_certs().certs;
+        let pem = pem_of(ca.iter().chain(&system));
+        let read: Vec<_> = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(read.len(), 1 + system.len());
+        assert_eq!(read[0], ca[0], "the CA file's certificate, byte for byte");
     }
 }

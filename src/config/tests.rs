@@ -351,7 +351,7 @@ fn the_redis_backend_settings_are_checked() {
         "{text}"
     );
     assert!(
-        text.contains("limits.redis_ca_file: cannot read /nonexistent/ca.pem"),
+        text.contains("limits.redis_ca_file: cannot read \"/nonexistent/ca.pem\""),
         "{text}"
     );
     assert!(

@@ -128,7 +128,7 @@ fn validate_upstream(config: &Config, out: &mut Vec<Problem>) {
         }
     }
     if !upstream.ca_file.is_empty() {
-        if let Err(why) = super::read_ca_file(&upstream.ca_file) {
+        if let Err(why) = read_ca_file(&upstream.ca_file) {
             out.push(Problem::at("upstream.ca_file", why));
         }
     }
