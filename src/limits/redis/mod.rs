@@ -4,7 +4,10 @@
 //! the spend budgets and token room (looked at), a free concurrency slot, the key's request
 //! rate and the global rate, in the in-memory backend's order, and all or nothing: a refused
 //! request takes nothing (better than memory, where a global refusal spends a key's cell). The
-//! script reads the server's clock, so replicas with skewed clocks agree. Same semantics as
+//! check reads the server's clock, so replicas with skewed clocks agree on rates; a charge is
+//! filed by the clock of the replica that made it (one kept through an outage must carry its
+//! own time), so spend near midnight UTC may land in the day of a skewed replica's clock.
+//! Same semantics as
 //! memory: the rates are GCRA buckets (`burst` refilled at `requests_per_minute`; the global
 //! one holds a second's worth), tokens an overdraft bucket debited after the response, spend
 //! micro-dollar counters per UTC day and month.
