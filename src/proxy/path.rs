@@ -35,16 +35,40 @@ pub fn api_suffix<'p>(path: &'p str, prefix: &str) -> Result<&'p str, GatewayErr
         {
             return refuse("control character, space, '?' or '#'");
         }
-        let lower = segment.to_ascii_lowercase();
-        if lower.contains("%2f") || lower.contains("%5c") || segment.contains('\\') {
+        if segment.contains('\\') || has_escape(segment, b'f') || has_escape(segment, b'c') {
             return refuse("encoded slash or backslash");
         }
-        let decoded = lower.replace("%2e", ".");
-        if decoded == "." || decoded == ".." {
+        if matches!(dot_units(segment), Some(1 | 2)) {
             return refuse("dot segment");
         }
     }
     Ok(suffix)
+}
+
+/// Whether `segment` holds `%2<hex>` or `%5<hex>` for the letter `hex` in either case: `%2F`
+/// (slash) for `f`, `%5C` (backslash) for `c`. Read in place: every request's path goes
+/// through here.
+fn has_escape(segment: &str, hex: u8) -> bool {
+    let digit = if hex == b'f' { b'2' } else { b'5' };
+    segment
+        .as_bytes()
+        .windows(3)
+        .any(|w| w[0] == b'%' && w[1] == digit && w[2].eq_ignore_ascii_case(&hex))
+}
+
+/// How many dots `segment` is when made only of `.` and `%2e` (either case), else `None`.
+fn dot_units(segment: &str) -> Option<usize> {
+    let mut rest = segment.as_bytes();
+    let mut dots = 0;
+    while !rest.is_empty() {
+        rest = match rest {
+            [b'.', tail @ ..] => tail,
+            [b'%', b'2', e, tail @ ..] if e.eq_ignore_ascii_case(&b'e') => tail,
+            _ => return None,
+        };
+        dots += 1;
+    }
+    Some(dots)
 }
 
 #[cfg(test)]
@@ -103,7 +127,29 @@ mod tests {
         }
     }
 
+    /// The checks as first written (lower-cased and decoded copies of the segment), which the
+    /// in-place ones must agree with.
+    fn refused_by_copies(segment: &str) -> bool {
+        let lower = segment.to_ascii_lowercase();
+        let decoded = lower.replace("%2e", ".");
+        lower.contains("%2f")
+            || lower.contains("%5c")
+            || segment.contains('\\')
+            || decoded == "."
+            || decoded == ".."
+    }
+
     proptest! {
+        /// The in-place checks refuse exactly what the copying ones refused.
+        #[test]
+        fn in_place_checks_agree_with_copies(segment in "([.%2eEfFcC5\\\\a]|%2[eEfF]|%5[cC]){1,6}") {
+            let in_place = segment.contains('\\')
+                || has_escape(&segment, b'f')
+                || has_escape(&segment, b'c')
+                || matches!(dot_units(&segment), Some(1 | 2));
+            prop_assert_eq!(in_place, refused_by_copies(&segment), "{:?}", segment);
+        }
+
         /// Whatever passes, joined to a base, stays under the base once normalised.
         #[test]
         fn nothing_that_passes_climbs_out(segments in proptest::collection::vec("[a-zA-Z0-9%._~-]{0,6}", 1..6)) {

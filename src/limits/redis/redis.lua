@@ -7,7 +7,9 @@
 --   renew  : extends a request's concurrency lease.
 -- (and `periods`, for tests: the calendar arithmetic alone.)
 --
--- Time is the server's (TIME), never a replica's, so replicas with skewed clocks agree.
+-- The check's time is the server's (TIME), never a replica's, so replicas with skewed clocks
+-- agree on rates; a replayed charge carries the second its replica made it (`at`), since one
+-- kept through an outage must land in the window it was made in.
 -- Times are in microseconds since the Unix epoch (below 2^53: exact in Lua's doubles).
 --
 -- Keys of one client key id (the {id} hash tag keeps them in one slot):
