@@ -1,8 +1,9 @@
 //! Where every charge goes on its way to Redis: the [`Journal`], its file in
 //! `limits.state_dir`, and the task that hands it to Redis.
 //!
-//! Every charge is journalled first and applied by one task, one batch (one atomic script call)
-//! at a time, so a charge Redis cannot take now is kept, not lost: while Redis is away the
+//! Every charge is journalled first (queued without a lock, recorded by whoever next reads the
+//! journal: the task, `persist`, `drain`) and applied by one task, one batch (one atomic script
+//! call) at a time, so a charge Redis cannot take now is kept, not lost: while Redis is away the
 //! task retries every [`RETRY`] (sooner when charges come, at most one attempt per [`SAVE_GAP`])
 //! and the journal grows, within its bound; when Redis answers again the journal drains. With
 //! `state_dir`, the journal is written to `redis-journal.json` after each failed attempt, every
@@ -16,6 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::Notify;
 
 use super::connection::Connection;
@@ -36,7 +38,11 @@ const MARK_TTL: Duration = Duration::from_secs(7 * 86_400);
 
 #[derive(Debug)]
 pub(super) struct Ledger {
-    journal: Mutex<Journal>,
+    /// Where a response's charge goes: a lock-free queue, so that the response path never
+    /// waits for the journal's lock. The task (and `persist`, `drain`) move its charges into
+    /// the journal before they read it.
+    incoming: UnboundedSender<Pending>,
+    journal: Mutex<Book>,
     /// Wakes the task: a charge arrived.
     wake: Arc<Notify>,
     /// The connection batches go to; a reload naming another Redis swaps it.
@@ -71,8 +77,10 @@ impl Ledger {
             );
         }
         metrics.limits_journal_entries(held);
+        let (incoming, pending) = unbounded_channel();
         let ledger = Arc::new(Self {
-            journal: Mutex::new(journal),
+            incoming,
+            journal: Mutex::new(Book { journal, pending }),
             wake: Arc::new(Notify::new()),
             connection: ArcSwap::new(connection),
             file,
@@ -92,39 +100,43 @@ impl Ledger {
         self.wake.notify_one();
     }
 
-    fn journal(&self) -> MutexGuard<'_, Journal> {
+    /// The journal, with every charge made until now recorded in it. Taken by the task,
+    /// `persist` and `drain`, never on a response's path.
+    fn journal(&self) -> MutexGuard<'_, Book> {
         // Every critical section leaves the journal whole: a panic elsewhere cannot spoil it.
-        self.journal
+        let mut book = self
+            .journal
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Journals a charge of `key` and wakes the task. Never waits for Redis.
-    pub(super) fn charge(self: &Arc<Self>, key: &str, tokens: u64, per_minute: u64, micros: u64) {
-        let at = unix_secs(SystemTime::now());
-        let (dropped, held) = {
-            let mut journal = self.journal();
-            let dropped = journal.record(Charge {
-                key,
-                tokens,
-                per_minute,
-                micros,
-                at,
-            });
-            (dropped, journal.len())
-        };
-        self.metrics.limits_journal_entries(held);
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (recorded, dropped) = book.take_pending();
+        if recorded > 0 {
+            self.metrics.limits_journal_entries(book.journal.len());
+        }
         if dropped > 0 {
             self.metrics.limits_journal_dropped(dropped);
             if !self.overflowing.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
-                    key,
                     bound = BOUND,
                     "limits journal full: charges to new (key, window) entries are dropped \
                      (counted in orgate_limits_journal_dropped_total) until Redis takes it"
                 );
             }
         }
+        book
+    }
+
+    /// Queues a charge of `key` for the journal and wakes the task. Never waits for Redis nor
+    /// for a lock.
+    pub(super) fn charge(self: &Arc<Self>, key: &str, tokens: u64, per_minute: u64, micros: u64) {
+        let charge = Pending {
+            key: Box::from(key),
+            tokens,
+            per_minute,
+            micros,
+            at: unix_secs(SystemTime::now()),
+        };
+        // The receiver lives as long as the ledger: sending cannot fail while `self` does.
+        let _ = self.incoming.send(charge);
         self.dirty.store(true, Ordering::Relaxed);
         self.start();
         self.wake.notify_one();
@@ -146,7 +158,7 @@ impl Ledger {
     /// Sends the pending batch once. `Some(true)`: Redis has it; `Some(false)`: it failed;
     /// `None`: nothing to send.
     async fn flush(&self) -> Option<bool> {
-        let batch = self.journal().batch().cloned()?;
+        let batch = self.journal().journal.batch().cloned()?;
         let connection = self.connection.load_full();
         let mark = format!("orgate:journal:{}", batch.writer);
         let mut invocation = connection.invocation();
@@ -199,7 +211,10 @@ impl Ledger {
     fn applied(&self, batch: &Batch) {
         let (entries, held) = {
             let mut journal = self.journal();
-            (journal.applied(&batch.writer, batch.seq), journal.len())
+            (
+                journal.journal.applied(&batch.writer, batch.seq),
+                journal.journal.len(),
+            )
         };
         self.dirty.store(true, Ordering::Relaxed);
         self.metrics.limits_journal_entries(held);
@@ -226,8 +241,44 @@ impl Ledger {
         if !self.dirty.swap(false, Ordering::Relaxed) {
             return Ok(());
         }
-        let saved = self.journal().saved();
+        let saved = self.journal().journal.saved();
         save(path, &saved).inspect_err(|_| self.dirty.store(true, Ordering::Relaxed))
+    }
+}
+
+/// A charge waiting in the queue for the journal.
+#[derive(Debug)]
+struct Pending {
+    key: Box<str>,
+    tokens: u64,
+    per_minute: u64,
+    micros: u64,
+    /// Unix seconds: when the response reported it, not when the task took it.
+    at: u64,
+}
+
+/// The journal and the queue's receiving end, under one lock.
+#[derive(Debug)]
+pub(super) struct Book {
+    pub(super) journal: Journal,
+    pending: UnboundedReceiver<Pending>,
+}
+
+impl Book {
+    /// Records every queued charge; how many, and how many the bound dropped.
+    fn take_pending(&mut self) -> (usize, u64) {
+        let (mut recorded, mut dropped) = (0, 0);
+        while let Ok(charge) = self.pending.try_recv() {
+            recorded += 1;
+            dropped += self.journal.record(Charge {
+                key: &charge.key,
+                tokens: charge.tokens,
+                per_minute: charge.per_minute,
+                micros: charge.micros,
+                at: charge.at,
+            });
+        }
+        (recorded, dropped)
     }
 }
 
@@ -321,7 +372,8 @@ mod tests {
         ledger.persist().unwrap();
         drop(ledger);
         let restored = Ledger::new(connection(), state_dir);
-        let mut journal = restored.journal();
+        let mut book = restored.journal();
+        let journal = &mut book.journal;
         let batch = journal.batch().unwrap();
         let day = batch
             .entries
