@@ -14,7 +14,7 @@ use http::{HeaderMap, StatusCode};
 use super::context::RequestContext;
 use super::settlement::{Settle, Settlement};
 use crate::metrics::{GaugeGuard, TokenCounts};
-use crate::policy::Applied;
+use crate::policy::ProviderCheck;
 use crate::stream::{BodyListener, StreamFacts};
 use crate::usage::Usage;
 
@@ -28,7 +28,7 @@ pub(crate) struct Charging {
     /// the prompt when the lookup fails.
     pub settled: Option<u64>,
     /// The providers the forwarded request allowed, checked against the one that served it.
-    pub provider_check: Option<Applied>,
+    pub provider_check: Option<ProviderCheck>,
 }
 
 /// Hears one response body; see the module doc.
@@ -41,7 +41,7 @@ pub(crate) struct Accounting {
     bill: Option<Bill>,
     /// Present until the serving provider has been checked, when the policy bound
     /// `provider.only` or `provider.ignore`.
-    provider_check: Option<Applied>,
+    provider_check: Option<ProviderCheck>,
     usage_reported: bool,
     /// The usage reported had no `cost` (Messages, often): the spend is settled afterwards.
     cost_missing: bool,
@@ -76,15 +76,12 @@ impl Accounting {
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned),
             });
-        let provider_check = charging
-            .provider_check
-            .filter(|applied| !applied.only.is_empty() || !applied.ignore.is_empty());
         let stream = event_stream.then(|| ctx.metrics.stream(ctx.key()));
         Self {
             ctx,
             charged: charging.charged && status.is_success(),
             bill,
-            provider_check,
+            provider_check: charging.provider_check,
             usage_reported: false,
             cost_missing: false,
             _stream: stream,
@@ -121,18 +118,18 @@ impl BodyListener for Accounting {
     /// Trust, but verify: warns and counts when the provider OpenRouter reports is one the
     /// request's policy excluded.
     fn provider(&mut self, provider: &str) {
-        let Some(applied) = self.provider_check.take() else {
+        let Some(allowed) = self.provider_check.take() else {
             return;
         };
-        if !applied.provider_allowed(provider) {
+        if !allowed.allows(provider) {
             let ctx = &self.ctx;
             let request_id = ctx.request_id.as_ref().and_then(|id| id.to_str().ok());
             tracing::warn!(
                 key = %ctx.key(),
                 request_id = request_id.unwrap_or("-"),
                 provider,
-                only = ?applied.only,
-                ignore = ?applied.ignore,
+                only = ?allowed.only,
+                ignore = ?allowed.ignore,
                 "the upstream served the request with a provider the policy excludes"
             );
             ctx.metrics.provider_violation(ctx.key(), provider);

@@ -147,10 +147,31 @@ pub struct Applied {
 }
 
 impl Applied {
+    /// What the provider that serves the request is checked against, when the policy binds
+    /// `provider.only` or `provider.ignore` (`None`: nothing to check). Kept apart from the
+    /// actions, which a stream need not hold until its provider is named.
+    pub fn provider_check(&self) -> Option<ProviderCheck> {
+        (!self.only.is_empty() || !self.ignore.is_empty()).then(|| ProviderCheck {
+            only: Arc::clone(&self.only),
+            ignore: Arc::clone(&self.ignore),
+        })
+    }
+}
+
+/// The providers a forwarded request allowed ([`Applied::provider_check`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderCheck {
+    /// As [`Applied::only`].
+    pub only: Arc<[String]>,
+    /// As [`Applied::ignore`].
+    pub ignore: Arc<[String]>,
+}
+
+impl ProviderCheck {
     /// Whether the provider a response reports (`"provider": "Azure"`) is one the forwarded
     /// request allowed. A display name is compared as its slug; a regional entry
     /// (`deepinfra/turbo`) admits its provider, since responses name only the provider.
-    pub fn provider_allowed(&self, reported: &str) -> bool {
+    pub fn allows(&self, reported: &str) -> bool {
         let reported = normalise(Vocabulary::Provider, reported);
         let base = |entry: &str| entry.split('/').next().unwrap_or(entry).to_owned();
         let ignored = self

@@ -31,7 +31,7 @@ mod strictness;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use action::{Action, Applied, Refusal};
+pub(crate) use action::{Action, Applied, ProviderCheck, Refusal};
 pub(crate) use shape::Cap;
 pub use shape::RequestShape;
 

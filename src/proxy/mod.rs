@@ -146,13 +146,6 @@ async fn read_model(
     let applied = apply_policy(ctx, &mut request, door)?;
     let body = OutgoingBody::from_request(&request, &bytes);
     let prompt_estimate = crate::usage::estimate_tokens(body.len());
-    // The actions are counted and logged: what the provider check needs is the forwarded
-    // lists, kept until the response names its provider (for minutes, with a stream).
-    let provider_check = Applied {
-        actions: Vec::new(),
-        model: None,
-        ..applied
-    };
     Ok(Outgoing {
         method: Method::POST,
         suffix: spec.path,
@@ -161,7 +154,7 @@ async fn read_model(
         charging: Charging {
             charged: true,
             settled: Some(prompt_estimate),
-            provider_check: Some(provider_check),
+            provider_check: applied.provider_check(),
         },
     })
 }

@@ -1376,9 +1376,18 @@ fn the_reported_provider_is_checked_against_the_forwarded_lists() {
         json!({ "only": ["google-vertex", "DeepInfra", "azure"] }),
     );
     assert_eq!(*applied.only, ["google-vertex", "deepinfra/turbo"]);
-    assert!(applied.provider_allowed("Google Vertex"));
-    assert!(applied.provider_allowed("DeepInfra"));
-    assert!(!applied.provider_allowed("OpenAI"));
-    assert!(!applied.provider_allowed("Azure"));
-    assert!(Applied::default().provider_allowed("Anything"));
+    let check = applied
+        .provider_check()
+        .expect("the policy binds only and ignore");
+    assert!(check.allows("Google Vertex"));
+    assert!(check.allows("DeepInfra"));
+    assert!(!check.allows("OpenAI"));
+    assert!(!check.allows("Azure"));
+    // Nothing bound: nothing to check, and empty lists allow anything.
+    assert!(Applied::default().provider_check().is_none());
+    let unbound = ProviderCheck {
+        only: Arc::from([]),
+        ignore: Arc::from([]),
+    };
+    assert!(unbound.allows("Anything"));
 }
