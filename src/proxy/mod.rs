@@ -249,26 +249,18 @@ fn record_policy(metrics: &Metrics, actions: &[crate::policy::Action], what: &st
 /// same headers (hop-by-hop ones aside), same body, passed on as it arrives.
 async fn forward(ctx: RequestContext, parts: &Parts, outgoing: Outgoing<'_>) -> Response {
     let upstream = &ctx.snapshot.upstream;
-    let uri = match upstream.uri(outgoing.suffix, parts.uri.query()) {
-        Ok(uri) => uri,
-        Err(error) => {
-            let shape = ctx.door.errors();
-            return ctx.respond(error.respond(shape));
-        }
+    let sent = async {
+        let uri = upstream.uri(outgoing.suffix, parts.uri.query())?;
+        upstream
+            .send(&ctx.metrics, || {
+                let headers =
+                    upstream_request_headers(&parts.headers, &ctx.client.upstream_auth, upstream);
+                let body = outgoing.body.clone();
+                Upstream::request(outgoing.method.clone(), uri.clone(), headers, body)
+            })
+            .await
     };
-    let sent = upstream
-        .send(&ctx.metrics, || {
-            let headers =
-                upstream_request_headers(&parts.headers, &ctx.client.upstream_auth, upstream);
-            Upstream::request(
-                outgoing.method.clone(),
-                uri.clone(),
-                headers,
-                outgoing.body.clone(),
-            )
-        })
-        .await;
-    let answer = match sent {
+    let answer = match sent.await {
         Ok(answer) => answer,
         Err(error) => {
             let shape = ctx.door.errors();
