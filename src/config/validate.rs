@@ -17,6 +17,16 @@ const SORT_PARTITION: &[&str] = &["model", "none"];
 /// Each I/O thread has its own runtime and upstream pool; more than this is a typo.
 const MAX_WORKERS: u32 = 1024;
 
+/// A problem at each of `durations` (key path, value) that is zero: every one is a timeout or
+/// a lifetime, which 0 would make fire at once.
+fn require_nonzero(durations: &[(&str, super::Duration)], out: &mut Vec<Problem>) {
+    for (path, duration) in durations {
+        if duration.get().is_zero() {
+            out.push(Problem::at(path, "must be greater than 0"));
+        }
+    }
+}
+
 /// Every problem in `config`, in the order of the file's sections.
 pub fn validate(config: &Config) -> Vec<Problem> {
     let mut out = Vec::new();
@@ -24,15 +34,14 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     if server.max_body.bytes() == 0 {
         out.push(Problem::at("server.max_body", "must be greater than 0"));
     }
-    for (path, timeout) in [
-        ("server.header_read_timeout", server.header_read_timeout),
-        ("server.body_read_timeout", server.body_read_timeout),
-        ("server.idle_timeout", server.idle_timeout),
-    ] {
-        if timeout.get().is_zero() {
-            out.push(Problem::at(path, "must be greater than 0"));
-        }
-    }
+    require_nonzero(
+        &[
+            ("server.header_read_timeout", server.header_read_timeout),
+            ("server.body_read_timeout", server.body_read_timeout),
+            ("server.idle_timeout", server.idle_timeout),
+        ],
+        &mut out,
+    );
     if server.workers > MAX_WORKERS {
         out.push(Problem::at(
             "server.workers",
@@ -104,15 +113,14 @@ fn validate_upstream(config: &Config, out: &mut Vec<Problem>) {
             ),
         ));
     }
-    for (path, d) in [
-        ("upstream.connect_timeout", upstream.connect_timeout),
-        ("upstream.first_byte_timeout", upstream.first_byte_timeout),
-        ("upstream.idle_timeout", upstream.idle_timeout),
-    ] {
-        if d.get().is_zero() {
-            out.push(Problem::at(path, "must be greater than 0"));
-        }
-    }
+    require_nonzero(
+        &[
+            ("upstream.connect_timeout", upstream.connect_timeout),
+            ("upstream.first_byte_timeout", upstream.first_byte_timeout),
+            ("upstream.idle_timeout", upstream.idle_timeout),
+        ],
+        out,
+    );
     if upstream.retries > 10 {
         out.push(Problem::at("upstream.retries", "at most 10"));
     }
@@ -260,14 +268,13 @@ fn validate_limits(config: &Config, out: &mut Vec<Problem>) {
             out.push(Problem::at("limits.redis_ca_file", why));
         }
     }
-    for (path, d) in [
-        ("limits.lease_ttl", limits.lease_ttl),
-        ("limits.backend_timeout", limits.backend_timeout),
-    ] {
-        if d.get().is_zero() {
-            out.push(Problem::at(path, "must be greater than 0"));
-        }
-    }
+    require_nonzero(
+        &[
+            ("limits.lease_ttl", limits.lease_ttl),
+            ("limits.backend_timeout", limits.backend_timeout),
+        ],
+        out,
+    );
 }
 
 fn validate_policy(at: &str, policy: &PolicyConfig, out: &mut Vec<Problem>) {
