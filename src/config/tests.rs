@@ -437,3 +437,22 @@ fn an_unusable_upstream_ca_file_is_reported_at_its_key() {
         "{text}"
     );
 }
+
+#[test]
+fn an_upstream_base_url_the_client_cannot_send_to_is_reported() {
+    let text = problems_of("[upstream]\nbase_url = \"https://bücher.example/api/v1\"\n").join("\n");
+    assert!(
+        text.contains("upstream.base_url") && text.contains("punycode"),
+        "{text}"
+    );
+    let text =
+        problems_of("[upstream]\nbase_url = \"https://me:hunter2@up.example/api/v1\"\n").join("\n");
+    assert!(
+        text.contains("must not carry a user name or password"),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(
+        problems_of("[upstream]\nbase_url = \"https://xn--bcher-kva.example/api/v1\"\n").is_empty()
+    );
+}

@@ -98,6 +98,21 @@ fn validate_upstream(config: &Config, out: &mut Vec<Problem>) {
                     upstream.base_url
                 ),
             )),
+        Ok(url) if !url.username().is_empty() || url.password().is_some() => out.push(
+            Problem::at(
+                "upstream.base_url",
+                "must not carry a user name or password (the upstream key goes in upstream.api_key_env)",
+            ),
+        ),
+        // The upstream client reads it as an HTTP URI, which takes no Unicode host: the same
+        // question here, so that `check` refuses what the start would.
+        Ok(_) if upstream.base_url.parse::<http::Uri>().is_err() => out.push(Problem::at(
+            "upstream.base_url",
+            format!(
+                "{:?} must be ASCII: write a host in its punycode (xn--) form",
+                upstream.base_url
+            ),
+        )),
         Ok(_) => {}
         Err(e) => out.push(Problem::at(
             "upstream.base_url",
