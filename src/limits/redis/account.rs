@@ -20,7 +20,8 @@ use crate::limits::tokens::{ChargeUsage, Spent};
 /// One key id's account.
 #[derive(Debug)]
 pub(super) struct Account {
-    id: Box<str>,
+    /// Shared with every charge queued for the ledger (no copy per charge).
+    id: Arc<str>,
     ledger: Arc<Ledger>,
     /// For `spent`: the counters are read straight from Redis.
     connection: Arc<Connection>,
@@ -37,7 +38,7 @@ impl Account {
         tokens_per_minute: u64,
     ) -> Self {
         Self {
-            id: Box::from(id),
+            id: Arc::from(id),
             ledger,
             connection,
             names,

@@ -127,9 +127,15 @@ impl Ledger {
 
     /// Queues a charge of `key` for the journal and wakes the task. Never waits for Redis nor
     /// for a lock.
-    pub(super) fn charge(self: &Arc<Self>, key: &str, tokens: u64, per_minute: u64, micros: u64) {
+    pub(super) fn charge(
+        self: &Arc<Self>,
+        key: &Arc<str>,
+        tokens: u64,
+        per_minute: u64,
+        micros: u64,
+    ) {
         let charge = Pending {
-            key: Box::from(key),
+            key: Arc::clone(key),
             tokens,
             per_minute,
             micros,
@@ -249,7 +255,7 @@ impl Ledger {
 /// A charge waiting in the queue for the journal.
 #[derive(Debug)]
 struct Pending {
-    key: Box<str>,
+    key: Arc<str>,
     tokens: u64,
     per_minute: u64,
     micros: u64,
@@ -367,8 +373,9 @@ mod tests {
             )
         };
         let ledger = Ledger::new(connection(), state_dir);
-        ledger.charge("alice", 100, 1000, 2_500_000);
-        ledger.charge("alice", 0, 1000, 500_000);
+        let alice = Arc::from("alice");
+        ledger.charge(&alice, 100, 1000, 2_500_000);
+        ledger.charge(&alice, 0, 1000, 500_000);
         ledger.persist().unwrap();
         drop(ledger);
         let restored = Ledger::new(connection(), state_dir);
