@@ -246,11 +246,11 @@ fn serve_refuses_to_start_without_the_upstream_key() {
 #[tokio::test]
 async fn serve_like_the_container_and_drain_a_stream_on_sigterm() {
     let mock = MockOpenRouter::start().await;
-    let config = ConfigFile::new(&format!(
-        "[server]\nshutdown_grace = \"10s\"\n{}{}",
-        mock.upstream_toml(),
-        key_toml("alice", ALICE_KEY)
-    ));
+    let config = ConfigFile::for_mock(
+        &mock,
+        "[server]\nshutdown_grace = \"10s\"\n",
+        ("alice", ALICE_KEY),
+    );
     let mut command = tokio::process::Command::new(BIN);
     command
         .env_clear()
@@ -309,11 +309,7 @@ async fn serve_like_the_container_and_drain_a_stream_on_sigterm() {
 #[tokio::test]
 async fn a_bare_orgate_takes_serves_options() {
     let mock = MockOpenRouter::start().await;
-    let config = ConfigFile::new(&format!(
-        "{}{}",
-        mock.upstream_toml(),
-        key_toml("alice", ALICE_KEY)
-    ));
+    let config = ConfigFile::for_mock(&mock, "", ("alice", ALICE_KEY));
     let mut command = tokio::process::Command::new(BIN);
     command
         .env_clear()

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::common::process::{key_toml, serve_command, ConfigFile, Served};
+use crate::common::process::{serve_command, ConfigFile, Served};
 use crate::common::*;
 
 #[tokio::test]
@@ -105,11 +105,7 @@ async fn a_request_id_is_made_when_the_client_sent_none_or_no_token() {
 #[tokio::test]
 async fn a_forged_request_id_forges_nothing_in_the_pretty_log() {
     let mock = MockOpenRouter::start().await;
-    let config = ConfigFile::new(&format!(
-        "{}{}",
-        mock.upstream_toml(),
-        key_toml("mallory", "sk-orgate-mallory")
-    ));
+    let config = ConfigFile::for_mock(&mock, "", ("mallory", "sk-orgate-mallory"));
     let mut command = serve_command(&config.path);
     command.env("ORGATE_LOG_FORMAT", "pretty");
     let mut served = Served::start_pretty(&mut command).await;

@@ -524,11 +524,11 @@ async fn a_wrong_typed_provider_field_is_a_400_whatever_the_policy_binds() {
 #[tokio::test]
 async fn the_provider_mismatch_warning_carries_the_request_id() {
     let mock = MockOpenRouter::start().await;
-    let config = ConfigFile::new(&format!(
-        "[policy.provider]\nonly = [\"azure\"]\n{}{}",
-        mock.upstream_toml(),
-        key_toml("alice", ALICE_KEY)
-    ));
+    let config = ConfigFile::for_mock(
+        &mock,
+        "[policy.provider]\nonly = [\"azure\"]\n",
+        ("alice", ALICE_KEY),
+    );
     let mut served = Served::start(&mut serve_command(&config.path)).await;
     // The mock answers as served by "OpenAI", which the forwarded `only` excludes.
     let response = served

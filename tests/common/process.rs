@@ -38,6 +38,20 @@ impl ConfigFile {
         Self { dir, path }
     }
 
+    /// A config in front of `mock` with one client key (`id`, `secret`), `extra` (sections of
+    /// its own, such as `[server]`) first.
+    pub fn for_mock(
+        mock: &super::mock_openrouter::MockOpenRouter,
+        extra: &str,
+        (id, secret): (&str, &str),
+    ) -> Self {
+        Self::new(&format!(
+            "{extra}{}{}",
+            mock.upstream_toml(),
+            key_toml(id, secret)
+        ))
+    }
+
     /// Replaces the config's text (a reload reads it again).
     pub fn rewrite(&self, toml: &str) {
         std::fs::write(&self.path, toml).unwrap();
